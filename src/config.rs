@@ -1,0 +1,791 @@
+//! The TOML configuration: schema, defaults and validation.
+//!
+//! The file is walked by hand over toml's spanned document tree rather than
+//! deserialised with serde, so that every problem, not only the first, is
+//! reported as `FILE:LINE:COL: message`, and unknown keys get a suggestion.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Where `serve` and the admin commands look when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/tollgate/tollgate.toml";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    pub server: Server,
+    pub sessions: Sessions,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub host_keys: Vec<PathBuf>,
+    pub journal: PathBuf,
+    /// Sent before authentication; empty means none.
+    pub banner: String,
+    pub login_grace_time: Duration,
+    pub max_auth_tries: u32,
+    /// Host name printed in the ssh line of `session issue`; defaults to the
+    /// first listen address, or this machine's name when that is a wildcard.
+    pub public_host: Option<String>,
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    pub token_ttl: Duration,
+    pub max_duration: Duration,
+    /// `None` when off (`0s`).
+    pub idle_timeout: Option<Duration>,
+    pub kill_grace: Duration,
+}
+
+/// `[profiles.NAME]`
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub user: String,
+    pub allow_root: bool,
+    /// argv of what a shell request runs (split like a shell would, no expansion).
+    pub command: Vec<String>,
+    /// Shell used for `exec` commands (`SHELL -c CMD`); the account's login
+    /// shell when not set.
+    pub shell: Option<String>,
+    pub allow_exec: bool,
+    /// `None`: the account's home directory, falling back to `/`.
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: vec!["127.0.0.1:2222".parse().expect("literal address")],
+            host_keys: vec![PathBuf::from("/var/lib/tollgate/ssh_host_ed25519_key")],
+            journal: PathBuf::from("/var/lib/tollgate/journal.db"),
+            banner: String::new(),
+            login_grace_time: Duration::from_secs(30),
+            max_auth_tries: 6,
+            public_host: None,
+        }
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            token_ttl: Duration::from_secs(15 * 60),
+            max_duration: Duration::from_secs(7 * 24 * 3600),
+            idle_timeout: None,
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration file; `Display` prints one
+/// `FILE:LINE:COL: message` per line.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                p.line,
+                p.col,
+                p.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read, parse and validate `path`, including that profile accounts exist.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line: 0,
+                col: 0,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse and validate `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut ctx = Ctx {
+            src: text,
+            problems: Vec::new(),
+        };
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        for e in syntax {
+            let at = e.span().map(|s| s.start).unwrap_or(0);
+            let msg = e.message().trim().to_string();
+            ctx.push(at, msg);
+        }
+        let config = if ctx.problems.is_empty() {
+            Some(walk(&mut ctx, path, doc.get_ref()))
+        } else {
+            None
+        };
+        ctx.problems.sort_by_key(|p| (p.line, p.col));
+        match config {
+            Some(c) if ctx.problems.is_empty() => Ok(c),
+            _ => Err(ConfigError {
+                path: path.to_path_buf(),
+                problems: ctx.problems,
+            }),
+        }
+    }
+
+    /// The profile called `name`.
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// The host and port to print in an ssh line.
+    pub fn ssh_destination(&self) -> (String, u16) {
+        let first = self.server.listen[0];
+        let host = match &self.server.public_host {
+            Some(h) => h.clone(),
+            None if first.ip().is_unspecified() => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            None => match first.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            },
+        };
+        (host, first.port())
+    }
+}
+
+/// Builds the ssh line a person pastes: `ssh -p 2222 user@host`.
+pub fn ssh_line(host: &str, port: u16, login_user: &str) -> String {
+    if port == 22 {
+        format!("ssh {login_user}@{host}")
+    } else {
+        format!("ssh -p {port} {login_user}@{host}")
+    }
+}
+
+struct Ctx<'a> {
+    src: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, offset: usize, message: String) {
+        let before = &self.src[..offset.min(self.src.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        self.problems.push(Problem { line, col, message });
+    }
+
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.push(span.start, message.into());
+    }
+}
+
+type Val<'i> = Spanned<DeValue<'i>>;
+
+/// Reports keys of `table` not in `allowed`, with a did-you-mean.
+fn check_keys(ctx: &mut Ctx, table: &DeTable, section: &str, allowed: &[&str]) {
+    for (k, _) in table.iter() {
+        let key: &str = k.get_ref();
+        if !allowed.contains(&key) {
+            let hint = suggest(key, allowed)
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            ctx.at(
+                k.span(),
+                format!("unknown key \"{key}\" in [{section}]{hint}"),
+            );
+        }
+    }
+}
+
+fn suggest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(key, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<&'t Val<'i>> {
+    table.get(key)
+}
+
+fn sub_table<'t, 'i>(ctx: &mut Ctx, table: &'t DeTable<'i>, key: &str) -> Option<&'t DeTable<'i>> {
+    let v = get(table, key)?;
+    match v.get_ref() {
+        DeValue::Table(t) => Some(t),
+        other => {
+            ctx.at(
+                v.span(),
+                format!("\"{key}\" must be a table, found {}", other.type_str()),
+            );
+            None
+        }
+    }
+}
+
+fn string(ctx: &mut Ctx, section: &str, table: &DeTable, key: &str) -> Option<String> {
+    let v = get(table, key)?;
+    match v.get_ref() {
+        DeValue::String(s) => Some(s.to_string()),
+        other => {
+            ctx.at(
+                v.span(),
+                format!(
+                    "{section}.{key} must be a string, found {}",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn boolean(ctx: &mut Ctx, section: &str, table: &DeTable, key: &str) -> Option<bool> {
+    let v = get(table, key)?;
+    match v.get_ref() {
+        DeValue::Boolean(b) => Some(*b),
+        other => {
+            ctx.at(
+                v.span(),
+                format!(
+                    "{section}.{key} must be true or false, found {}",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn integer(ctx: &mut Ctx, section: &str, table: &DeTable, key: &str) -> Option<i64> {
+    let v = get(table, key)?;
+    let parsed = match v.get_ref() {
+        DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        ctx.at(v.span(), format!("{section}.{key} must be an integer"));
+    }
+    parsed
+}
+
+/// A duration such as `30s`, `15m`, `7d` (humantime syntax).
+fn duration(ctx: &mut Ctx, section: &str, table: &DeTable, key: &str) -> Option<Duration> {
+    let v = get(table, key)?;
+    let s = string(ctx, section, table, key)?;
+    match parse_duration(&s) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            ctx.at(v.span(), format!("{section}.{key}: {e}"));
+            None
+        }
+    }
+}
+
+/// Parses `15m`, `7d`, `1h 30m`, `0s`; a bare `0` is accepted as zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration \"{s}\" ({e}); use a number with a unit, e.g. 30s, 15m, 7d")
+    })
+}
+
+fn abs_path(ctx: &mut Ctx, span: Range<usize>, what: &str, s: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Some(p)
+    } else {
+        ctx.at(
+            span,
+            format!("{what} must be an absolute path, got \"{s}\""),
+        );
+        None
+    }
+}
+
+fn string_array(
+    ctx: &mut Ctx,
+    section: &str,
+    table: &DeTable,
+    key: &str,
+) -> Option<Vec<(String, Range<usize>)>> {
+    let v = get(table, key)?;
+    let DeValue::Array(items) = v.get_ref() else {
+        ctx.at(
+            v.span(),
+            format!("{section}.{key} must be an array of strings"),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        match item.get_ref() {
+            DeValue::String(s) => out.push((s.to_string(), item.span())),
+            other => ctx.at(
+                item.span(),
+                format!(
+                    "{section}.{key} entries must be strings, found {}",
+                    other.type_str()
+                ),
+            ),
+        }
+    }
+    Some(out)
+}
+
+const TOP_KEYS: &[&str] = &["server", "sessions", "profiles"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "host_keys",
+    "journal",
+    "banner",
+    "login_grace_time",
+    "max_auth_tries",
+    "public_host",
+];
+const SESSIONS_KEYS: &[&str] = &["token_ttl", "max_duration", "idle_timeout", "kill_grace"];
+const PROFILE_KEYS: &[&str] = &[
+    "user",
+    "allow_root",
+    "command",
+    "shell",
+    "allow_exec",
+    "cwd",
+    "env",
+];
+
+fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
+    check_keys(ctx, doc, "top level", TOP_KEYS);
+    let mut server = Server::default();
+    if let Some(t) = sub_table(ctx, doc, "server") {
+        walk_server(ctx, t, &mut server);
+    }
+    let mut sessions = Sessions::default();
+    if let Some(t) = sub_table(ctx, doc, "sessions") {
+        walk_sessions(ctx, t, &mut sessions);
+    }
+    let mut profiles = BTreeMap::new();
+    if let Some(t) = sub_table(ctx, doc, "profiles") {
+        for (name, v) in t.iter() {
+            let DeValue::Table(pt) = v.get_ref() else {
+                ctx.at(
+                    v.span(),
+                    format!("profiles.{} must be a table", name.get_ref()),
+                );
+                continue;
+            };
+            if let Some(p) = walk_profile(ctx, name.get_ref(), name.span(), pt) {
+                profiles.insert(name.get_ref().to_string(), p);
+            }
+        }
+    }
+    Config {
+        path: path.to_path_buf(),
+        server,
+        sessions,
+        profiles,
+    }
+}
+
+fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
+    const S: &str = "server";
+    check_keys(ctx, t, S, SERVER_KEYS);
+    if let Some(items) = string_array(ctx, S, t, "listen") {
+        let span = get(t, "listen").map(|v| v.span()).unwrap_or(0..0);
+        let mut addrs = Vec::new();
+        for (s, sp) in items {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => addrs.push(a),
+                Err(_) => ctx.at(
+                    sp,
+                    format!(
+                        "server.listen: \"{s}\" is not an IP address with a port, e.g. \"0.0.0.0:22\" or \"[::]:2222\""
+                    ),
+                ),
+            }
+        }
+        if addrs.is_empty() {
+            ctx.at(span, "server.listen must name at least one address");
+        }
+        server.listen = addrs;
+    }
+    if let Some(items) = string_array(ctx, S, t, "host_keys") {
+        let span = get(t, "host_keys").map(|v| v.span()).unwrap_or(0..0);
+        server.host_keys = items
+            .into_iter()
+            .filter_map(|(s, sp)| abs_path(ctx, sp, "server.host_keys entry", &s))
+            .collect();
+        if server.host_keys.is_empty() {
+            ctx.at(span, "server.host_keys must name at least one key file");
+        }
+    }
+    if let Some(s) = string(ctx, S, t, "journal") {
+        let span = get(t, "journal").map(|v| v.span()).unwrap_or(0..0);
+        if let Some(p) = abs_path(ctx, span, "server.journal", &s) {
+            server.journal = p;
+        }
+    }
+    if let Some(s) = string(ctx, S, t, "banner") {
+        server.banner = s;
+    }
+    if let Some(s) = string(ctx, S, t, "public_host") {
+        server.public_host = (!s.is_empty()).then_some(s);
+    }
+    if let Some(d) = duration(ctx, S, t, "login_grace_time") {
+        if d.is_zero() {
+            let span = get(t, "login_grace_time").map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(span, "server.login_grace_time must be more than 0s");
+        }
+        server.login_grace_time = d;
+    }
+    if let Some(n) = integer(ctx, S, t, "max_auth_tries") {
+        match u32::try_from(n) {
+            Ok(n) if (1..=100).contains(&n) => server.max_auth_tries = n,
+            _ => {
+                let span = get(t, "max_auth_tries").map(|v| v.span()).unwrap_or(0..0);
+                ctx.at(span, "server.max_auth_tries must be between 1 and 100");
+            }
+        }
+    }
+}
+
+fn walk_sessions(ctx: &mut Ctx, t: &DeTable, sessions: &mut Sessions) {
+    const S: &str = "sessions";
+    check_keys(ctx, t, S, SESSIONS_KEYS);
+    for key in ["token_ttl", "max_duration"] {
+        if let Some(d) = duration(ctx, S, t, key) {
+            if d.is_zero() {
+                let span = get(t, key).map(|v| v.span()).unwrap_or(0..0);
+                ctx.at(span, format!("sessions.{key} must be more than 0s"));
+            }
+            if key == "token_ttl" {
+                sessions.token_ttl = d;
+            } else {
+                sessions.max_duration = d;
+            }
+        }
+    }
+    if let Some(d) = duration(ctx, S, t, "idle_timeout") {
+        sessions.idle_timeout = (!d.is_zero()).then_some(d);
+    }
+    if let Some(d) = duration(ctx, S, t, "kill_grace") {
+        sessions.kill_grace = d;
+    }
+}
+
+fn walk_profile(
+    ctx: &mut Ctx,
+    name: &str,
+    name_span: Range<usize>,
+    t: &DeTable,
+) -> Option<Profile> {
+    let section = format!("profiles.{name}");
+    let s = section.as_str();
+    check_keys(ctx, t, s, PROFILE_KEYS);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        ctx.at(
+            name_span.clone(),
+            format!("profile name \"{name}\" may only use letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let allow_root = boolean(ctx, s, t, "allow_root").unwrap_or(false);
+    let user = match string(ctx, s, t, "user") {
+        Some(u) => {
+            let span = get(t, "user").map(|v| v.span()).unwrap_or(0..0);
+            match nix::unistd::User::from_name(&u) {
+                Ok(Some(acct)) => {
+                    if acct.uid.is_root() && !allow_root {
+                        ctx.at(
+                            span,
+                            format!("{s}.user: \"{u}\" is root; sessions never run as root unless the profile sets allow_root = true"),
+                        );
+                    }
+                }
+                Ok(None) => ctx.at(span, format!("{s}.user: no such account \"{u}\"")),
+                Err(e) => ctx.at(span, format!("{s}.user: cannot look up \"{u}\": {e}")),
+            }
+            u
+        }
+        None => {
+            if get(t, "user").is_none() {
+                ctx.at(
+                    name_span.clone(),
+                    format!("{s}: missing required key \"user\""),
+                );
+            }
+            String::new()
+        }
+    };
+    let command = match string(ctx, s, t, "command") {
+        Some(c) => {
+            let span = get(t, "command").map(|v| v.span()).unwrap_or(0..0);
+            match split_command(&c) {
+                Ok(argv) if argv.is_empty() => {
+                    ctx.at(span, format!("{s}.command is empty"));
+                    argv
+                }
+                Ok(argv) => {
+                    if !Path::new(&argv[0]).is_absolute() {
+                        ctx.at(
+                            span,
+                            format!(
+                                "{s}.command: program \"{}\" must be an absolute path",
+                                argv[0]
+                            ),
+                        );
+                    }
+                    argv
+                }
+                Err(e) => {
+                    ctx.at(span, format!("{s}.command: {e}"));
+                    Vec::new()
+                }
+            }
+        }
+        None => {
+            if get(t, "command").is_none() {
+                ctx.at(
+                    name_span.clone(),
+                    format!("{s}: missing required key \"command\""),
+                );
+            }
+            Vec::new()
+        }
+    };
+    let shell = string(ctx, s, t, "shell").and_then(|sh| {
+        let span = get(t, "shell").map(|v| v.span()).unwrap_or(0..0);
+        abs_path(ctx, span, &format!("{s}.shell"), &sh).map(|_| sh)
+    });
+    let cwd = string(ctx, s, t, "cwd").and_then(|c| {
+        let span = get(t, "cwd").map(|v| v.span()).unwrap_or(0..0);
+        abs_path(ctx, span, &format!("{s}.cwd"), &c)
+    });
+    let mut env = BTreeMap::new();
+    if let Some(v) = get(t, "env") {
+        match v.get_ref() {
+            DeValue::Table(et) => {
+                for (k, val) in et.iter() {
+                    let key: &str = k.get_ref();
+                    if key.is_empty() || key.contains('=') || key.contains('\0') {
+                        ctx.at(
+                            k.span(),
+                            format!("{s}.env: \"{key}\" is not a valid variable name"),
+                        );
+                        continue;
+                    }
+                    match val.get_ref() {
+                        DeValue::String(sv) if !sv.contains('\0') => {
+                            env.insert(key.to_string(), sv.to_string());
+                        }
+                        _ => ctx.at(val.span(), format!("{s}.env.{key} must be a string")),
+                    }
+                }
+            }
+            _ => ctx.at(v.span(), format!("{s}.env must be a table of strings")),
+        }
+    }
+    Some(Profile {
+        user,
+        allow_root,
+        command,
+        shell,
+        allow_exec: boolean(ctx, s, t, "allow_exec").unwrap_or(false),
+        cwd,
+        env,
+    })
+}
+
+/// Splits a command line into words the way a POSIX shell would for simple
+/// cases: whitespace separates, single and double quotes group, backslash
+/// escapes. No variables, globs or other expansion.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => cur.push(c),
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("t.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.to_string().lines().map(String::from).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let c = Config::parse(Path::new("t.toml"), "").unwrap();
+        assert_eq!(c.server.max_auth_tries, 6);
+        assert_eq!(c.sessions.token_ttl, Duration::from_secs(900));
+        assert!(c.sessions.idle_timeout.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_suggestion() {
+        let p = problems("[server]\nlistn = [\"127.0.0.1:22\"]\n");
+        assert_eq!(
+            p,
+            vec!["t.toml:2:1: unknown key \"listn\" in [server] (did you mean \"listen\"?)"]
+        );
+    }
+
+    #[test]
+    fn several_problems_are_all_reported_in_order() {
+        let p = problems(
+            "[sessions]\ntoken_ttl = \"15 parsecs\"\n[server]\nlisten = []\njournal = \"rel/j.db\"\n",
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("t.toml:2:13: sessions.token_ttl: invalid duration"));
+        assert!(p[1].starts_with("t.toml:4:10: server.listen must name"));
+        assert!(p[2].starts_with("t.toml:5:11: server.journal must be an absolute path"));
+    }
+
+    #[test]
+    fn root_needs_allow_root_and_unknown_users_are_named() {
+        let p = problems("[profiles.a]\nuser = \"root\"\ncommand = \"/bin/sh\"\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("t.toml:2:8: profiles.a.user: \"root\" is root"));
+        assert!(problems(
+            "[profiles.a]\nuser = \"root\"\nallow_root = true\ncommand = \"/bin/sh\"\n"
+        )
+        .is_empty());
+        let p = problems("[profiles.a]\nuser = \"no-such-user-x\"\ncommand = \"/bin/sh\"\n");
+        assert_eq!(
+            p,
+            vec!["t.toml:2:8: profiles.a.user: no such account \"no-such-user-x\""]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let p = problems("[server]\nlisten = [\n");
+        assert!(!p.is_empty());
+        assert!(p[0].starts_with("t.toml:"), "{p:?}");
+    }
+
+    #[test]
+    fn split_command_handles_quotes() {
+        assert_eq!(
+            split_command(r#"/bin/bash -lc 'echo "hi there"' a\ b"#).unwrap(),
+            vec!["/bin/bash", "-lc", "echo \"hi there\"", "a b"]
+        );
+        assert!(split_command("'open").is_err());
+    }
+}

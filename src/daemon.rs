@@ -1,0 +1,236 @@
+//! `tollgate serve`: listeners, the journal watcher, signals and shutdown.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
+
+use crate::cli::{CliError, CliResult};
+use crate::config::Config;
+use crate::journal::{Journal, JournalError};
+use crate::ssh::session::EndReason;
+
+/// The journal shared by the daemon's tasks; calls run on the blocking pool.
+#[derive(Clone)]
+pub struct Db(Arc<Mutex<Journal>>);
+
+impl Db {
+    pub fn new(j: Journal) -> Db {
+        Db(Arc::new(Mutex::new(j)))
+    }
+
+    /// Runs `f` with the journal off the async threads.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, JournalError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
+    {
+        let j = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = j.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(JournalError::Io {
+                path: "journal".into(),
+                source: std::io::Error::other(format!("journal task failed: {e}")),
+            })
+        })
+    }
+}
+
+/// State every connection can reach.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub db: Db,
+    /// Live sessions by id: where to send a request to end.
+    live: Mutex<HashMap<String, UnboundedSender<EndReason>>>,
+}
+
+impl Shared {
+    /// Makes a live session reachable for cancel and shutdown.
+    pub fn register(&self, id: &str, stop: UnboundedSender<EndReason>) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), stop);
+    }
+
+    pub fn unregister(&self, id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn end(&self, id: &str, reason: EndReason) -> bool {
+        match self.live.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            Some(tx) => tx.send(reason).is_ok(),
+            None => false,
+        }
+    }
+
+    fn end_all(&self, reason: EndReason) {
+        for tx in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            let _ = tx.send(reason);
+        }
+    }
+
+    fn live_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Entry point of `tollgate serve`.
+pub fn serve_from_file(path: &Path) -> CliResult {
+    let config = Config::load(path)?;
+    init_logging();
+    serve(config, |_| {})
+}
+
+/// Sets up human-readable logs on stderr (journald adds timestamps).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `on_ready` is called once every
+/// listener is bound, with the addresses actually bound.
+pub fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::failure)?;
+    runtime.block_on(run(config, on_ready))
+}
+
+async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
+    let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
+    let mut journal = Journal::open(&config.server.journal)?;
+    for (id, pid) in journal.recover_stale()? {
+        tracing::warn!(session = %id, ?pid, "session left active by an earlier run marked terminated (daemon_stopped)");
+    }
+    journal.expire_due()?;
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        db: Db::new(journal),
+        live: Mutex::new(HashMap::new()),
+    });
+    let russh_config = Arc::new(crate::ssh::russh_config(&config, keys));
+
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &config.server.listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))?;
+        bound.push(l.local_addr().map_err(CliError::failure)?);
+        listeners.push(l);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accepts = Vec::new();
+    for l in listeners {
+        accepts.push(tokio::spawn(crate::ssh::accept_loop(
+            l,
+            shared.clone(),
+            russh_config.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let watcher = tokio::spawn(watch_journal(config.server.journal.clone(), shared.clone()));
+    for a in &bound {
+        tracing::info!(address = %a, "listening");
+    }
+    on_ready(&bound);
+
+    wait_for_stop_signal().await;
+    tracing::info!("stopping: no new connections; ending live sessions");
+    let _ = stop_tx.send(true);
+    for a in accepts {
+        let _ = a.await;
+    }
+    watcher.abort();
+    shared.end_all(EndReason::DaemonStopped);
+    let limit = config.sessions.kill_grace + Duration::from_secs(3);
+    let start = std::time::Instant::now();
+    while shared.live_count() > 0 && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if shared.live_count() > 0 {
+        tracing::error!(count = shared.live_count(), "sessions did not end in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Notices what other processes (the admin CLI) wrote: cancels within a
+/// second, and moves tokens past their TTL to `expired`. Uses its own
+/// connection so `data_version` sees every commit not made through it.
+async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
+    let conn = match tokio::task::spawn_blocking(move || Journal::open(&path)).await {
+        Ok(Ok(j)) => Db::new(j),
+        Ok(Err(e)) => return tracing::error!(error = %e, "journal watcher cannot open the journal"),
+        Err(_) => return,
+    };
+    let mut last_version = -1;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let periodic = n % 5 == 0;
+        let version = conn
+            .call(|j| j.data_version())
+            .await
+            .unwrap_or(last_version);
+        if version == last_version && !periodic {
+            continue;
+        }
+        last_version = version;
+        match conn.call(|j| j.canceling()).await {
+            Ok(ids) => {
+                for id in ids {
+                    if shared.end(&id, EndReason::Canceled) {
+                        tracing::info!(session = %id, "cancel requested; ending session");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "journal watcher: cannot read cancellations"),
+        }
+        if periodic {
+            match shared.db.call(|j| j.expire_due()).await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::info!(session = %id, "token expired unused");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "journal watcher: cannot expire tokens"),
+            }
+        }
+    }
+}

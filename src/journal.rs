@@ -1,0 +1,659 @@
+//! The journal: one SQLite file holding sessions and an append-only event
+//! log. It is also the interface between the admin CLI and the daemon: the
+//! CLI writes here, the daemon notices through `PRAGMA data_version`.
+//!
+//! Tokens never reach this module in plaintext; only their SHA-256.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Errors from the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("journal {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal schema version {found} is newer than this tollgate understands ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn fmt_time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Schema migrations; `PRAGMA user_version` is the index of the last applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sessions (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending','active','canceling','terminated','expired')),
+    token_sha256    TEXT NOT NULL UNIQUE,
+    profile         TEXT,
+    login_user      TEXT NOT NULL,
+    command         TEXT,
+    reason          TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    max_duration_ms INTEGER NOT NULL,
+    started_at      INTEGER,
+    ended_at        INTEGER,
+    end_reason      TEXT,
+    exit_status     INTEGER,
+    exit_signal     TEXT,
+    client_addr     TEXT,
+    pid             INTEGER,
+    bytes_in        INTEGER NOT NULL DEFAULT 0,
+    bytes_out       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_state ON sessions(state);
+CREATE TABLE events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    session_id TEXT,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_session ON events(session_id, seq);
+CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"#];
+
+/// A session row as the CLI shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub profile: Option<String>,
+    pub login_user: String,
+    pub command: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub max_duration_s: i64,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    pub exit_status: Option<i64>,
+    pub exit_signal: Option<String>,
+    pub client_addr: Option<String>,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+}
+
+const SESSION_COLUMNS: &str = "id, kind, state, profile, login_user, command, reason, created_at, expires_at, max_duration_ms, started_at, ended_at, end_reason, exit_status, exit_signal, client_addr, bytes_in, bytes_out";
+
+fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
+    let opt_time = |i: usize| -> rusqlite::Result<Option<String>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(fmt_time))
+    };
+    Ok(SessionRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        state: r.get(2)?,
+        profile: r.get(3)?,
+        login_user: r.get(4)?,
+        command: r.get(5)?,
+        reason: r.get(6)?,
+        created_at: fmt_time(r.get(7)?),
+        expires_at: fmt_time(r.get(8)?),
+        max_duration_s: r.get::<_, i64>(9)? / 1000,
+        started_at: opt_time(10)?,
+        ended_at: opt_time(11)?,
+        end_reason: r.get(12)?,
+        exit_status: r.get(13)?,
+        exit_signal: r.get(14)?,
+        client_addr: r.get(15)?,
+        bytes_in: r.get(16)?,
+        bytes_out: r.get(17)?,
+    })
+}
+
+/// One journal event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at: String,
+    pub session_id: Option<String>,
+    pub kind: String,
+    pub detail: Value,
+}
+
+fn event_row(r: &Row) -> rusqlite::Result<Event> {
+    let detail: String = r.get(4)?;
+    Ok(Event {
+        seq: r.get(0)?,
+        at: fmt_time(r.get(1)?),
+        session_id: r.get(2)?,
+        kind: r.get(3)?,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+    })
+}
+
+/// What `issue` needs.
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub token_sha256: &'a str,
+    pub profile: &'a str,
+    pub login_user: &'a str,
+    pub command: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub ttl: Duration,
+    pub max_duration: Duration,
+}
+
+/// What a successful redemption hands to the daemon.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub id: String,
+    pub profile: String,
+    pub command: Option<String>,
+    pub max_duration: Duration,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Default)]
+pub struct Ending {
+    pub reason: String,
+    pub exit_status: Option<i64>,
+    pub exit_signal: Option<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Result of `cancel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// A pending token was voided at once.
+    Voided,
+    /// An active session was marked `canceling`; the daemon ends it.
+    Requested,
+    /// Nothing to do: already canceling, terminated or expired.
+    AlreadyOver,
+}
+
+/// An open journal.
+pub struct Journal {
+    conn: Connection,
+}
+
+impl Journal {
+    /// Opens (creating with mode 0600 if missing) and migrates the journal.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let p = path.display().to_string();
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| JournalError::Io {
+                    path: p.clone(),
+                    source: e,
+                })?;
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        std::fs::File::open(path)
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| JournalError::Io {
+                    path: p.clone(),
+                    source: e,
+                })?;
+        }
+        let conn = Connection::open(path).map_err(|e| JournalError::Open {
+            path: p.clone(),
+            source: e,
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL lets the CLI write while the daemon reads; FULL makes every
+        // commit durable (a redeemed token stays redeemed after power loss).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| JournalError::Open { path: p, source: e })?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut j = Journal { conn };
+        j.migrate()?;
+        Ok(j)
+    }
+
+    fn migrate(&mut self) -> Result<(), JournalError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(JournalError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Changes whenever another connection commits (cheap to poll).
+    pub fn data_version(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Appends one event outside any other write.
+    pub fn event(
+        &self,
+        session: Option<&str>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), JournalError> {
+        append_event(&self.conn, now_ms(), session, kind, &detail)?;
+        Ok(())
+    }
+
+    /// Creates a pending session for a token (given as its hash).
+    pub fn issue(&mut self, s: &NewSession) -> Result<SessionRow, JournalError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at, max_duration_ms)
+             VALUES (?1, 'ephemeral', 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                s.id,
+                s.token_sha256,
+                s.profile,
+                s.login_user,
+                s.command,
+                s.reason,
+                now,
+                now + s.ttl.as_millis() as i64,
+                s.max_duration.as_millis() as i64
+            ],
+        )?;
+        append_event(
+            &tx,
+            now,
+            Some(s.id),
+            "session.issued",
+            &json!({"profile": s.profile, "login_user": s.login_user, "command": s.command, "reason": s.reason,
+                    "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
+        )?;
+        let row = tx.query_row(
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+            [s.id],
+            session_row,
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// The one conditional UPDATE that decides a login: of any number of
+    /// concurrent attempts with the same token exactly one gets a row back.
+    /// Wrong token, wrong user, used, expired and canceled all give `None`.
+    pub fn redeem(
+        &mut self,
+        token_sha256: &str,
+        login_user: &str,
+        client_addr: &str,
+    ) -> Result<Option<Redeemed>, JournalError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let won = tx
+            .query_row(
+                "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
+                 WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
+                 RETURNING id, profile, command, max_duration_ms",
+                params![now, client_addr, token_sha256, login_user],
+                |r| {
+                    Ok(Redeemed {
+                        id: r.get(0)?,
+                        profile: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        command: r.get(2)?,
+                        max_duration: Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                    })
+                },
+            )
+            .optional()?;
+        match &won {
+            Some(r) => append_event(
+                &tx,
+                now,
+                Some(&r.id),
+                "session.redeemed",
+                &json!({"client_addr": client_addr, "login_user": login_user}),
+            )?,
+            None => append_event(
+                &tx,
+                now,
+                None,
+                "auth.failed",
+                &json!({"client_addr": client_addr, "login_user": login_user}),
+            )?,
+        }
+        tx.commit()?;
+        Ok(won)
+    }
+
+    /// Records that the session's process started.
+    pub fn started(&self, id: &str, pid: u32, detail: Value) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE sessions SET pid = ?2 WHERE id = ?1",
+            params![id, pid],
+        )?;
+        append_event(&self.conn, now_ms(), Some(id), "session.started", &detail)?;
+        Ok(())
+    }
+
+    /// Marks a session terminated with why, status and byte counts.
+    pub fn finish(&mut self, id: &str, end: &Ending) -> Result<(), JournalError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
+                    exit_signal = ?5, bytes_in = ?6, bytes_out = ?7
+             WHERE id = ?1 AND state IN ('active', 'canceling')",
+            params![
+                id,
+                now,
+                end.reason,
+                end.exit_status,
+                end.exit_signal,
+                end.bytes_in as i64,
+                end.bytes_out as i64
+            ],
+        )?;
+        append_event(
+            &tx,
+            now,
+            Some(id),
+            "session.terminated",
+            &json!({"reason": end.reason, "exit_status": end.exit_status, "exit_signal": end.exit_signal,
+                    "bytes_in": end.bytes_in, "bytes_out": end.bytes_out}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Cancels a session; idempotent. `Ok(None)` when there is no such id.
+    pub fn cancel(&mut self, id: &str) -> Result<Option<CancelOutcome>, JournalError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM sessions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let outcome = match state.as_deref() {
+            None => return Ok(None),
+            Some("pending") => {
+                tx.execute(
+                    "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = 'canceled' WHERE id = ?1",
+                    params![id, now],
+                )?;
+                append_event(
+                    &tx,
+                    now,
+                    Some(id),
+                    "session.canceled",
+                    &json!({"while": "pending"}),
+                )?;
+                CancelOutcome::Voided
+            }
+            Some("active") => {
+                tx.execute(
+                    "UPDATE sessions SET state = 'canceling' WHERE id = ?1",
+                    [id],
+                )?;
+                append_event(&tx, now, Some(id), "session.cancel_requested", &json!({}))?;
+                CancelOutcome::Requested
+            }
+            Some(_) => CancelOutcome::AlreadyOver,
+        };
+        tx.commit()?;
+        Ok(Some(outcome))
+    }
+
+    /// Ids of sessions the CLI asked to cancel.
+    pub fn canceling(&self) -> Result<Vec<String>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM sessions WHERE state = 'canceling'")?;
+        let ids = st
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Moves pending sessions whose token TTL has passed to `expired`.
+    pub fn expire_due(&mut self) -> Result<Vec<String>, JournalError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let ids = {
+            let mut st = tx.prepare(
+                "UPDATE sessions SET state = 'expired', ended_at = ?1, end_reason = 'expired'
+                 WHERE state = 'pending' AND expires_at <= ?1 RETURNING id",
+            )?;
+            let ids = st
+                .query_map([now], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            ids
+        };
+        for id in &ids {
+            append_event(&tx, now, Some(id), "session.expired", &json!({}))?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// On daemon start: sessions an earlier run left live can't be resumed.
+    /// Returns their ids and recorded pids.
+    pub fn recover_stale(&mut self) -> Result<Vec<(String, Option<i64>)>, JournalError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows = {
+            let mut st = tx.prepare(
+                "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
+                 WHERE state IN ('active', 'canceling') RETURNING id, pid",
+            )?;
+            let rows = st
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(String, Option<i64>)>, _>>()?;
+            rows
+        };
+        for (id, _) in &rows {
+            append_event(
+                &tx,
+                now,
+                Some(id),
+                "session.terminated",
+                &json!({"reason": "daemon_stopped", "found_at_startup": true}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(rows)
+    }
+
+    /// All sessions, newest first, optionally in one state.
+    pub fn list(&self, state: Option<&str>) -> Result<Vec<SessionRow>, JournalError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
+        ))?;
+        let rows = st
+            .query_map([state], session_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One session.
+    pub fn get(&self, id: &str) -> Result<Option<SessionRow>, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                [id],
+                session_row,
+            )
+            .optional()?)
+    }
+
+    /// Events after `after_seq`, oldest first, optionally for one session.
+    pub fn events(
+        &self,
+        session: Option<&str>,
+        after_seq: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<Event>, JournalError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, at, session_id, kind, detail FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR session_id = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![after_seq, session, limit.unwrap_or(-1)], event_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn append_event(
+    conn: &Connection,
+    at: i64,
+    session: Option<&str>,
+    kind: &str,
+    detail: &Value,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![at, session, kind, detail.to_string()])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_journal() -> (tempdir::Dir, Journal) {
+        let d = tempdir::Dir::new();
+        let j = Journal::open(&d.path.join("j.db")).unwrap();
+        (d, j)
+    }
+
+    mod tempdir {
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Dir {
+                let path = std::env::temp_dir().join(crate::token::random_id("tg-unit-").unwrap());
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    fn issue(j: &mut Journal, id: &str, hash: &str, ttl: Duration) {
+        j.issue(&NewSession {
+            id,
+            token_sha256: hash,
+            profile: "p",
+            login_user: "u",
+            command: None,
+            reason: None,
+            ttl,
+            max_duration: Duration::from_secs(60),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn redeem_once_then_never_again() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        assert!(j.redeem("h1", "wrong-user", "a").unwrap().is_none());
+        assert!(j.redeem("h1", "u", "a").unwrap().is_some());
+        assert!(j.redeem("h1", "u", "a").unwrap().is_none());
+        assert_eq!(j.get("s1").unwrap().unwrap().state, "active");
+    }
+
+    #[test]
+    fn expired_and_canceled_tokens_do_not_redeem() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::ZERO);
+        assert!(j.redeem("h1", "u", "a").unwrap().is_none());
+        assert_eq!(j.expire_due().unwrap(), vec!["s1".to_string()]);
+        issue(&mut j, "s2", "h2", Duration::from_secs(60));
+        assert_eq!(j.cancel("s2").unwrap(), Some(CancelOutcome::Voided));
+        assert_eq!(j.cancel("s2").unwrap(), Some(CancelOutcome::AlreadyOver));
+        assert!(j.redeem("h2", "u", "a").unwrap().is_none());
+        assert_eq!(j.cancel("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn events_cannot_be_rewritten() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        assert!(j.conn.execute("DELETE FROM events", []).is_err());
+        assert!(j.conn.execute("UPDATE events SET kind = 'x'", []).is_err());
+        assert_eq!(j.events(Some("s1"), 0, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stale_sessions_are_closed_on_recovery() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        j.redeem("h1", "u", "a").unwrap().unwrap();
+        let stale = j.recover_stale().unwrap();
+        assert_eq!(stale.len(), 1);
+        let row = j.get("s1").unwrap().unwrap();
+        assert_eq!(
+            (row.state.as_str(), row.end_reason.as_deref()),
+            ("terminated", Some("daemon_stopped"))
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! tollgate: an SSH bastion that grants one-time, token-bound sessions.
+//!
+//! This file parses the command line and dispatches; each command group lives
+//! in `cli/`. Errors are printed once, here, and mapped to the documented exit
+//! codes: 0 ok, 1 failure, 2 usage or invalid input, 4 no such session.
+
+#![deny(unsafe_code)]
+
+mod cli;
+mod config;
+mod daemon;
+mod exec;
+mod journal;
+mod ssh;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// An SSH bastion for one-time, token-bound sessions.
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about, long_about = None)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, global = true, value_name = "PATH", env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format of admin commands; json prints one stable JSON value.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How admin commands print.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: accept SSH connections and run redeemed sessions.
+    Serve,
+    /// Start a throwaway server with embedded defaults, issue one token and print the ssh line.
+    Dev(cli::dev::DevArgs),
+    /// Issue, list, show and cancel sessions.
+    #[command(subcommand)]
+    Session(cli::session::SessionCmd),
+    /// Show the journal's events.
+    Events(cli::events::EventsArgs),
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(cli::config::ConfigCmd),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let result = match args.command {
+        Command::Serve => daemon::serve_from_file(&config_path),
+        Command::Dev(a) => cli::dev::run(a),
+        Command::Session(c) => cli::session::run(c, &config_path, args.output),
+        Command::Events(a) => cli::events::run(a, &config_path, args.output),
+        Command::Config(c) => cli::config::run(c, &config_path, args.output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.message.is_empty() {
+                eprintln!("{}", e.message);
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}

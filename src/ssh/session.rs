@@ -1,0 +1,719 @@
+//! The per-connection session task: owns everything that happens after a
+//! token was redeemed — the channel's requests, the process, the timers, the
+//! teardown — and records each step in the journal.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::server::Handle;
+use russh::{ChannelId, Disconnect, Sig};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use super::auth::AuthorizedSession;
+use crate::daemon::Shared;
+use crate::exec::{self, Account, PtyMaster, PtyRequest, Spec, Stdio3};
+use crate::journal::Ending;
+use nix::sys::signal::Signal;
+
+/// What the handler tells the session task.
+#[derive(Debug)]
+pub enum Ctl {
+    ChannelOpen(ChannelId),
+    Pty(PtyRequest),
+    Env(String, String),
+    Shell,
+    Exec(String),
+    Data(Vec<u8>),
+    Eof,
+    Close,
+    WindowChange(u32, u32, u32, u32),
+    Signal(String),
+    /// A request refused by policy, recorded as an event.
+    Refused(String),
+}
+
+/// Why a session ends, as recorded in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Exited,
+    Disconnected,
+    Canceled,
+    MaxDuration,
+    IdleTimeout,
+    DaemonStopped,
+    Error,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Exited => "exited",
+            EndReason::Disconnected => "disconnected",
+            EndReason::Canceled => "canceled",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::DaemonStopped => "daemon_stopped",
+            EndReason::Error => "error",
+        }
+    }
+
+    /// What the person is told before the connection closes.
+    fn message(self) -> Option<&'static str> {
+        match self {
+            EndReason::Canceled => Some("session canceled by an administrator"),
+            EndReason::MaxDuration => Some("session reached its maximum duration"),
+            EndReason::IdleTimeout => Some("session ended after being idle too long"),
+            EndReason::DaemonStopped => Some("the bastion is shutting down"),
+            _ => None,
+        }
+    }
+}
+
+/// Client `env` requests allowed through: locale only, as OpenSSH's default
+/// `AcceptEnv LANG LC_*`.
+pub fn client_env_allowed(name: &str, value: &str) -> bool {
+    (name == "LANG" || name.starts_with("LC_"))
+        && name.len() <= 64
+        && value.len() <= 256
+        && !value.contains('\0')
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+}
+
+/// SSH signal name without `SIG`.
+pub fn sig_name(s: &Sig) -> String {
+    match s {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(c) => c.as_str(),
+    }
+    .to_string()
+}
+
+fn sig_from_name(name: &str) -> Sig {
+    match name {
+        "ABRT" => Sig::ABRT,
+        "ALRM" => Sig::ALRM,
+        "FPE" => Sig::FPE,
+        "HUP" => Sig::HUP,
+        "ILL" => Sig::ILL,
+        "INT" => Sig::INT,
+        "KILL" => Sig::KILL,
+        "PIPE" => Sig::PIPE,
+        "QUIT" => Sig::QUIT,
+        "SEGV" => Sig::SEGV,
+        "TERM" => Sig::TERM,
+        "USR1" => Sig::USR1,
+        other => Sig::Custom(other.to_string()),
+    }
+}
+
+/// Byte counters and the last moment anything moved, shared with the pumps.
+#[derive(Default)]
+struct Activity {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Milliseconds since `epoch`.
+    last_ms: AtomicU64,
+}
+
+/// Starts the task for a freshly authorized connection; returns where the
+/// handler sends channel traffic. The task ends the session if that sender
+/// is dropped (the connection is gone).
+pub fn start(shared: Arc<Shared>, auth: AuthorizedSession, handle: Handle) -> UnboundedSender<Ctl> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+    shared.register(&auth.id, stop_tx);
+    tokio::spawn(async move {
+        let id = auth.id.clone();
+        let task = Task {
+            shared: shared.clone(),
+            auth,
+            handle,
+            channel: None,
+            pty: None,
+            client_env: Vec::new(),
+            activity: Arc::new(Activity::default()),
+            epoch: Instant::now(),
+            running: None,
+        };
+        task.run(rx, stop_rx).await;
+        shared.unregister(&id);
+    });
+    tx
+}
+
+struct Running {
+    child: tokio::process::Child,
+    pid: i32,
+    master: Option<Arc<PtyMaster>>,
+    input: UnboundedSender<Option<Vec<u8>>>,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    auth: AuthorizedSession,
+    handle: Handle,
+    channel: Option<ChannelId>,
+    pty: Option<PtyRequest>,
+    client_env: Vec<(String, String)>,
+    activity: Arc<Activity>,
+    epoch: Instant,
+    running: Option<Running>,
+}
+
+/// How the main loop ended.
+enum Outcome {
+    Exited(std::process::ExitStatus),
+    Ended(EndReason),
+}
+
+impl Task {
+    fn touch(&self) {
+        self.activity
+            .last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    async fn event(&self, kind: &'static str, detail: serde_json::Value) {
+        let id = self.auth.id.clone();
+        if let Err(e) = self
+            .shared
+            .db
+            .call(move |j| j.event(Some(&id), kind, detail))
+            .await
+        {
+            tracing::error!(session = %self.auth.id, kind, error = %e, "could not record event in the journal");
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut ctl: UnboundedReceiver<Ctl>,
+        mut stop: UnboundedReceiver<EndReason>,
+    ) {
+        self.touch();
+        let deadline = tokio::time::Instant::from_std(self.auth.started + self.auth.max_duration);
+        let idle = self.shared.config.sessions.idle_timeout;
+        let mut idle_tick = tokio::time::interval(idle.map_or(Duration::from_secs(3600), |d| {
+            (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+        }));
+        let outcome = loop {
+            tokio::select! {
+                msg = ctl.recv() => match msg {
+                    None | Some(Ctl::Close) => break Outcome::Ended(EndReason::Disconnected),
+                    Some(m) => if let Err(reason) = self.on_ctl(m).await {
+                        break Outcome::Ended(reason);
+                    },
+                },
+                reason = stop.recv() => break Outcome::Ended(reason.unwrap_or(EndReason::DaemonStopped)),
+                _ = tokio::time::sleep_until(deadline) => break Outcome::Ended(EndReason::MaxDuration),
+                _ = idle_tick.tick(), if idle.is_some() => {
+                    let last = Duration::from_millis(self.activity.last_ms.load(Ordering::Relaxed));
+                    if idle.is_some_and(|t| self.epoch.elapsed().saturating_sub(last) >= t) {
+                        break Outcome::Ended(EndReason::IdleTimeout);
+                    }
+                },
+                status = wait_child(&mut self.running) => break Outcome::Exited(status),
+            }
+        };
+        self.teardown(outcome).await;
+    }
+
+    /// Handles one message; `Err` ends the session.
+    async fn on_ctl(&mut self, msg: Ctl) -> Result<(), EndReason> {
+        match msg {
+            Ctl::ChannelOpen(id) => self.channel = Some(id),
+            Ctl::Pty(req) => {
+                let ok = self.running.is_none();
+                if ok {
+                    self.pty = Some(req);
+                }
+                self.reply(ok).await;
+            }
+            Ctl::Env(k, v) => self.client_env.push((k, v)),
+            Ctl::Shell => return self.start_process(None).await,
+            Ctl::Exec(cmd) => return self.start_process(Some(cmd)).await,
+            Ctl::Data(d) => {
+                self.touch();
+                self.activity
+                    .bytes_in
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+                if let Some(r) = &self.running {
+                    let _ = r.input.send(Some(d));
+                }
+            }
+            Ctl::Eof => {
+                if let Some(r) = &self.running {
+                    let _ = r.input.send(None);
+                }
+            }
+            Ctl::Close => return Err(EndReason::Disconnected),
+            Ctl::WindowChange(cols, rows, pw, ph) => {
+                if let Some(m) = self.running.as_ref().and_then(|r| r.master.clone()) {
+                    if let Err(e) = m.resize(cols, rows, pw, ph) {
+                        tracing::warn!(session = %self.auth.id, error = %e, "resize failed");
+                    }
+                    self.event("session.resized", json!({"cols": cols, "rows": rows}))
+                        .await;
+                }
+            }
+            Ctl::Signal(name) => {
+                if let Some(r) = &self.running {
+                    let delivered = exec::deliver_signal(r.pid, &name);
+                    self.event(
+                        "session.signal",
+                        json!({"signal": name, "delivered": delivered}),
+                    )
+                    .await;
+                }
+            }
+            Ctl::Refused(what) => {
+                self.event("session.request_refused", json!({"request": what}))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reply(&self, ok: bool) {
+        if let Some(ch) = self.channel {
+            let _ = if ok {
+                self.handle.channel_success(ch).await
+            } else {
+                self.handle.channel_failure(ch).await
+            };
+        }
+    }
+
+    /// Tells the person something on the terminal (or stderr without one).
+    async fn say(&self, text: &str) {
+        let Some(ch) = self.channel else { return };
+        let line = format!("\r\ntollgate: {text}\r\n");
+        let _ = if self.pty.is_some() {
+            self.handle.data(ch, line.into_bytes()).await
+        } else {
+            self.handle.extended_data(ch, 1, line.into_bytes()).await
+        };
+    }
+
+    /// Runs the shell (`exec_cmd` = None) or an exec request.
+    async fn start_process(&mut self, exec_cmd: Option<String>) -> Result<(), EndReason> {
+        if self.running.is_some() {
+            self.reply(false).await;
+            return Ok(());
+        }
+        let Some(profile) = self.shared.config.profile(&self.auth.profile).cloned() else {
+            self.reply(false).await;
+            self.say("this token's profile is no longer configured")
+                .await;
+            self.event(
+                "session.error",
+                json!({"error": "profile not configured", "profile": self.auth.profile}),
+            )
+            .await;
+            return Err(EndReason::Error);
+        };
+        let account = match Account::lookup(&profile.user) {
+            Ok(a) => a,
+            Err(e) => {
+                self.reply(false).await;
+                self.say("the session's account is not available").await;
+                self.event("session.error", json!({"error": e.to_string()}))
+                    .await;
+                return Err(EndReason::Error);
+            }
+        };
+        let shell = profile
+            .shell
+            .clone()
+            .unwrap_or_else(|| account.shell.to_string_lossy().into_owned());
+        let argv = match (&self.auth.command, &exec_cmd) {
+            (Some(issued), _) => vec![shell.clone(), "-c".into(), issued.clone()],
+            (None, None) => profile.command.clone(),
+            (None, Some(cmd)) if profile.allow_exec => {
+                vec![shell.clone(), "-c".into(), cmd.clone()]
+            }
+            (None, Some(cmd)) => {
+                self.reply(false).await;
+                self.say("this token does not allow running a command; connect without one to get the console").await;
+                self.event(
+                    "session.request_refused",
+                    json!({"request": "exec", "command": cmd}),
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        let mut env = vec![
+            (
+                "HOME".to_string(),
+                account.home.to_string_lossy().into_owned(),
+            ),
+            ("USER".into(), account.name.clone()),
+            ("LOGNAME".into(), account.name.clone()),
+            ("SHELL".into(), shell.clone()),
+            (
+                "PATH".into(),
+                if account.uid.is_root() {
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+                } else {
+                    "/usr/local/bin:/usr/bin:/bin".into()
+                },
+            ),
+            ("TOLLGATE_SESSION_ID".into(), self.auth.id.clone()),
+        ];
+        if let Some(p) = &self.pty {
+            env.push(("TERM".into(), p.term.clone()));
+        }
+        env.extend(self.client_env.iter().cloned());
+        env.extend(profile.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // Later entries win, so the profile overrides the client.
+        env.reverse();
+        let mut seen = std::collections::HashSet::new();
+        env.retain(|(k, _)| seen.insert(k.clone()));
+        env.reverse();
+
+        let spec = Spec {
+            argv: argv.clone(),
+            env,
+            cwd: profile.cwd.clone().unwrap_or_else(|| account.home.clone()),
+            cwd_required: profile.cwd.is_some(),
+            account,
+            allow_root: profile.allow_root,
+            pty: self.pty.clone(),
+        };
+        let user = spec.account.name.clone();
+        let spawned = match exec::spawn(spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(session = %self.auth.id, error = %e, "could not start the session's command");
+                self.reply(false).await;
+                self.say("the session's command could not be started").await;
+                self.event("session.error", json!({"error": e.to_string()}))
+                    .await;
+                return Err(EndReason::Error);
+            }
+        };
+        self.reply(true).await;
+        let Some(ch) = self.channel else {
+            return Err(EndReason::Error);
+        };
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let mut pumps = Vec::new();
+        let master = match spawned.io {
+            Stdio3::Pty(m) => {
+                let m = Arc::new(m);
+                pumps.push(tokio::spawn(pump_pty(
+                    m.clone(),
+                    self.handle.clone(),
+                    ch,
+                    self.activity.clone(),
+                    self.epoch,
+                )));
+                tokio::spawn(feed_pty(m.clone(), input_rx));
+                Some(m)
+            }
+            Stdio3::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                pumps.push(tokio::spawn(pump_pipe(
+                    stdout,
+                    None,
+                    self.handle.clone(),
+                    ch,
+                    self.activity.clone(),
+                    self.epoch,
+                )));
+                pumps.push(tokio::spawn(pump_pipe(
+                    stderr,
+                    Some(1),
+                    self.handle.clone(),
+                    ch,
+                    self.activity.clone(),
+                    self.epoch,
+                )));
+                tokio::spawn(feed_pipe(stdin, input_rx));
+                None
+            }
+        };
+        let pid = spawned.pid;
+        self.running = Some(Running {
+            child: spawned.child,
+            pid,
+            master,
+            input: input_tx,
+            pumps,
+        });
+        let id = self.auth.id.clone();
+        let detail = json!({
+            "pid": pid, "argv": argv, "user": user, "pty": self.pty.is_some(),
+            "term": self.pty.as_ref().map(|p| p.term.clone()),
+            "request": if exec_cmd.is_some() { "exec" } else { "shell" },
+        });
+        if let Err(e) = self
+            .shared
+            .db
+            .call(move |j| j.started(&id, pid as u32, detail))
+            .await
+        {
+            tracing::error!(session = %self.auth.id, error = %e, "could not record session start");
+        }
+        tracing::info!(session = %self.auth.id, pid, login_user = %self.auth.login_user, client = %self.auth.client_addr, "session started");
+        Ok(())
+    }
+
+    async fn teardown(mut self, outcome: Outcome) {
+        let grace = self.shared.config.sessions.kill_grace;
+        let (reason, status) = match outcome {
+            Outcome::Exited(status) => {
+                if let Some(r) = &mut self.running {
+                    // Let the last output drain, then clear out anything the
+                    // command left running in the background.
+                    wait_pumps(&mut r.pumps, Duration::from_millis(300)).await;
+                    stop_tree(r.pid, grace).await;
+                }
+                (EndReason::Exited, Some(status))
+            }
+            Outcome::Ended(reason) => {
+                if reason != EndReason::Disconnected {
+                    if let Some(m) = reason.message() {
+                        self.say(m).await;
+                    }
+                }
+                let status = match &mut self.running {
+                    Some(r) => {
+                        let st = kill_and_wait(r, grace).await;
+                        stop_tree(r.pid, grace).await;
+                        st
+                    }
+                    None => None,
+                };
+                (reason, status)
+            }
+        };
+        if let Some(r) = &mut self.running {
+            wait_pumps(&mut r.pumps, Duration::from_millis(500)).await;
+            for p in &r.pumps {
+                p.abort();
+            }
+        }
+        if let Some(st) = status {
+            use std::os::unix::process::ExitStatusExt;
+            let id = self.auth.id.clone();
+            let detail = json!({"exit_status": st.code(), "exit_signal": st.signal().map(exec::signal_name)});
+            let _ = self
+                .shared
+                .db
+                .call(move |j| j.event(Some(&id), "session.exited", detail))
+                .await;
+        }
+        if let Some(ch) = self.channel {
+            if reason != EndReason::Disconnected {
+                if let Some(st) = status {
+                    use std::os::unix::process::ExitStatusExt;
+                    if let Some(code) = st.code() {
+                        let _ = self.handle.exit_status_request(ch, code as u32).await;
+                    } else if let Some(sig) = st.signal() {
+                        let _ = self
+                            .handle
+                            .exit_signal_request(
+                                ch,
+                                sig_from_name(&exec::signal_name(sig)),
+                                st.core_dumped(),
+                                String::new(),
+                                String::new(),
+                            )
+                            .await;
+                    }
+                } else {
+                    let _ = self.handle.exit_status_request(ch, 255).await;
+                }
+                let _ = self.handle.eof(ch).await;
+                let _ = self.handle.close(ch).await;
+            }
+        }
+        let ending = {
+            use std::os::unix::process::ExitStatusExt;
+            Ending {
+                reason: reason.as_str().to_string(),
+                exit_status: status.and_then(|s| s.code()).map(i64::from),
+                exit_signal: status.and_then(|s| s.signal()).map(exec::signal_name),
+                bytes_in: self.activity.bytes_in.load(Ordering::Relaxed),
+                bytes_out: self.activity.bytes_out.load(Ordering::Relaxed),
+            }
+        };
+        let id = self.auth.id.clone();
+        let e2 = ending.clone();
+        if let Err(e) = self.shared.db.call(move |j| j.finish(&id, &e2)).await {
+            tracing::error!(session = %self.auth.id, error = %e, "could not record the end of the session in the journal");
+        }
+        tracing::info!(session = %self.auth.id, reason = reason.as_str(), exit_status = ?ending.exit_status, "session ended");
+        if !matches!(reason, EndReason::Exited | EndReason::Disconnected) {
+            // The channel is closed; make sure the connection goes too.
+            let handle = self.handle.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = handle
+                    .disconnect(
+                        Disconnect::ByApplication,
+                        "session ended".into(),
+                        String::new(),
+                    )
+                    .await;
+            });
+        }
+    }
+}
+
+async fn wait_child(running: &mut Option<Running>) -> std::process::ExitStatus {
+    match running {
+        Some(r) => match r.child.wait().await {
+            Ok(s) => s,
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_pumps(pumps: &mut Vec<JoinHandle<()>>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    // A finished JoinHandle must not be polled again: pop each as it completes.
+    while let Some(p) = pumps.last_mut() {
+        if tokio::time::timeout_at(deadline, p).await.is_err() {
+            return;
+        }
+        pumps.pop();
+    }
+}
+
+/// SIGHUP and SIGTERM to everything the session started; SIGKILL after `grace`.
+/// Returns the leader's exit status.
+async fn kill_and_wait(r: &mut Running, grace: Duration) -> Option<std::process::ExitStatus> {
+    exec::signal_tree(r.pid, Signal::SIGHUP);
+    exec::signal_tree(r.pid, Signal::SIGCONT);
+    exec::signal_tree(r.pid, Signal::SIGTERM);
+    match tokio::time::timeout(grace, r.child.wait()).await {
+        Ok(Ok(s)) => Some(s),
+        _ => {
+            exec::signal_tree(r.pid, Signal::SIGKILL);
+            r.child.wait().await.ok()
+        }
+    }
+}
+
+/// After the leader is gone: anything still in its session gets the same
+/// treatment, so nothing outlives the session.
+async fn stop_tree(leader: i32, grace: Duration) {
+    if !exec::tree_alive(leader) {
+        return;
+    }
+    exec::signal_tree(leader, Signal::SIGHUP);
+    exec::signal_tree(leader, Signal::SIGCONT);
+    exec::signal_tree(leader, Signal::SIGTERM);
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if !exec::tree_alive(leader) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    exec::signal_tree(leader, Signal::SIGKILL);
+}
+
+fn mark(activity: &Activity, epoch: Instant, n: usize) {
+    activity.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    activity
+        .last_ms
+        .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+/// PTY output to the client, respecting the client's window (backpressure).
+async fn pump_pty(
+    master: Arc<PtyMaster>,
+    handle: Handle,
+    ch: ChannelId,
+    activity: Arc<Activity>,
+    epoch: Instant,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match master.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                mark(&activity, epoch, n);
+                if handle.data(ch, buf[..n].to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A pipe (stdout, or stderr as extended data 1) to the client.
+async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(
+    mut pipe: R,
+    ext: Option<u32>,
+    handle: Handle,
+    ch: ChannelId,
+    activity: Arc<Activity>,
+    epoch: Instant,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                mark(&activity, epoch, n);
+                let sent = match ext {
+                    None => handle.data(ch, buf[..n].to_vec()).await,
+                    Some(code) => handle.extended_data(ch, code, buf[..n].to_vec()).await,
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What the person types, into the PTY. EOF is not forwarded to a terminal
+/// (the person types ^D for that).
+async fn feed_pty(master: Arc<PtyMaster>, mut rx: UnboundedReceiver<Option<Vec<u8>>>) {
+    while let Some(msg) = rx.recv().await {
+        if let Some(d) = msg {
+            if master.write_all(&d).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Client data into the child's stdin; EOF closes it.
+async fn feed_pipe(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: UnboundedReceiver<Option<Vec<u8>>>,
+) {
+    while let Some(Some(d)) = rx.recv().await {
+        if stdin.write_all(&d).await.is_err() {
+            return;
+        }
+    }
+    let _ = stdin.shutdown().await;
+}

@@ -1,0 +1,117 @@
+//! One-time tokens: generation, hashing, and the shape check done before any
+//! journal lookup. A token is printed once; only its SHA-256 is ever stored.
+
+use sha2::{Digest, Sha256};
+
+/// Every token starts with this, so a pasted token is recognisable (and
+/// secret scanners can find leaked ones).
+pub const PREFIX: &str = "tg_";
+
+/// A freshly generated token. Deliberately not `Debug`/`Display`: the only way
+/// to see it is [`Token::reveal`], called once where it is printed.
+pub struct Token(String);
+
+impl Token {
+    /// 32 random bytes from the OS, URL-safe base64 without padding.
+    pub fn generate() -> std::io::Result<Token> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(std::io::Error::other)?;
+        Ok(Token(format!("{PREFIX}{}", base64url(&raw))))
+    }
+
+    /// The plaintext, for the single place that shows it to the operator.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash that goes into the journal.
+    pub fn hash(&self) -> String {
+        hash(&self.0)
+    }
+}
+
+/// Hex SHA-256 of what the client presented. Surrounding whitespace (a pasted
+/// newline) is ignored; anything else is hashed as given.
+pub fn hash(presented: &str) -> String {
+    let digest = Sha256::digest(presented.trim().as_bytes());
+    hex(&digest)
+}
+
+/// Cheap shape check; a malformed answer is still hashed and looked up, so
+/// it costs the same time as a well-formed wrong token (no oracle).
+pub fn looks_like_token(presented: &str) -> bool {
+    let t = presented.trim();
+    t.len() == PREFIX.len() + 43
+        && t.starts_with(PREFIX)
+        && t[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Random identifier with a prefix, e.g. `ses_3f9a…`: not secret, only unique.
+pub fn random_id(prefix: &str) -> std::io::Result<String> {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(std::io::Error::other)?;
+    Ok(format!("{prefix}{}", hex(&raw)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_rfc4648_vectors() {
+        assert_eq!(base64url(b""), "");
+        assert_eq!(base64url(b"f"), "Zg");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(b"foob"), "Zm9vYg");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn generated_tokens_have_the_documented_shape_and_differ() {
+        let a = Token::generate().unwrap();
+        let b = Token::generate().unwrap();
+        assert!(looks_like_token(a.reveal()), "{}", a.reveal());
+        assert_ne!(a.reveal(), b.reveal());
+        assert_eq!(a.hash(), hash(&format!("{}\n", a.reveal())));
+        assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
