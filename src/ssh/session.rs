@@ -318,9 +318,9 @@ impl Task {
             return Ok(());
         }
         let Some(profile) = self.shared.config.profile(&self.auth.profile).cloned() else {
-            self.reply(false).await;
             self.say("this token's profile is no longer configured")
                 .await;
+            self.reply(false).await;
             self.event(
                 "session.error",
                 json!({"error": "profile not configured", "profile": self.auth.profile}),
@@ -331,8 +331,8 @@ impl Task {
         let account = match Account::lookup(&profile.user) {
             Ok(a) => a,
             Err(e) => {
-                self.reply(false).await;
                 self.say("the session's account is not available").await;
+                self.reply(false).await;
                 self.event("session.error", json!({"error": e.to_string()}))
                     .await;
                 return Err(EndReason::Error);
@@ -349,8 +349,8 @@ impl Task {
                 vec![shell.clone(), "-c".into(), cmd.clone()]
             }
             (None, Some(cmd)) => {
-                self.reply(false).await;
                 self.say("this token does not allow running a command; connect without one to get the console").await;
+                self.reply(false).await;
                 self.event(
                     "session.request_refused",
                     json!({"request": "exec", "command": cmd}),
@@ -402,8 +402,8 @@ impl Task {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(session = %self.auth.id, error = %e, "could not start the session's command");
-                self.reply(false).await;
                 self.say("the session's command could not be started").await;
+                self.reply(false).await;
                 self.event("session.error", json!({"error": e.to_string()}))
                     .await;
                 return Err(EndReason::Error);

@@ -1,0 +1,356 @@
+//! Test harness: starts the real `tollgate` binary on a loopback port with
+//! its own config, journal and host key in a temporary directory, and drives
+//! it with the real OpenSSH client. Tokens reach `ssh` through SSH_ASKPASS,
+//! as `tollgate connect` will, never through argv.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tollgate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The account sessions run as: `nobody` when the tests run as root.
+pub fn session_user() -> String {
+    if nix::unistd::Uid::effective().is_root() {
+        "nobody".into()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+            .unwrap()
+            .unwrap()
+            .name
+    }
+}
+
+/// A free loopback port (the OS picks; tollgate binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Knobs for a test server.
+#[derive(Clone)]
+pub struct Opts {
+    pub sessions: String,
+    pub server_extra: String,
+    pub profile_extra: String,
+    pub command: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            sessions: "kill_grace = \"2s\"\n".into(),
+            server_extra: String::new(),
+            profile_extra: "allow_exec = true\n".into(),
+            command: "/bin/sh -i".into(),
+        }
+    }
+}
+
+pub struct Server {
+    pub dir: TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    pub fn start(tag: &str) -> Server {
+        Self::start_with(tag, Opts::default())
+    }
+
+    pub fn start_with(tag: &str, o: Opts) -> Server {
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        let d = dir.path().display().to_string();
+        let config = dir.path().join("tollgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[server]
+listen = ["127.0.0.1:{port}"]
+host_keys = ["{d}/host_key"]
+journal = "{d}/journal.db"
+{server_extra}
+[sessions]
+{sessions}
+[profiles.console]
+user = "{user}"
+command = "{command}"
+shell = "/bin/sh"
+env = {{ TG_PROFILE_VAR = "from-profile" }}
+{profile_extra}
+"#,
+                server_extra = o.server_extra,
+                sessions = o.sessions,
+                user = session_user(),
+                command = o.command,
+                profile_extra = o.profile_extra,
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("serve.log");
+        let mut s = Server {
+            dir,
+            port,
+            config,
+            child: None,
+            log,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts (or restarts) the daemon and waits until it accepts.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("TOLLGATE_LOG", "info,tollgate=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tollgate serve exited with {st}: {}", self.log_text());
+            }
+            assert!(Instant::now() < until, "tollgate did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Runs the admin CLI against this server's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Issues a token for the `console` profile; returns (id, token).
+    pub fn issue(&self, login_user: &str, extra: &[&str]) -> (String, String) {
+        let mut a = vec![
+            "session",
+            "issue",
+            "--profile",
+            "console",
+            "--login-user",
+            login_user,
+        ];
+        a.extend_from_slice(extra);
+        let v = self.cli_json(&a);
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn show(&self, id: &str) -> Value {
+        self.cli_json(&["session", "show", id])
+    }
+
+    /// Waits until the session reaches `state`; returns the final JSON.
+    pub fn wait_state(&self, id: &str, state: &str, limit: Duration) -> Value {
+        let until = Instant::now() + limit;
+        loop {
+            let v = self.show(id);
+            if v["state"] == state {
+                return v;
+            }
+            assert!(
+                Instant::now() < until,
+                "session {id} never reached {state}: {v:#}\nlog:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An `ssh` command for `user@` this server, presenting `token`.
+    pub fn ssh(&self, user: &str, token: &str) -> Command {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let tok = self.dir.path().join(format!("token-{n}"));
+        std::fs::write(&tok, format!("{token}\n")).unwrap();
+        let askpass = self.dir.path().join(format!("askpass-{n}"));
+        std::fs::write(&askpass, format!("#!/bin/sh\ncat '{}'\n", tok.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut c = Command::new("ssh");
+        c.args(["-F", "/dev/null"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-o", "NumberOfPasswordPrompts=1"])
+            .args(["-o", "PubkeyAuthentication=no", "-o", "ConnectTimeout=20"])
+            .args(["-p", &self.port.to_string()])
+            .arg(format!("{user}@127.0.0.1"))
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `ssh user@server CMD` with the token and collects its output.
+    pub fn ssh_run(&self, user: &str, token: &str, extra: &[&str], remote: &str) -> Output {
+        let mut c = self.ssh(user, token);
+        c.args(extra);
+        if !remote.is_empty() {
+            c.arg(remote);
+        }
+        c.output().unwrap()
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        Some(child.wait().unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().starts_with('Z'))
+            .unwrap_or(true);
+        if cmd.contains(needle) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until `f` holds or `limit` passes; returns whether it held and when.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Reads lines from a child's stdout until one contains `needle`.
+pub fn read_until(r: &mut impl BufRead, needle: &str) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!("EOF before {needle:?}; got:\n{all}");
+        }
+        all.push_str(&line);
+        if line.contains(needle) {
+            return all;
+        }
+    }
+}
+
+pub fn buffered<R: std::io::Read>(r: R) -> BufReader<R> {
+    BufReader::new(r)
+}
