@@ -117,7 +117,8 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
     let mut journal = Journal::open(&config.server.journal)?;
     for (id, pid) in journal.recover_stale()? {
-        tracing::warn!(session = %id, ?pid, "session left active by an earlier run marked terminated (daemon_stopped)");
+        let killed = pid.map_or(0, |p| crate::exec::kill_orphans(&id, p as i32));
+        tracing::warn!(session = %id, ?pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
     }
     journal.expire_due()?;
     let config = Arc::new(config);

@@ -267,6 +267,26 @@ fn session_members(sid: i32) -> Vec<i32> {
     out
 }
 
+/// After a crash of an earlier daemon: kills what is left of a session,
+/// but only processes that still carry its `TOLLGATE_SESSION_ID` in their
+/// environment, so a reused pid is never mistaken for the session. Returns
+/// how many processes were killed.
+pub fn kill_orphans(session_id: &str, leader: i32) -> usize {
+    let marker = format!("TOLLGATE_SESSION_ID={session_id}");
+    let mut killed = 0;
+    for pid in session_members(leader) {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// Sends a named SSH signal (`INT`, `TERM`, …) to the session's foreground.
 pub fn deliver_signal(leader: i32, name: &str) -> bool {
     let sig = match name {

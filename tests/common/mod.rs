@@ -296,7 +296,7 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Pids of processes whose command line contains `needle`.
+/// Pids of live processes whose command line starts with `needle`.
 pub fn pids_matching(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -315,7 +315,7 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
             .rsplit_once(')')
             .map(|(_, r)| r.trim_start().starts_with('Z'))
             .unwrap_or(true);
-        if cmd.contains(needle) && !zombie {
+        if cmd.starts_with(needle) && !zombie {
             out.push(pid);
         }
     }
