@@ -115,14 +115,18 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.path.display(),
-                p.line,
-                p.col,
-                p.message
-            )?;
+            if p.line == 0 {
+                write!(f, "{}: {}", self.path.display(), p.message)?;
+            } else {
+                write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.path.display(),
+                    p.line,
+                    p.col,
+                    p.message
+                )?;
+            }
         }
         Ok(())
     }

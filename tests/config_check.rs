@@ -1,0 +1,192 @@
+//! Acceptance 10: bad configurations exit 2 and name FILE:LINE:COL.
+mod common;
+use common::*;
+use std::process::Command;
+
+fn check(dir: &TempDir, name: &str, body: &str) -> (Option<i32>, String, String) {
+    let path = dir.path().join(name);
+    std::fs::write(&path, body).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        text(&out.stderr),
+        path.display().to_string(),
+    )
+}
+
+const GOOD_PROFILE: &str = "[profiles.console]\nuser = \"nobody\"\ncommand = \"/bin/sh\"\n";
+
+#[test]
+fn unknown_key_is_named_with_position_and_suggestion() {
+    let d = TempDir::new("cfg-unknown");
+    let (code, err, path) = check(
+        &d,
+        "a.toml",
+        "[server]\nlisten = [\"127.0.0.1:2222\"]\nmax_auth_trys = 3\n",
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        err.trim(),
+        format!("{path}:3:1: unknown key \"max_auth_trys\" in [server] (did you mean \"max_auth_tries\"?)")
+    );
+}
+
+#[test]
+fn bad_duration_is_named_with_position() {
+    let d = TempDir::new("cfg-duration");
+    let (code, err, path) = check(
+        &d,
+        "b.toml",
+        &format!("[sessions]\nkill_grace = \"5 fortnights\"\n{GOOD_PROFILE}"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with(&format!(
+            "{path}:2:14: sessions.kill_grace: invalid duration"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_user_and_root_without_allow_root_are_refused() {
+    let d = TempDir::new("cfg-users");
+    let (code, err, path) = check(
+        &d,
+        "c.toml",
+        "[profiles.a]\nuser = \"no-such-account-tg\"\ncommand = \"/bin/sh\"\n\n[profiles.b]\nuser = \"root\"\ncommand = \"/bin/sh\"\n",
+    );
+    assert_eq!(code, Some(2));
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(
+        lines[0],
+        format!("{path}:2:8: profiles.a.user: no such account \"no-such-account-tg\"")
+    );
+    assert!(
+        lines[1].starts_with(&format!("{path}:6:8: profiles.b.user: \"root\" is root")),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_listen_and_relative_paths_are_refused() {
+    let d = TempDir::new("cfg-paths");
+    let (code, err, path) = check(
+        &d,
+        "d.toml",
+        "[server]\nlisten = []\nhost_keys = [\"keys/host\"]\n",
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!(
+            "{path}:2:10: server.listen must name at least one address"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{path}:3:14: server.host_keys entry must be an absolute path"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_the_same_way() {
+    let d = TempDir::new("cfg-serve");
+    let path = d.path().join("e.toml");
+    std::fs::write(&path, "[server]\nlistn = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&format!("{}:2:1: unknown key \"listn\"", path.display())));
+}
+
+#[test]
+fn the_shipped_example_passes_apart_from_accounts_missing_here() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/tollgate.toml");
+    let out = Command::new(BIN)
+        .args(["--config", example, "config", "check"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    for line in err.lines() {
+        assert!(
+            line.contains("no such account"),
+            "unexpected problem in the example: {line}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_a_missing_session_exits_4() {
+    let s = Server::start("cli-codes");
+    assert_eq!(
+        s.cli(&["session", "issue", "--profile", "nope", "--login-user", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        s.cli(&[
+            "session",
+            "issue",
+            "--profile",
+            "console",
+            "--login-user",
+            "x",
+            "--ttl",
+            "soon"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(s.cli(&["session", "bogus"]).status.code(), Some(2));
+    assert_eq!(
+        s.cli(&["session", "show", "ses_missing"]).status.code(),
+        Some(4)
+    );
+    let v = s.cli_json(&[
+        "session",
+        "issue",
+        "--profile",
+        "console",
+        "--login-user",
+        "ops",
+        "--reason",
+        "INC-1",
+    ]);
+    for k in [
+        "id",
+        "token",
+        "state",
+        "profile",
+        "login_user",
+        "expires_at",
+    ] {
+        assert!(v.get(k).is_some(), "issue JSON lacks {k}: {v}");
+    }
+    assert_eq!(v["state"], "pending");
+    let listed = s.cli_json(&["session", "list", "--state", "pending"]);
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == v["id"]));
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r.get("token").is_none()));
+}

@@ -1,0 +1,75 @@
+//! Acceptance 9: the session runs as the profile's user, with a clean
+//! environment and no descriptors beyond 0-2.
+mod common;
+use common::*;
+
+#[test]
+fn session_runs_as_the_profile_user_with_a_clean_environment_and_only_fds_0_to_2() {
+    let s = Server::start("environment");
+    let (id, tok) = s.issue("ops", &[]);
+    // The shell's own initial environment and descriptors, not those of a
+    // child it forks (`ls` opens a descriptor of its own).
+    let script = "id -un; echo ---; tr '\\0' '\\n' < /proc/$$/environ | sort; echo ---; ls /proc/$$/fd | sort -n | tr '\\n' ' '";
+    let mut c = s.ssh("ops", &tok);
+    c.args([
+        "-o",
+        "SendEnv=LC_TG_TEST",
+        "-o",
+        "SendEnv=TG_EVIL",
+        "-o",
+        "SendEnv=LANG",
+    ])
+    .env("LC_TG_TEST", "passed")
+    .env("TG_EVIL", "leaked")
+    .env("LANG", "C.UTF-8")
+    .env("TG_NOT_SENT", "x")
+    .arg(script);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    let parts: Vec<&str> = o.split("---\n").collect();
+    assert_eq!(parts[0].trim(), session_user());
+    let env: Vec<&str> = parts[1].lines().collect();
+    let keys: Vec<&str> = env.iter().map(|l| l.split('=').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "HOME",
+            "LANG",
+            "LC_TG_TEST",
+            "LOGNAME",
+            "PATH",
+            "SHELL",
+            "TG_PROFILE_VAR",
+            "TOLLGATE_SESSION_ID",
+            "USER"
+        ],
+        "{env:?}"
+    );
+    assert!(env.contains(&"LC_TG_TEST=passed"));
+    assert!(env.contains(&"TG_PROFILE_VAR=from-profile"));
+    assert!(env.contains(&format!("TOLLGATE_SESSION_ID={id}").as_str()));
+    assert!(env.contains(&format!("USER={}", session_user()).as_str()));
+    assert_eq!(parts[2].trim(), "0 1 2", "descriptors: {:?}", parts[2]);
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(!parts[0].contains("root"));
+    }
+}
+
+#[test]
+fn a_pty_session_gets_term_from_the_request_and_a_controlling_terminal() {
+    let s = Server::start("pty-env");
+    let (_, tok) = s.issue("ops", &[]);
+    let mut c = s.ssh("ops", &tok);
+    c.args(["-tt"])
+        .env("TERM", "vt220-test-term")
+        .arg("echo TERM=$TERM; ps -o tty= -p $$; ls /proc/$$/fd | sort -n | tr '\\n' ' '");
+    let out = c.output().unwrap();
+    let o = text(&out.stdout);
+    assert!(o.contains("TERM=vt220-test-term"), "{o:?}");
+    assert!(o.contains("pts/"), "no controlling terminal: {o:?}");
+    assert!(
+        o.contains("0 1 2 \r\n") || o.trim_end().ends_with("0 1 2"),
+        "{o:?}"
+    );
+}
