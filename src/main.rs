@@ -21,7 +21,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// An SSH bastion for one-time, token-bound sessions.
 #[derive(Parser, Debug)]
-#[command(name = "tollgate", version, about, long_about = None)]
+#[command(
+    name = "tollgate",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 ok, 1 failure, 2 usage or invalid input (a bad config included), 4 no such session.\nSee tollgate(8) and tollgate.toml(5)."
+)]
 struct Args {
     /// Configuration file.
     #[arg(long, global = true, value_name = "PATH", env = "TOLLGATE_CONFIG")]

@@ -259,6 +259,7 @@ impl russh::server::Handler for Handler {
     ) -> Result<(), Self::Error> {
         if self.channel != Some(channel) {
             session.channel_failure(channel)?;
+            return Ok(());
         }
         self.send(channel, Ctl::Shell);
         Ok(())
@@ -272,6 +273,7 @@ impl russh::server::Handler for Handler {
     ) -> Result<(), Self::Error> {
         if self.channel != Some(channel) {
             session.channel_failure(channel)?;
+            return Ok(());
         }
         self.send(
             channel,

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs tollgate's whole test suite on a fresh Debian machine: installs what
+# the tests drive (the OpenSSH client, tmux, procps) when missing, then
+# checks formatting, lints, and runs unit and black-box tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v ps >/dev/null 2>&1 || need+=(procps)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if ! id nobody >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "the tests run sessions as 'nobody' when run as root, and there is no such account" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked
