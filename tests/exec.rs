@@ -89,12 +89,14 @@ fn exec_is_refused_with_a_message_when_the_profile_does_not_allow_it() {
     );
     let (id, tok) = s.issue("ops", &[]);
     let out = s.ssh_run("ops", &tok, &[], "id");
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("does not allow running a command"),
-        "{}",
-        text(&out.stderr)
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        "tollgate: this token does not allow running a command; connect without one to get the console\n"
     );
+    let v = s.wait_state(&id, "terminated", std::time::Duration::from_secs(5));
+    assert_eq!(v["end_reason"], "error");
     // An issued --command runs for exec requests whatever the client asked.
     let (_, tok) = s.issue("ops", &["--command", "echo issued-command"]);
     let out = s.ssh_run("ops", &tok, &[], "echo client-command");

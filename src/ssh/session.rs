@@ -303,12 +303,28 @@ impl Task {
     /// Tells the person something on the terminal (or stderr without one).
     async fn say(&self, text: &str) {
         let Some(ch) = self.channel else { return };
-        let line = format!("\r\ntollgate: {text}\r\n");
         let _ = if self.pty.is_some() {
+            let line = format!("\r\ntollgate: {text}\r\n");
             self.handle.data(ch, line.into_bytes()).await
         } else {
+            let line = format!("tollgate: {text}\n");
             self.handle.extended_data(ch, 1, line.into_bytes()).await
         };
+    }
+
+    /// Ends a shell or exec request that cannot run. The request is accepted
+    /// and the reason written to the person's stderr before the exit status:
+    /// OpenSSH quits on a failure reply without showing data it already got.
+    async fn refuse(
+        &mut self,
+        message: &str,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<(), EndReason> {
+        self.reply(true).await;
+        self.say(message).await;
+        self.event(kind, detail).await;
+        Err(EndReason::Error)
     }
 
     /// Runs the shell (`exec_cmd` = None) or an exec request.
@@ -318,24 +334,24 @@ impl Task {
             return Ok(());
         }
         let Some(profile) = self.shared.config.profile(&self.auth.profile).cloned() else {
-            self.say("this token's profile is no longer configured")
+            return self
+                .refuse(
+                    "this token's profile is no longer configured",
+                    "session.error",
+                    json!({"error": "profile not configured", "profile": self.auth.profile}),
+                )
                 .await;
-            self.reply(false).await;
-            self.event(
-                "session.error",
-                json!({"error": "profile not configured", "profile": self.auth.profile}),
-            )
-            .await;
-            return Err(EndReason::Error);
         };
         let account = match Account::lookup(&profile.user) {
             Ok(a) => a,
             Err(e) => {
-                self.say("the session's account is not available").await;
-                self.reply(false).await;
-                self.event("session.error", json!({"error": e.to_string()}))
-                    .await;
-                return Err(EndReason::Error);
+                return self
+                    .refuse(
+                        "the session's account is not available",
+                        "session.error",
+                        json!({"error": e.to_string()}),
+                    )
+                    .await
             }
         };
         let shell = profile
@@ -349,14 +365,13 @@ impl Task {
                 vec![shell.clone(), "-c".into(), cmd.clone()]
             }
             (None, Some(cmd)) => {
-                self.say("this token does not allow running a command; connect without one to get the console").await;
-                self.reply(false).await;
-                self.event(
-                    "session.request_refused",
-                    json!({"request": "exec", "command": cmd}),
-                )
-                .await;
-                return Ok(());
+                return self
+                    .refuse(
+                        "this token does not allow running a command; connect without one to get the console",
+                        "session.request_refused",
+                        json!({"request": "exec", "command": cmd}),
+                    )
+                    .await
             }
         };
         let mut env = vec![
@@ -402,11 +417,13 @@ impl Task {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(session = %self.auth.id, error = %e, "could not start the session's command");
-                self.say("the session's command could not be started").await;
-                self.reply(false).await;
-                self.event("session.error", json!({"error": e.to_string()}))
+                return self
+                    .refuse(
+                        "the session's command could not be started",
+                        "session.error",
+                        json!({"error": e.to_string()}),
+                    )
                     .await;
-                return Err(EndReason::Error);
             }
         };
         self.reply(true).await;
@@ -543,7 +560,8 @@ impl Task {
                             .await;
                     }
                 } else {
-                    let _ = self.handle.exit_status_request(ch, 255).await;
+                    // No process ran (refused, or ended before it started).
+                    let _ = self.handle.exit_status_request(ch, 1).await;
                 }
                 let _ = self.handle.eof(ch).await;
                 let _ = self.handle.close(ch).await;
