@@ -95,7 +95,10 @@ pub fn serve_from_file(path: &Path) -> CliResult {
 /// Sets up human-readable logs on stderr (journald adds timestamps).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // Whatever TOLLGATE_LOG says: the SSH library's debug output is
+        // never needed in production and must not be a way to log auth data.
+        .add_directive("russh=warn".parse().expect("literal directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

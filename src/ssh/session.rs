@@ -303,13 +303,16 @@ impl Task {
     /// Tells the person something on the terminal (or stderr without one).
     async fn say(&self, text: &str) {
         let Some(ch) = self.channel else { return };
-        let _ = if self.pty.is_some() {
-            let line = format!("\r\ntollgate: {text}\r\n");
-            self.handle.data(ch, line.into_bytes()).await
-        } else {
-            let line = format!("tollgate: {text}\n");
-            self.handle.extended_data(ch, 1, line.into_bytes()).await
-        };
+        let _ = bounded(async {
+            if self.pty.is_some() {
+                let line = format!("\r\ntollgate: {text}\r\n");
+                self.handle.data(ch, line.into_bytes()).await
+            } else {
+                let line = format!("tollgate: {text}\n");
+                self.handle.extended_data(ch, 1, line.into_bytes()).await
+            }
+        })
+        .await;
     }
 
     /// Ends a shell or exec request that cannot run. The request is accepted
@@ -541,31 +544,30 @@ impl Task {
                 .call(move |j| j.event(Some(&id), "session.exited", detail))
                 .await;
         }
-        if let Some(ch) = self.channel {
-            if reason != EndReason::Disconnected {
-                if let Some(st) = status {
-                    use std::os::unix::process::ExitStatusExt;
-                    if let Some(code) = st.code() {
-                        let _ = self.handle.exit_status_request(ch, code as u32).await;
-                    } else if let Some(sig) = st.signal() {
-                        let _ = self
-                            .handle
-                            .exit_signal_request(
-                                ch,
-                                sig_from_name(&exec::signal_name(sig)),
-                                st.core_dumped(),
-                                String::new(),
-                                String::new(),
-                            )
+        if let (Some(ch), true) = (self.channel, reason != EndReason::Disconnected) {
+            let handle = &self.handle;
+            // A client that stopped reading must not hold up the teardown.
+            let _ = bounded(async {
+                use std::os::unix::process::ExitStatusExt;
+                match status.map(|st| (st.code(), st.signal(), st.core_dumped())) {
+                    Some((Some(code), _, _)) => {
+                        let _ = handle.exit_status_request(ch, code as u32).await;
+                    }
+                    Some((None, Some(sig), core)) => {
+                        let name = sig_from_name(&exec::signal_name(sig));
+                        let _ = handle
+                            .exit_signal_request(ch, name, core, String::new(), String::new())
                             .await;
                     }
-                } else {
                     // No process ran (refused, or ended before it started).
-                    let _ = self.handle.exit_status_request(ch, 1).await;
+                    _ => {
+                        let _ = handle.exit_status_request(ch, 1).await;
+                    }
                 }
-                let _ = self.handle.eof(ch).await;
-                let _ = self.handle.close(ch).await;
-            }
+                let _ = handle.eof(ch).await;
+                let _ = handle.close(ch).await;
+            })
+            .await;
         }
         let ending = {
             use std::os::unix::process::ExitStatusExt;
@@ -598,6 +600,11 @@ impl Task {
             });
         }
     }
+}
+
+/// Runs a write to the client for at most two seconds.
+async fn bounded<F: std::future::Future>(f: F) -> Option<F::Output> {
+    tokio::time::timeout(Duration::from_secs(2), f).await.ok()
 }
 
 async fn wait_child(running: &mut Option<Running>) -> std::process::ExitStatus {
