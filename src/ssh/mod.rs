@@ -54,7 +54,9 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
         auth_rejection_time: Duration::from_secs(1),
         // OpenSSH's first `none` probe is not a failure worth delaying.
         auth_rejection_time_initial: Some(Duration::ZERO),
-        max_auth_attempts: config.server.max_auth_tries as usize,
+        // russh counts every rejection, the client's opening `none` probe
+        // included; OpenSSH's MaxAuthTries does not count that probe.
+        max_auth_attempts: config.server.max_auth_tries as usize + 1,
         keys,
         // Ours: idle_timeout and max_duration decide, not russh's default 10 min.
         inactivity_timeout: None,

@@ -235,6 +235,12 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
 
     /// An `ssh` command for `user@` this server, presenting `token`.
     pub fn ssh(&self, user: &str, token: &str) -> Command {
+        self.ssh_opts(user, token, &[])
+    }
+
+    /// Like [`Server::ssh`] with options placed first: ssh keeps the first
+    /// value given for an option, so these win over the harness defaults.
+    pub fn ssh_opts(&self, user: &str, token: &str, first: &[&str]) -> Command {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let tok = self.dir.path().join(format!("token-{n}"));
@@ -245,6 +251,7 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
         let mut c = Command::new("ssh");
         c.args(["-F", "/dev/null"])
+            .args(first)
             .args([
                 "-o",
                 "StrictHostKeyChecking=no",
