@@ -108,3 +108,29 @@ fn exec_is_refused_with_a_message_when_the_profile_does_not_allow_it() {
         .iter()
         .any(|e| e["kind"] == "session.request_refused"));
 }
+
+#[test]
+fn input_to_a_process_that_reads_late_arrives_whole() {
+    // 16 MiB is far past the 1 MiB the daemon queues per session: the client
+    // is held back until the process reads, and nothing is lost.
+    let s = Server::start("exec-backpressure");
+    let (id, tok) = s.issue("ops", &[]);
+    let mut c = s.ssh("ops", &tok);
+    c.arg("sleep 3; wc -c");
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..256 {
+            stdin.write_all(&chunk).unwrap();
+        }
+    });
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), (16 * 1024 * 1024).to_string());
+    let v = s.wait_state(&id, "terminated", std::time::Duration::from_secs(5));
+    assert_eq!(v["bytes_in"], 16 * 1024 * 1024);
+}

@@ -11,7 +11,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::{self, AuthorizedSession};
-use super::session::{self, Ctl};
+use super::session::{self, Ctl, InputGate};
 use crate::daemon::Shared;
 use crate::exec::PtyRequest;
 
@@ -25,6 +25,7 @@ pub struct Handler {
     authenticated: Arc<AtomicBool>,
     authorized: Option<AuthorizedSession>,
     ctl: Option<UnboundedSender<Ctl>>,
+    input: Option<Arc<InputGate>>,
     channel: Option<ChannelId>,
 }
 
@@ -36,6 +37,7 @@ impl Handler {
             authenticated,
             authorized: None,
             ctl: None,
+            input: None,
             channel: None,
         }
     }
@@ -127,11 +129,9 @@ impl russh::server::Handler for Handler {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.authenticated.store(true, Ordering::SeqCst);
         if let Some(authorized) = self.authorized.take() {
-            self.ctl = Some(session::start(
-                self.shared.clone(),
-                authorized,
-                session.handle(),
-            ));
+            let (ctl, input) = session::start(self.shared.clone(), authorized, session.handle());
+            self.ctl = Some(ctl);
+            self.input = Some(input);
         }
         Ok(())
     }
@@ -186,6 +186,12 @@ impl russh::server::Handler for Handler {
         data: &[u8],
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.channel != Some(channel) {
+            return Ok(());
+        }
+        if let Some(gate) = &self.input {
+            gate.admit(data.len()).await;
+        }
         self.send(channel, Ctl::Data(data.to_vec()));
         Ok(())
     }

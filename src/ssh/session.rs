@@ -2,7 +2,7 @@
 //! token was redeemed — the channel's requests, the process, the timers, the
 //! teardown — and records each step in the journal.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use russh::{ChannelId, Disconnect, Sig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::auth::AuthorizedSession;
@@ -121,6 +122,52 @@ fn sig_from_name(name: &str) -> Sig {
     }
 }
 
+/// Bounds what the client may have sent that the session's process has not
+/// read yet. Past the limit the handler waits, which stops russh reading the
+/// connection and so pushes back on the client through TCP.
+pub struct InputGate {
+    queued: AtomicUsize,
+    closed: AtomicBool,
+    room: Notify,
+}
+
+/// Undelivered input allowed per session before the client is held back.
+const INPUT_LIMIT: usize = 1 << 20;
+
+impl InputGate {
+    fn new() -> Self {
+        InputGate {
+            queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            room: Notify::new(),
+        }
+    }
+
+    /// Waits until `n` more bytes fit (or the session is over).
+    pub async fn admit(&self, n: usize) {
+        loop {
+            let room = self.room.notified();
+            if self.closed.load(Ordering::Acquire)
+                || self.queued.load(Ordering::Acquire) < INPUT_LIMIT
+            {
+                self.queued.fetch_add(n, Ordering::AcqRel);
+                return;
+            }
+            room.await;
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.room.notify_waiters();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+}
+
 /// Byte counters and the last moment anything moved, shared with the pumps.
 #[derive(Default)]
 struct Activity {
@@ -131,12 +178,19 @@ struct Activity {
 }
 
 /// Starts the task for a freshly authorized connection; returns where the
-/// handler sends channel traffic. The task ends the session if that sender
-/// is dropped (the connection is gone).
-pub fn start(shared: Arc<Shared>, auth: AuthorizedSession, handle: Handle) -> UnboundedSender<Ctl> {
+/// handler sends channel traffic, and the gate it passes client data
+/// through. The task ends the session if that sender is dropped (the
+/// connection is gone).
+pub fn start(
+    shared: Arc<Shared>,
+    auth: AuthorizedSession,
+    handle: Handle,
+) -> (UnboundedSender<Ctl>, Arc<InputGate>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let gate = Arc::new(InputGate::new());
     let (stop_tx, stop_rx) = mpsc::unbounded_channel();
     shared.register(&auth.id, stop_tx);
+    let task_gate = gate.clone();
     tokio::spawn(async move {
         let id = auth.id.clone();
         let task = Task {
@@ -149,11 +203,12 @@ pub fn start(shared: Arc<Shared>, auth: AuthorizedSession, handle: Handle) -> Un
             activity: Arc::new(Activity::default()),
             epoch: Instant::now(),
             running: None,
+            gate: task_gate,
         };
         task.run(rx, stop_rx).await;
         shared.unregister(&id);
     });
-    tx
+    (tx, gate)
 }
 
 struct Running {
@@ -174,6 +229,7 @@ struct Task {
     activity: Arc<Activity>,
     epoch: Instant,
     running: Option<Running>,
+    gate: Arc<InputGate>,
 }
 
 /// How the main loop ended.
@@ -253,8 +309,13 @@ impl Task {
                 self.activity
                     .bytes_in
                     .fetch_add(d.len() as u64, Ordering::Relaxed);
-                if let Some(r) = &self.running {
-                    let _ = r.input.send(Some(d));
+                let n = d.len();
+                let delivered = match &self.running {
+                    Some(r) => r.input.send(Some(d)).is_ok(),
+                    None => false,
+                };
+                if !delivered {
+                    self.gate.release(n);
                 }
             }
             Ctl::Eof => {
@@ -445,7 +506,7 @@ impl Task {
                     self.activity.clone(),
                     self.epoch,
                 )));
-                tokio::spawn(feed_pty(m.clone(), input_rx));
+                tokio::spawn(feed_pty(m.clone(), input_rx, self.gate.clone()));
                 Some(m)
             }
             Stdio3::Pipes {
@@ -469,7 +530,7 @@ impl Task {
                     self.activity.clone(),
                     self.epoch,
                 )));
-                tokio::spawn(feed_pipe(stdin, input_rx));
+                tokio::spawn(feed_pipe(stdin, input_rx, self.gate.clone()));
                 None
             }
         };
@@ -500,6 +561,8 @@ impl Task {
     }
 
     async fn teardown(mut self, outcome: Outcome) {
+        // Nothing more will be read: never hold the client back again.
+        self.gate.close();
         let grace = self.shared.config.sessions.kill_grace;
         let (reason, status) = match outcome {
             Outcome::Exited(status) => {
@@ -720,10 +783,16 @@ async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(
 
 /// What the person types, into the PTY. EOF is not forwarded to a terminal
 /// (the person types ^D for that).
-async fn feed_pty(master: Arc<PtyMaster>, mut rx: UnboundedReceiver<Option<Vec<u8>>>) {
+async fn feed_pty(
+    master: Arc<PtyMaster>,
+    mut rx: UnboundedReceiver<Option<Vec<u8>>>,
+    gate: Arc<InputGate>,
+) {
     while let Some(msg) = rx.recv().await {
         if let Some(d) = msg {
-            if master.write_all(&d).await.is_err() {
+            let ok = master.write_all(&d).await.is_ok();
+            gate.release(d.len());
+            if !ok {
                 break;
             }
         }
@@ -734,9 +803,12 @@ async fn feed_pty(master: Arc<PtyMaster>, mut rx: UnboundedReceiver<Option<Vec<u
 async fn feed_pipe(
     mut stdin: tokio::process::ChildStdin,
     mut rx: UnboundedReceiver<Option<Vec<u8>>>,
+    gate: Arc<InputGate>,
 ) {
     while let Some(Some(d)) = rx.recv().await {
-        if stdin.write_all(&d).await.is_err() {
+        let ok = stdin.write_all(&d).await.is_ok();
+        gate.release(d.len());
+        if !ok {
             return;
         }
     }
