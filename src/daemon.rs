@@ -117,6 +117,7 @@ pub fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
 }
 
 async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
+    raise_fd_limit();
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
     let mut journal = Journal::open(&config.server.journal)?;
     for (id, pid) in journal.recover_stale()? {
@@ -175,6 +176,19 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each session holds a socket and two to four descriptors for its process:
+/// use every descriptor the hard limit allows (systemd's LimitNOFILE).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

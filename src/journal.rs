@@ -286,38 +286,20 @@ impl Journal {
 
     /// Creates a pending session for a token (given as its hash).
     pub fn issue(&mut self, s: &NewSession) -> Result<SessionRow, JournalError> {
-        let now = now_ms();
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at, max_duration_ms)
-             VALUES (?1, 'ephemeral', 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                s.id,
-                s.token_sha256,
-                s.profile,
-                s.login_user,
-                s.command,
-                s.reason,
-                now,
-                now + s.ttl.as_millis() as i64,
-                s.max_duration.as_millis() as i64
-            ],
-        )?;
-        append_event(
-            &tx,
-            now,
-            Some(s.id),
-            "session.issued",
-            &json!({"profile": s.profile, "login_user": s.login_user, "command": s.command, "reason": s.reason,
-                    "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
-        )?;
-        let row = tx.query_row(
-            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
-            [s.id],
-            session_row,
-        )?;
+        let row = insert_session(&tx, s)?;
         tx.commit()?;
         Ok(row)
+    }
+
+    /// Creates many pending sessions in one transaction (one fsync).
+    pub fn issue_many(&mut self, sessions: &[NewSession]) -> Result<(), JournalError> {
+        let tx = self.conn.transaction()?;
+        for s in sessions {
+            insert_session(&tx, s)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The one conditional UPDATE that decides a login: of any number of
@@ -553,6 +535,39 @@ impl Journal {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, JournalError> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at, max_duration_ms)
+         VALUES (?1, 'ephemeral', 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            s.id,
+            s.token_sha256,
+            s.profile,
+            s.login_user,
+            s.command,
+            s.reason,
+            now,
+            now + s.ttl.as_millis() as i64,
+            s.max_duration.as_millis() as i64
+        ],
+    )?;
+    append_event(
+        tx,
+        now,
+        Some(s.id),
+        "session.issued",
+        &json!({"profile": s.profile, "login_user": s.login_user, "command": s.command, "reason": s.reason,
+                "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
+    )?;
+    let row = tx.query_row(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+        [s.id],
+        session_row,
+    )?;
+    Ok(row)
 }
 
 fn append_event(

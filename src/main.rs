@@ -6,18 +6,12 @@
 
 #![deny(unsafe_code)]
 
-mod cli;
-mod config;
-mod daemon;
-mod exec;
-mod journal;
-mod ssh;
-mod token;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use tollgate::cli::{self, Output};
+use tollgate::{config, daemon};
 
 /// An SSH bastion for one-time, token-bound sessions.
 #[derive(Parser, Debug)]
@@ -37,13 +31,6 @@ struct Args {
     output: Output,
     #[command(subcommand)]
     command: Command,
-}
-
-/// How admin commands print.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,9 +5,9 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::Output;
 use super::{print_json, CliError, CliResult};
 use crate::config::Config;
-use crate::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {

@@ -9,10 +9,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::session::{issue, print_issued, IssueArgs};
+use super::Output;
 use super::{CliError, CliResult};
 use crate::config::Config;
 use crate::journal::Journal;
-use crate::Output;
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {

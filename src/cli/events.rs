@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::Output;
 use super::{load, print_json, CliError, CliResult};
 use crate::journal::Event;
-use crate::Output;
 
 #[derive(clap::Args, Debug)]
 pub struct EventsArgs {

@@ -12,6 +12,15 @@ use std::path::Path;
 use crate::config::Config;
 use crate::journal::{Journal, JournalError};
 
+/// How admin commands print.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// One stable JSON value.
+    Json,
+}
+
 /// Exit status 1: the command failed.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status 2: usage error or invalid input (including a bad config).

@@ -6,11 +6,11 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::Output;
 use super::{load, print_json, CliError, CliResult};
 use crate::config::{parse_duration, ssh_line, Config};
 use crate::journal::{CancelOutcome, Journal, NewSession, SessionRow};
 use crate::token::{random_id, Token};
-use crate::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum SessionCmd {

@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 use crate::daemon::Db;
 use crate::token;
 
+/// Only this module can name it, so only [`redeem`] can build an
+/// [`AuthorizedSession`], even elsewhere in this crate.
+#[derive(Debug)]
+struct Proof;
+
 /// Proof of a redeemed token. Its fields can be read anywhere, but it can be
-/// built only here (the private field), by [`redeem`].
+/// built only here (the private `Proof` field), by [`redeem`].
 #[derive(Debug)]
 pub struct AuthorizedSession {
     pub id: String,
@@ -20,7 +25,7 @@ pub struct AuthorizedSession {
     /// When the redemption happened, on the monotonic clock.
     pub started: Instant,
     pub max_duration: Duration,
-    _proof: (),
+    _proof: Proof,
 }
 
 /// Redeems `presented` for `user`. Every kind of failure (unknown, used,
@@ -47,7 +52,7 @@ pub async fn redeem(
             client_addr: peer,
             started,
             max_duration: r.max_duration,
-            _proof: (),
+            _proof: Proof,
         }),
         Ok(None) => {
             tracing::info!(%peer, user, well_formed = token::looks_like_token(presented), "token authentication failed");
