@@ -72,3 +72,27 @@ fn a_pty_session_gets_term_from_the_request_and_a_controlling_terminal() {
     assert!(o.contains("pts/"), "no controlling terminal: {o:?}");
     assert!(o.ends_with("\r\n0\r\n1\r\n2\r\n"), "descriptors: {o:?}");
 }
+
+#[test]
+fn the_terminal_belongs_to_the_session_user_and_sigpipe_is_default() {
+    let s = Server::start("pty-owner");
+    let (_, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &["-tt"], "stat -c %U $(tty); id -G");
+    let o = text(&out.stdout);
+    let first = o.lines().next().unwrap_or_default().trim();
+    assert_eq!(first, session_user(), "{o:?}");
+    let expected_groups = std::process::Command::new("id")
+        .args(["-G", &session_user()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.lines().nth(1).unwrap_or_default().trim(),
+        text(&expected_groups.stdout).trim()
+    );
+
+    // With SIGPIPE ignored (as in the daemon), `yes` would complain of EPIPE.
+    let (_, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &[], "yes | head -c 1 >/dev/null; echo done");
+    assert_eq!(text(&out.stdout), "done\n");
+    assert_eq!(text(&out.stderr), "", "SIGPIPE is not at its default");
+}

@@ -1,22 +1,24 @@
 //! Spawning a session's process and taking it down again.
 //!
-//! This is the one module allowed `unsafe`: the code that runs between fork
-//! and exec (new session, controlling terminal, privilege drop, descriptor
-//! closing) and the PTY ioctls. Everything the child needs is prepared before
-//! the fork, so the pre-exec hook only makes async-signal-safe system calls.
+//! This is the one module allowed `unsafe`: `posix_spawn` with per-thread
+//! credentials (new session, controlling terminal, privilege drop, descriptor
+//! closing), waiting through a pidfd, and the PTY ioctls.
 //!
 //! It refuses to run anything as root unless the caller says the profile
 //! allows it, and never passes the daemon's environment or descriptors on.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::ExitStatus;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 
 mod pty;
 pub use pty::PtyMaster;
@@ -84,23 +86,62 @@ pub struct Spec {
 pub enum Stdio3 {
     Pty(PtyMaster),
     Pipes {
-        stdin: tokio::process::ChildStdin,
-        stdout: tokio::process::ChildStdout,
-        stderr: tokio::process::ChildStderr,
+        stdin: pipe::Sender,
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
     },
 }
 
 /// A running session process; its pid is also its process group and session id.
 pub struct Spawned {
-    pub child: tokio::process::Child,
     pub pid: i32,
+    pub exit: ExitWatcher,
     pub io: Stdio3,
+}
+
+/// Waits for the session's leader to exit, through a pidfd (the leader is
+/// not a tokio child: it was started with posix_spawn, see [`spawn`]).
+pub struct ExitWatcher {
+    pid: i32,
+    pidfd: AsyncFd<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl ExitWatcher {
+    /// The leader's exit status, reaping it. Cancel-safe; once known, the
+    /// status is returned again on later calls.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(st) = self.status {
+                return Ok(st);
+            }
+            let mut guard = self.pidfd.readable().await?;
+            let mut raw = 0;
+            // SAFETY: waitpid on our own unreaped child, into a local.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+            if r == self.pid {
+                self.status = Some(ExitStatus::from_raw(raw));
+            } else if r < 0 {
+                return Err(io::Error::last_os_error());
+            } else {
+                guard.clear_ready();
+            }
+        }
+    }
 }
 
 /// Starts `spec` in a new session (setsid), with the PTY as controlling
 /// terminal when one was requested, as the account's user and groups, with
 /// exactly the given environment and no descriptors beyond 0-2.
-pub fn spawn(spec: Spec) -> io::Result<Spawned> {
+///
+/// The daemon is a large multi-threaded process, and `fork` would copy its
+/// page tables and make every page copy-on-write: the biggest cost of a
+/// session measured in `bench/run`. Instead a short-lived thread takes on the
+/// account's credentials (Linux credentials are per thread when set with the
+/// raw system calls) and calls `posix_spawn`, which uses `vfork`-style
+/// cloning; the thread ends afterwards, so the daemon's credentials never
+/// change.
+pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     if spec.account.uid.is_root() && !spec.allow_root {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -120,14 +161,36 @@ pub fn spawn(spec: Spec) -> io::Result<Spawned> {
     let program = spec
         .argv
         .first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&spec.argv[1..]);
-    cmd.env_clear();
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    cmd.kill_on_drop(false);
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the program must be an absolute path",
+            )
+        })?;
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NUL byte in command or environment",
+            )
+        })
+    };
+    let program = cstr(program)?;
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<io::Result<Vec<_>>>()?;
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<io::Result<Vec<_>>>()?;
+    let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
 
-    let pty_master = match &spec.pty {
+    // The child's ends of its standard streams, and ours.
+    let (child_io, parent_io) = match &spec.pty {
         Some(req) => {
             let pair = nix::pty::openpty(None, None).map_err(io::Error::from)?;
             pty::set_size(
@@ -137,89 +200,231 @@ pub fn spawn(spec: Spec) -> io::Result<Spawned> {
                 req.px_width,
                 req.px_height,
             )?;
-            let slave: OwnedFd = pair.slave;
-            cmd.stdin(Stdio::from(slave.try_clone()?));
-            cmd.stdout(Stdio::from(slave.try_clone()?));
-            cmd.stderr(Stdio::from(slave));
-            Some(pair.master)
+            let path = nix::unistd::ttyname(&pair.slave).map_err(io::Error::from)?;
+            if me.is_root() {
+                // As OpenSSH does: the user owns their terminal, group tty may write.
+                let tty = nix::unistd::Group::from_name("tty")
+                    .ok()
+                    .flatten()
+                    .map(|g| g.gid);
+                nix::unistd::fchown(
+                    &pair.slave,
+                    Some(spec.account.uid),
+                    tty.or(Some(spec.account.gid)),
+                )
+                .map_err(io::Error::from)?;
+                nix::sys::stat::fchmod(
+                    &pair.slave,
+                    nix::sys::stat::Mode::from_bits_truncate(0o620),
+                )
+                .map_err(io::Error::from)?;
+            }
+            let path = CString::new(path.into_os_string().into_encoded_bytes())
+                .map_err(io::Error::other)?;
+            (
+                ChildIo::Tty {
+                    path,
+                    _slave: pair.slave,
+                },
+                ParentIo::Pty(pair.master),
+            )
         }
         None => {
-            cmd.stdin(Stdio::piped());
-            cmd.stdout(Stdio::piped());
-            cmd.stderr(Stdio::piped());
-            None
+            let (in_r, in_w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            let (out_r, out_w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            let (err_r, err_w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            (
+                ChildIo::Pipes([in_r, out_w, err_w]),
+                ParentIo::Pipes(in_w, out_r, err_r),
+            )
         }
     };
 
-    let drop_privileges = me.is_root();
-    let uid = spec.account.uid;
-    let gid = spec.account.gid;
-    let groups: Vec<libc::gid_t> = spec.account.groups.iter().map(|g| g.as_raw()).collect();
-    let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let creds = me.is_root().then(|| Creds {
+        uid: spec.account.uid.as_raw(),
+        gid: spec.account.gid.as_raw(),
+        groups: spec.account.groups.iter().map(|g| g.as_raw()).collect(),
+    });
     let cwd_required = spec.cwd_required;
-    let with_tty = pty_master.is_some();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tollgate-spawn".into())
+        .spawn(move || {
+            let r = spawn_as(creds, &program, &argv, &envp, &cwd, cwd_required, &child_io);
+            drop(child_io);
+            let _ = tx.send(r);
+        })?;
+    let pid = rx
+        .await
+        .map_err(|_| io::Error::other("spawner thread died"))??;
 
-    // SAFETY: the closure runs in the forked child before exec. It only calls
-    // async-signal-safe system calls on data prepared above, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if drop_privileges {
-                if libc::setgroups(groups.len() as _, groups.as_ptr()) < 0
-                    || libc::setgid(gid.as_raw()) < 0
-                    || libc::setuid(uid.as_raw()) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // Paranoia: regaining root must be impossible now.
-                if uid.as_raw() != 0 && libc::setuid(0) == 0 {
-                    return Err(io::Error::from_raw_os_error(libc::EPERM));
-                }
-            }
-            if libc::chdir(cwd.as_ptr()) < 0 {
-                if cwd_required {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::chdir(c"/".as_ptr());
-            }
-            // Every descriptor above 2 closes at exec (std's own error pipe
-            // included, which is how exec failures still get reported).
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            Ok(())
-        });
+    // SAFETY: pidfd_open returns a new descriptor that we own, or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
     }
-
-    let mut child = cmd.spawn()?;
-    drop(cmd); // closes the parent's copies of the slave
-    let pid = child.id().map(|p| p as i32).unwrap_or(-1);
-    let io = match pty_master {
-        Some(master) => Stdio3::Pty(PtyMaster::new(master)?),
-        None => Stdio3::Pipes {
-            stdin: child
-                .stdin
-                .take()
-                .ok_or_else(|| io::Error::other("no stdin pipe"))?,
-            stdout: child
-                .stdout
-                .take()
-                .ok_or_else(|| io::Error::other("no stdout pipe"))?,
-            stderr: child
-                .stderr
-                .take()
-                .ok_or_else(|| io::Error::other("no stderr pipe"))?,
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: the OwnedFd moves into the AsyncFd and stays open while registered.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let io = match parent_io {
+        ParentIo::Pty(master) => Stdio3::Pty(PtyMaster::new(master)?),
+        ParentIo::Pipes(w, out, err) => Stdio3::Pipes {
+            stdin: pipe::Sender::from_owned_fd(w)?,
+            stdout: pipe::Receiver::from_owned_fd(out)?,
+            stderr: pipe::Receiver::from_owned_fd(err)?,
         },
     };
-    Ok(Spawned { child, pid, io })
+    Ok(Spawned {
+        pid,
+        exit: ExitWatcher {
+            pid,
+            pidfd,
+            status: None,
+        },
+        io,
+    })
+}
+
+/// The account to become in the spawner thread (only when running as root).
+struct Creds {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+enum ChildIo {
+    /// The PTY slave's path (opened by the child after setsid, so it becomes
+    /// the controlling terminal) and the slave, kept open until then.
+    Tty { path: CString, _slave: OwnedFd },
+    /// stdin's read end, stdout's and stderr's write ends.
+    Pipes([OwnedFd; 3]),
+}
+
+enum ParentIo {
+    Pty(OwnedFd),
+    Pipes(OwnedFd, OwnedFd, OwnedFd),
+}
+
+/// Runs on a thread of its own, which it leaves with the account's
+/// credentials: never call it on a thread that lives on.
+fn spawn_as(
+    creds: Option<Creds>,
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    cwd: &CString,
+    cwd_required: bool,
+    io: &ChildIo,
+) -> io::Result<i32> {
+    let check = |r: libc::c_long| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(c) = &creds {
+        // SAFETY: raw system calls on this thread's own credentials (glibc's
+        // wrappers would change every thread of the process).
+        unsafe {
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                c.groups.len(),
+                c.groups.as_ptr(),
+            ))?;
+            check(libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid))?;
+            check(libc::syscall(libc::SYS_setresuid, c.uid, c.uid, c.uid))?;
+        }
+    }
+    // Checked as the account: a home it cannot enter falls back to `/`.
+    // SAFETY: access() on a NUL-terminated path.
+    let cwd: &CStr = if cwd_required || unsafe { libc::access(cwd.as_ptr(), libc::X_OK) } == 0 {
+        cwd
+    } else {
+        c"/"
+    };
+    let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_p.push(std::ptr::null_mut());
+    let mut envp_p: Vec<*mut libc::c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    envp_p.push(std::ptr::null_mut());
+
+    // SAFETY: the spawn attributes and file actions are initialised before
+    // use and destroyed on every path; every pointer outlives the call.
+    unsafe {
+        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let e = |code: libc::c_int| {
+            if code != 0 {
+                Err(io::Error::from_raw_os_error(code))
+            } else {
+                Ok(())
+            }
+        };
+        e(libc::posix_spawn_file_actions_init(&mut fa))?;
+        e(libc::posix_spawnattr_init(&mut attr)).inspect_err(|_| {
+            libc::posix_spawn_file_actions_destroy(&mut fa);
+        })?;
+        let result = (|| {
+            match io {
+                ChildIo::Tty { path, .. } => {
+                    e(libc::posix_spawn_file_actions_addopen(
+                        &mut fa,
+                        0,
+                        path.as_ptr(),
+                        libc::O_RDWR,
+                        0,
+                    ))?;
+                    e(libc::posix_spawn_file_actions_adddup2(&mut fa, 0, 1))?;
+                    e(libc::posix_spawn_file_actions_adddup2(&mut fa, 0, 2))?;
+                }
+                ChildIo::Pipes(fds) => {
+                    for (i, fd) in fds.iter().enumerate() {
+                        e(libc::posix_spawn_file_actions_adddup2(
+                            &mut fa,
+                            fd.as_raw_fd(),
+                            i as libc::c_int,
+                        ))?;
+                    }
+                }
+            }
+            e(libc::posix_spawn_file_actions_addchdir_np(
+                &mut fa,
+                cwd.as_ptr(),
+            ))?;
+            // Nothing of the daemon's beyond 0-2 reaches the session.
+            e(libc::posix_spawn_file_actions_addclosefrom_np(&mut fa, 3))?;
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            e(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+            // SIGPIPE in particular: Rust ignores it, a shell must not.
+            e(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
+            e(libc::posix_spawnattr_setflags(
+                &mut attr,
+                libc::POSIX_SPAWN_SETSID
+                    | (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+            let mut pid: libc::pid_t = 0;
+            e(libc::posix_spawn(
+                &mut pid,
+                program.as_ptr(),
+                &fa,
+                &attr,
+                argv_p.as_ptr(),
+                envp_p.as_ptr(),
+            ))?;
+            Ok(pid)
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result
+    }
 }
 
 /// Sends `sig` to everything the session started: its process group, and

@@ -212,7 +212,7 @@ pub fn start(
 }
 
 struct Running {
-    child: tokio::process::Child,
+    exit: exec::ExitWatcher,
     pid: i32,
     master: Option<Arc<PtyMaster>>,
     input: UnboundedSender<Option<Vec<u8>>>,
@@ -477,7 +477,7 @@ impl Task {
             pty: self.pty.clone(),
         };
         let user = spec.account.name.clone();
-        let spawned = match exec::spawn(spec) {
+        let spawned = match exec::spawn(spec).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(session = %self.auth.id, error = %e, "could not start the session's command");
@@ -536,7 +536,7 @@ impl Task {
         };
         let pid = spawned.pid;
         self.running = Some(Running {
-            child: spawned.child,
+            exit: spawned.exit,
             pid,
             master,
             input: input_tx,
@@ -672,7 +672,7 @@ async fn bounded<F: std::future::Future>(f: F) -> Option<F::Output> {
 
 async fn wait_child(running: &mut Option<Running>) -> std::process::ExitStatus {
     match running {
-        Some(r) => match r.child.wait().await {
+        Some(r) => match r.exit.wait().await {
             Ok(s) => s,
             Err(_) => std::future::pending().await,
         },
@@ -697,11 +697,11 @@ async fn kill_and_wait(r: &mut Running, grace: Duration) -> Option<std::process:
     exec::signal_tree(r.pid, Signal::SIGHUP);
     exec::signal_tree(r.pid, Signal::SIGCONT);
     exec::signal_tree(r.pid, Signal::SIGTERM);
-    match tokio::time::timeout(grace, r.child.wait()).await {
+    match tokio::time::timeout(grace, r.exit.wait()).await {
         Ok(Ok(s)) => Some(s),
         _ => {
             exec::signal_tree(r.pid, Signal::SIGKILL);
-            r.child.wait().await.ok()
+            r.exit.wait().await.ok()
         }
     }
 }
@@ -801,7 +801,7 @@ async fn feed_pty(
 
 /// Client data into the child's stdin; EOF closes it.
 async fn feed_pipe(
-    mut stdin: tokio::process::ChildStdin,
+    mut stdin: tokio::net::unix::pipe::Sender,
     mut rx: UnboundedReceiver<Option<Vec<u8>>>,
     gate: Arc<InputGate>,
 ) {
