@@ -13,33 +13,101 @@ use crate::config::Config;
 use crate::journal::{Journal, JournalError};
 use crate::ssh::session::EndReason;
 
-/// The journal shared by the daemon's tasks; calls run on the blocking pool.
+/// The journal as the daemon's tasks use it: one thread owns the
+/// connection and runs queued calls in batches, each batch one transaction
+/// with one fsync (group commit). Every call still gets its own savepoint,
+/// so one failing call does not undo the others, and none is answered
+/// before its batch is durable.
 #[derive(Clone)]
-pub struct Db(Arc<Mutex<Journal>>);
+pub struct Db {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Runs a call (saying whether it succeeded), then reports the batch's
+/// commit result to its caller.
+type Job = Box<dyn FnOnce(&mut Journal) -> (bool, Report) + Send>;
+type Report = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Calls in one batch at most.
+const BATCH: usize = 256;
 
 impl Db {
-    pub fn new(j: Journal) -> Db {
-        Db(Arc::new(Mutex::new(j)))
+    /// Starts the journal thread.
+    pub fn new(mut j: Journal) -> Db {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tollgate-journal".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let began = j.begin_batch();
+                    let mut broken = began.as_ref().err().map(|e| e.to_string());
+                    let mut reports = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        if let Err(e) = j.begin_call() {
+                            broken.get_or_insert(e.to_string());
+                        }
+                        let (ok, report) = job(&mut j);
+                        if let Err(e) = j.end_call(ok) {
+                            broken.get_or_insert(e.to_string());
+                        }
+                        reports.push(report);
+                    }
+                    let outcome = match broken {
+                        None => j.commit_batch().err().map(|e| e.to_string()),
+                        Some(e) => {
+                            let _ = j.commit_batch();
+                            Some(e)
+                        }
+                    };
+                    for report in reports {
+                        report(outcome.as_deref());
+                    }
+                }
+            })
+            .expect("cannot start the journal thread");
+        Db { jobs: tx }
     }
 
-    /// Runs `f` with the journal off the async threads.
+    /// Runs `f` with the journal on the journal thread; returns once the
+    /// batch it ran in is committed.
     pub async fn call<R, F>(&self, f: F) -> Result<R, JournalError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
     {
-        let j = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = j.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(JournalError::Io {
-                path: "journal".into(),
-                source: std::io::Error::other(format!("journal task failed: {e}")),
-            })
-        })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |j: &mut Journal| {
+            let result = f(j);
+            let ok = result.is_ok();
+            let report: Report = Box::new(move |commit_error: Option<&str>| {
+                let _ = tx.send(match commit_error {
+                    None => result,
+                    Some(e) => Err(JournalError::Io {
+                        path: "journal".into(),
+                        source: std::io::Error::other(format!("commit failed: {e}")),
+                    }),
+                });
+            });
+            (ok, report)
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(journal_gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(journal_gone()))
+    }
+}
+
+fn journal_gone() -> JournalError {
+    JournalError::Io {
+        path: "journal".into(),
+        source: std::io::Error::other("the journal thread is gone"),
     }
 }
 
@@ -210,8 +278,9 @@ async fn wait_for_stop_signal() {
 /// second, and moves tokens past their TTL to `expired`. Uses its own
 /// connection so `data_version` sees every commit not made through it.
 async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
+    // Reads only, on a connection of its own: never in the writer's batches.
     let conn = match tokio::task::spawn_blocking(move || Journal::open(&path)).await {
-        Ok(Ok(j)) => Db::new(j),
+        Ok(Ok(j)) => Arc::new(Mutex::new(j)),
         Ok(Err(e)) => return tracing::error!(error = %e, "journal watcher cannot open the journal"),
         Err(_) => return,
     };
@@ -222,15 +291,15 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
         tick.tick().await;
         n += 1;
         let periodic = n % 5 == 0;
-        let version = conn
-            .call(|j| j.data_version())
-            .await
-            .unwrap_or(last_version);
+        let version = match read(&conn, |j| j.data_version()).await {
+            Ok(v) => v,
+            Err(_) => last_version,
+        };
         if version == last_version && !periodic {
             continue;
         }
         last_version = version;
-        match conn.call(|j| j.canceling()).await {
+        match read(&conn, |j| j.canceling()).await {
             Ok(ids) => {
                 for id in ids {
                     if shared.end(&id, EndReason::Canceled) {
@@ -250,5 +319,59 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
                 Err(e) => tracing::error!(error = %e, "journal watcher: cannot expire tokens"),
             }
         }
+    }
+}
+
+/// Runs a read on the watcher's own connection, off the async threads.
+async fn read<T, F>(conn: &Arc<Mutex<Journal>>, f: F) -> Result<T, JournalError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+{
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || f(&conn.lock().unwrap_or_else(|e| e.into_inner())))
+        .await
+        .unwrap_or_else(|_| Err(journal_gone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_call_in_a_batch_undoes_only_itself() {
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-db-").unwrap());
+        let db = Db::new(Journal::open(&dir.join("j.db")).unwrap());
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.call(move |j| {
+                        j.event(None, "test.write", json!({"i": i}))?;
+                        if i % 2 == 0 {
+                            // Fails after writing: its write must not survive.
+                            j.event(None, "test.write", json!({"i": i, "again": true}))?;
+                            return Err(JournalError::TooNew { found: 0, known: 0 });
+                        }
+                        Ok(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for c in calls {
+            if c.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 25);
+        let events = db.call(|j| j.events(None, 0, None)).await.unwrap();
+        assert_eq!(events.len(), 25, "only the successful calls' writes remain");
+        assert!(events
+            .iter()
+            .all(|e| e.detail["i"].as_i64().unwrap() % 2 == 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

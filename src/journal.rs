@@ -266,6 +266,37 @@ impl Journal {
         Ok(())
     }
 
+    /// Opens a write transaction that several calls then share (group
+    /// commit): each call runs in a savepoint of its own inside it.
+    pub fn begin_batch(&mut self) -> Result<(), JournalError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Marks where one call of a batch begins.
+    pub fn begin_call(&mut self) -> Result<(), JournalError> {
+        self.conn.execute_batch("SAVEPOINT call")?;
+        Ok(())
+    }
+
+    /// Ends one call of a batch: keeps its writes, or undoes them alone.
+    pub fn end_call(&mut self, keep: bool) -> Result<(), JournalError> {
+        if !keep {
+            self.conn.execute_batch("ROLLBACK TO call")?;
+        }
+        self.conn.execute_batch("RELEASE call")?;
+        Ok(())
+    }
+
+    /// Commits the batch (one fsync for all of it); rolls back on failure.
+    pub fn commit_batch(&mut self) -> Result<(), JournalError> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Changes whenever another connection commits (cheap to poll).
     pub fn data_version(&self) -> Result<i64, JournalError> {
         Ok(self
@@ -312,9 +343,7 @@ impl Journal {
         client_addr: &str,
     ) -> Result<Option<Redeemed>, JournalError> {
         let now = now_ms();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         let won = tx
             .query_row(
                 "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
@@ -351,20 +380,24 @@ impl Journal {
         Ok(won)
     }
 
-    /// Records that the session's process started.
-    pub fn started(&self, id: &str, pid: u32, detail: Value) -> Result<(), JournalError> {
-        self.conn.execute(
+    /// Records that the session's process started (its pid, for cleanup
+    /// after a crash).
+    pub fn started(&mut self, id: &str, pid: u32, detail: Value) -> Result<(), JournalError> {
+        let tx = self.conn.savepoint()?;
+        tx.execute(
             "UPDATE sessions SET pid = ?2 WHERE id = ?1",
             params![id, pid],
         )?;
-        append_event(&self.conn, now_ms(), Some(id), "session.started", &detail)?;
+        append_event(&tx, now_ms(), Some(id), "session.started", &detail)?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Marks a session terminated with why, status and byte counts.
+    /// Marks a session terminated with why, status and byte counts, and
+    /// records its exit (when a process ran) and its end as events.
     pub fn finish(&mut self, id: &str, end: &Ending) -> Result<(), JournalError> {
         let now = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
                     exit_signal = ?5, bytes_in = ?6, bytes_out = ?7
@@ -379,6 +412,15 @@ impl Journal {
                 end.bytes_out as i64
             ],
         )?;
+        if end.exit_status.is_some() || end.exit_signal.is_some() {
+            append_event(
+                &tx,
+                now,
+                Some(id),
+                "session.exited",
+                &json!({"exit_status": end.exit_status, "exit_signal": end.exit_signal}),
+            )?;
+        }
         append_event(
             &tx,
             now,
@@ -446,9 +488,7 @@ impl Journal {
     /// Moves pending sessions whose token TTL has passed to `expired`.
     pub fn expire_due(&mut self) -> Result<Vec<String>, JournalError> {
         let now = now_ms();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.conn.savepoint()?;
         let ids = {
             let mut st = tx.prepare(
                 "UPDATE sessions SET state = 'expired', ended_at = ?1, end_reason = 'expired'

@@ -427,17 +427,26 @@ fn spawn_as(
     }
 }
 
-/// Sends `sig` to everything the session started: its process group, and
-/// every process whose session id is the leader's (background jobs an
-/// interactive shell moved to process groups of their own).
-pub fn signal_tree(leader: i32, sig: Signal) {
+/// Sends each of `sigs` to everything the session started: its process
+/// group, and every process whose session id is the leader's (background
+/// jobs an interactive shell moved to process groups of their own). /proc is
+/// read once for all the signals.
+pub fn signal_tree(leader: i32, sigs: &[Signal]) {
     if leader <= 1 {
         return;
     }
-    let _ = killpg(Pid::from_raw(leader), sig);
-    for pid in session_members(leader) {
-        let _ = kill(Pid::from_raw(pid), sig);
+    let members = session_members(leader);
+    for &sig in sigs {
+        let _ = killpg(Pid::from_raw(leader), sig);
+        for &pid in &members {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
     }
+}
+
+/// True while the leader's process group has a member. Cheap (no /proc).
+pub fn group_alive(leader: i32) -> bool {
+    leader > 1 && killpg(Pid::from_raw(leader), None).is_ok()
 }
 
 /// True while any process of the session is still alive (zombies excluded).

@@ -568,9 +568,14 @@ impl Task {
             Outcome::Exited(status) => {
                 if let Some(r) = &mut self.running {
                     // Let the last output drain, then clear out anything the
-                    // command left running in the background.
+                    // command left running in the background. When every
+                    // output stream has reached EOF (nothing holds the
+                    // session's terminal or pipes) and its process group is
+                    // empty, there is nothing to look for in /proc.
                     wait_pumps(&mut r.pumps, Duration::from_millis(300)).await;
-                    stop_tree(r.pid, grace).await;
+                    if !r.pumps.is_empty() || exec::group_alive(r.pid) {
+                        stop_tree(r.pid, grace).await;
+                    }
                 }
                 (EndReason::Exited, Some(status))
             }
@@ -596,16 +601,6 @@ impl Task {
             for p in &r.pumps {
                 p.abort();
             }
-        }
-        if let Some(st) = status {
-            use std::os::unix::process::ExitStatusExt;
-            let id = self.auth.id.clone();
-            let detail = json!({"exit_status": st.code(), "exit_signal": st.signal().map(exec::signal_name)});
-            let _ = self
-                .shared
-                .db
-                .call(move |j| j.event(Some(&id), "session.exited", detail))
-                .await;
         }
         if let (Some(ch), true) = (self.channel, reason != EndReason::Disconnected) {
             let handle = &self.handle;
@@ -694,13 +689,11 @@ async fn wait_pumps(pumps: &mut Vec<JoinHandle<()>>, limit: Duration) {
 /// SIGHUP and SIGTERM to everything the session started; SIGKILL after `grace`.
 /// Returns the leader's exit status.
 async fn kill_and_wait(r: &mut Running, grace: Duration) -> Option<std::process::ExitStatus> {
-    exec::signal_tree(r.pid, Signal::SIGHUP);
-    exec::signal_tree(r.pid, Signal::SIGCONT);
-    exec::signal_tree(r.pid, Signal::SIGTERM);
+    exec::signal_tree(r.pid, &[Signal::SIGHUP, Signal::SIGCONT, Signal::SIGTERM]);
     match tokio::time::timeout(grace, r.exit.wait()).await {
         Ok(Ok(s)) => Some(s),
         _ => {
-            exec::signal_tree(r.pid, Signal::SIGKILL);
+            exec::signal_tree(r.pid, &[Signal::SIGKILL]);
             r.exit.wait().await.ok()
         }
     }
@@ -712,9 +705,7 @@ async fn stop_tree(leader: i32, grace: Duration) {
     if !exec::tree_alive(leader) {
         return;
     }
-    exec::signal_tree(leader, Signal::SIGHUP);
-    exec::signal_tree(leader, Signal::SIGCONT);
-    exec::signal_tree(leader, Signal::SIGTERM);
+    exec::signal_tree(leader, &[Signal::SIGHUP, Signal::SIGCONT, Signal::SIGTERM]);
     let until = Instant::now() + grace;
     while Instant::now() < until {
         if !exec::tree_alive(leader) {
@@ -722,7 +713,7 @@ async fn stop_tree(leader: i32, grace: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    exec::signal_tree(leader, Signal::SIGKILL);
+    exec::signal_tree(leader, &[Signal::SIGKILL]);
 }
 
 fn mark(activity: &Activity, epoch: Instant, n: usize) {
