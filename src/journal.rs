@@ -269,30 +269,33 @@ impl Journal {
     /// Opens a write transaction that several calls then share (group
     /// commit): each call runs in a savepoint of its own inside it.
     pub fn begin_batch(&mut self) -> Result<(), JournalError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.run_cached("BEGIN IMMEDIATE")
+    }
+
+    /// Runs a parameterless statement, prepared once per connection.
+    fn run_cached(&self, sql: &str) -> Result<(), JournalError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
         Ok(())
     }
 
     /// Marks where one call of a batch begins.
     pub fn begin_call(&mut self) -> Result<(), JournalError> {
-        self.conn.execute_batch("SAVEPOINT call")?;
-        Ok(())
+        self.run_cached("SAVEPOINT call")
     }
 
     /// Ends one call of a batch: keeps its writes, or undoes them alone.
     pub fn end_call(&mut self, keep: bool) -> Result<(), JournalError> {
         if !keep {
-            self.conn.execute_batch("ROLLBACK TO call")?;
+            self.run_cached("ROLLBACK TO call")?;
         }
-        self.conn.execute_batch("RELEASE call")?;
-        Ok(())
+        self.run_cached("RELEASE call")
     }
 
     /// Commits the batch (one fsync for all of it); rolls back on failure.
     pub fn commit_batch(&mut self) -> Result<(), JournalError> {
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = self.run_cached("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -345,10 +348,12 @@ impl Journal {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
         let won = tx
-            .query_row(
+            .prepare_cached(
                 "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
                  WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
                  RETURNING id, profile, command, max_duration_ms",
+            )?
+            .query_row(
                 params![now, client_addr, token_sha256, login_user],
                 |r| {
                     Ok(Redeemed {
@@ -384,10 +389,8 @@ impl Journal {
     /// after a crash).
     pub fn started(&mut self, id: &str, pid: u32, detail: Value) -> Result<(), JournalError> {
         let tx = self.conn.savepoint()?;
-        tx.execute(
-            "UPDATE sessions SET pid = ?2 WHERE id = ?1",
-            params![id, pid],
-        )?;
+        tx.prepare_cached("UPDATE sessions SET pid = ?2 WHERE id = ?1")?
+            .execute(params![id, pid])?;
         append_event(&tx, now_ms(), Some(id), "session.started", &detail)?;
         tx.commit()?;
         Ok(())
@@ -398,11 +401,12 @@ impl Journal {
     pub fn finish(&mut self, id: &str, end: &Ending) -> Result<(), JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
                     exit_signal = ?5, bytes_in = ?6, bytes_out = ?7
              WHERE id = ?1 AND state IN ('active', 'canceling')",
-            params![
+        )?
+        .execute(params![
                 id,
                 now,
                 end.reason,

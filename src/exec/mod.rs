@@ -35,6 +35,35 @@ pub struct Account {
 }
 
 impl Account {
+    /// Like [`Account::lookup`], but reuses an answer up to five seconds
+    /// old: reading the password and group databases for every session
+    /// showed in profiles, and an account change still applies within
+    /// seconds.
+    pub fn lookup_cached(name: &str) -> io::Result<Account> {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+        static CACHE: Mutex<Option<HashMap<String, (Instant, Account)>>> = Mutex::new(None);
+        const FRESH: Duration = Duration::from_secs(5);
+        if let Some((at, acct)) = CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_default()
+            .get(name)
+        {
+            if at.elapsed() < FRESH {
+                return Ok(acct.clone());
+            }
+        }
+        let acct = Account::lookup(name)?;
+        CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_default()
+            .insert(name.to_string(), (Instant::now(), acct.clone()));
+        Ok(acct)
+    }
+
     /// Looks the account up in the password and group databases.
     pub fn lookup(name: &str) -> io::Result<Account> {
         let user = User::from_name(name)
@@ -252,6 +281,8 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tollgate-spawn".into())
+        // It only switches credentials and calls posix_spawn.
+        .stack_size(64 * 1024)
         .spawn(move || {
             let r = spawn_as(creds, &program, &argv, &envp, &cwd, cwd_required, &child_io);
             drop(child_io);

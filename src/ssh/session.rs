@@ -406,7 +406,7 @@ impl Task {
                 )
                 .await;
         };
-        let account = match Account::lookup(&profile.user) {
+        let account = match Account::lookup_cached(&profile.user) {
             Ok(a) => a,
             Err(e) => {
                 return self
