@@ -136,3 +136,35 @@ fn events_follow_prints_new_events_as_they_happen() {
     follow.kill().unwrap();
     let _ = follow.wait();
 }
+
+#[test]
+fn the_stock_client_negotiates_the_configured_ciphers() {
+    let cipher_of = |s: &Server| {
+        let (_, tok) = s.issue("ops", &[]);
+        let out = s
+            .ssh_opts("ops", &tok, &["-o", "LogLevel=DEBUG1"])
+            .arg("true")
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        err.lines()
+            .find_map(|l| l.split("server->client cipher: ").nth(1))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_else(|| panic!("no cipher line in:\n{err}"))
+    };
+    let s = Server::start("ciphers-default");
+    assert_eq!(cipher_of(&s), "aes128-gcm@openssh.com");
+    let s = Server::start_with(
+        "ciphers-chacha",
+        Opts {
+            server_extra: "ciphers = [\"chacha20-poly1305@openssh.com\"]\n".into(),
+            ..Opts::default()
+        },
+    );
+    assert_eq!(cipher_of(&s), "chacha20-poly1305@openssh.com");
+}

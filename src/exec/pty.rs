@@ -52,6 +52,29 @@ impl PtyMaster {
         }
     }
 
+    /// Reads whatever more is available right now into `buf`, without
+    /// waiting; returns how much. A PTY hands out at most a few KiB per read,
+    /// so this lets one SSH packet carry several reads.
+    pub fn read_ready(&self, buf: &mut [u8]) -> usize {
+        let mut total = 0;
+        while total < buf.len() {
+            let rest = &mut buf[total..];
+            // SAFETY: read into the unfilled rest of a buffer we own.
+            let n = unsafe {
+                libc::read(
+                    self.fd.get_ref().as_raw_fd(),
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            total += n as usize;
+        }
+        total
+    }
+
     /// Writes all of `data` (what the person typed).
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {

@@ -63,8 +63,34 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 4,
         nodelay: true,
+        preferred: russh::Preferred {
+            cipher: Cow::Owned(
+                config
+                    .server
+                    .ciphers
+                    .iter()
+                    .filter_map(|c| cipher_name(c))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
         ..Default::default()
     }
+}
+
+/// russh's name for a cipher that config validation accepted.
+fn cipher_name(name: &str) -> Option<russh::cipher::Name> {
+    use russh::cipher::*;
+    [
+        AES_128_GCM,
+        AES_256_GCM,
+        CHACHA20_POLY1305,
+        AES_128_CTR,
+        AES_192_CTR,
+        AES_256_CTR,
+    ]
+    .into_iter()
+    .find(|n| n.as_ref() == name)
 }
 
 /// Accepts on one listener until `stop` flips.
@@ -141,4 +167,14 @@ async fn connection(
         }
     }
     timer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_configurable_cipher_is_known_to_russh() {
+        for c in crate::config::CIPHERS {
+            assert!(super::cipher_name(c).is_some(), "{c}");
+        }
+    }
 }

@@ -736,6 +736,7 @@ async fn pump_pty(
         match master.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let n = n + master.read_ready(&mut buf[n..]);
                 mark(&activity, epoch, n);
                 if handle.data(ch, buf[..n].to_vec()).await.is_err() {
                     break;
