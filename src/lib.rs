@@ -2,12 +2,14 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line; everything else is
 //! here, so benchmarks and tests can drive the same code. Only `exec` may use
-//! `unsafe` (the code between fork and exec, and PTY ioctls).
+//! `unsafe` (process spawning, pidfds and PTY ioctls), and `drain::syslog`
+//! for `localtime_r`.
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod drain;
 pub mod exec;
 pub mod journal;
 pub mod ssh;

@@ -1,0 +1,260 @@
+//! Syslog message encoding: RFC 5424 (with structured data) and RFC 3164 for
+//! legacy collectors, and RFC 6587 octet-counting framing for TCP and TLS.
+//!
+//! No crate on the registry does this with async framing (see
+//! shared/SYSLOG-NOTES.md), and it is little code. Header fields are forced
+//! to printable ASCII and their RFC length limits; structured-data values are
+//! escaped; the message text comes already made safe by the line cutter.
+
+use std::time::SystemTime;
+
+/// Syslog facility by its usual name (`authpriv`, `local0`, …).
+pub fn facility(name: &str) -> Option<u8> {
+    const NAMES: [&str; 24] = [
+        "kern",
+        "user",
+        "mail",
+        "daemon",
+        "auth",
+        "syslog",
+        "lpr",
+        "news",
+        "uucp",
+        "cron",
+        "authpriv",
+        "ftp",
+        "ntp",
+        "security",
+        "console",
+        "solaris-cron",
+        "local0",
+        "local1",
+        "local2",
+        "local3",
+        "local4",
+        "local5",
+        "local6",
+        "local7",
+    ];
+    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+}
+
+/// Severities used by tollgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Warning = 4,
+    Notice = 5,
+    Info = 6,
+}
+
+/// The fixed parts of every message a daemon sends.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub hostname: String,
+    pub app_name: String,
+    pub procid: String,
+}
+
+/// One structured-data element: an SD-ID and its parameters.
+pub struct StructuredData<'a> {
+    pub id: &'a str,
+    pub params: &'a [(&'a str, &'a str)],
+}
+
+/// Keeps printable ASCII (33-126) and cuts to `max`; `-` when nothing is left.
+fn header_field(s: &str, max: usize) -> String {
+    let f: String = s
+        .chars()
+        .filter(|c| ('!'..='~').contains(c))
+        .take(max)
+        .collect();
+    if f.is_empty() {
+        "-".into()
+    } else {
+        f
+    }
+}
+
+/// SD-NAME: printable ASCII except `=`, space, `]`, `"`; at most 32.
+fn sd_name(s: &str) -> String {
+    let f: String = s
+        .chars()
+        .filter(|c| ('!'..='~').contains(c) && !matches!(c, '=' | ']' | '"'))
+        .take(32)
+        .collect();
+    if f.is_empty() {
+        "_".into()
+    } else {
+        f
+    }
+}
+
+/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]`.
+fn sd_value(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] MSG`.
+pub fn rfc5424(
+    origin: &Origin,
+    facility: u8,
+    severity: Severity,
+    at: SystemTime,
+    msgid: &str,
+    sd: &[StructuredData],
+    msg: &str,
+) -> String {
+    let mut out = format!(
+        "<{}>1 {} {} {} {} {} ",
+        u16::from(facility) * 8 + severity as u16,
+        humantime::format_rfc3339_micros(at),
+        header_field(&origin.hostname, 255),
+        header_field(&origin.app_name, 48),
+        header_field(&origin.procid, 128),
+        header_field(msgid, 32),
+    );
+    if sd.is_empty() {
+        out.push('-');
+    }
+    for element in sd {
+        out.push('[');
+        out.push_str(&sd_name(element.id));
+        for (k, v) in element.params {
+            out.push(' ');
+            out.push_str(&sd_name(k));
+            out.push_str("=\"");
+            sd_value(v, &mut out);
+            out.push('"');
+        }
+        out.push(']');
+    }
+    if !msg.is_empty() {
+        out.push(' ');
+        out.push_str(msg);
+    }
+    out
+}
+
+/// An RFC 3164 message: `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG`, local
+/// time as the RFC has it. Structured data has no place here; callers put
+/// what matters into the text.
+pub fn rfc3164(
+    origin: &Origin,
+    facility: u8,
+    severity: Severity,
+    at: SystemTime,
+    msg: &str,
+) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r fills a tm we own.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "<{}>{} {:>2} {:02}:{:02}:{:02} {} {}[{}]: {}",
+        u16::from(facility) * 8 + severity as u16,
+        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        header_field(&origin.hostname, 255),
+        header_field(&origin.app_name, 32),
+        header_field(&origin.procid, 16),
+        msg
+    )
+}
+
+/// RFC 6587 octet counting: `LEN SP MSG`.
+pub fn octet_counted(msg: &str) -> Vec<u8> {
+    let mut out = format!("{} ", msg.len()).into_bytes();
+    out.extend_from_slice(msg.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn origin() -> Origin {
+        Origin {
+            hostname: "bastion one".into(),
+            app_name: "tollgate".into(),
+            procid: "4242".into(),
+        }
+    }
+
+    #[test]
+    fn rfc5424_header_structured_data_and_escaping() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let params = [
+            ("session", "ses_1"),
+            ("user", "a\"b]c\\d"),
+            ("bad=name", "x"),
+        ];
+        let sd = [StructuredData {
+            id: "tollgate@32473",
+            params: &params,
+        }];
+        let m = rfc5424(
+            &origin(),
+            facility("authpriv").unwrap(),
+            Severity::Notice,
+            at,
+            "output",
+            &sd,
+            "hello",
+        );
+        assert_eq!(
+            m,
+            r#"<85>1 2023-11-14T22:13:20.123456Z bastionone tollgate 4242 output [tollgate@32473 session="ses_1" user="a\"b\]c\\d" badname="x"] hello"#
+        );
+    }
+
+    #[test]
+    fn empty_fields_become_nil_and_long_ones_are_cut() {
+        let o = Origin {
+            hostname: String::new(),
+            app_name: "a".repeat(60),
+            procid: "1".into(),
+        };
+        let m = rfc5424(&o, 16, Severity::Info, UNIX_EPOCH, "", &[], "");
+        assert_eq!(
+            m,
+            format!(
+                "<134>1 1970-01-01T00:00:00.000000Z - {} 1 - -",
+                "a".repeat(48)
+            )
+        );
+    }
+
+    #[test]
+    fn rfc3164_shape_and_octet_counting() {
+        let m = rfc3164(
+            &origin(),
+            4,
+            Severity::Warning,
+            UNIX_EPOCH + Duration::from_secs(86400 * 40),
+            "x y",
+        );
+        assert!(m.starts_with("<36>"), "{m}");
+        assert!(m.ends_with(" bastionone tollgate[4242]: x y"), "{m}");
+        assert_eq!(octet_counted("héllo"), b"6 h\xc3\xa9llo".to_vec());
+        assert_eq!(facility("local7"), Some(23));
+        assert_eq!(facility("nope"), None);
+    }
+}
