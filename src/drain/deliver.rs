@@ -91,6 +91,11 @@ impl Drain {
         true
     }
 
+    /// Copies of the messages waiting (for tests and diagnostics).
+    pub fn queued_messages(&self) -> Vec<String> {
+        self.lock().queue.iter().cloned().collect()
+    }
+
     /// Counters as of now.
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()

@@ -1,0 +1,342 @@
+//! From a session's output and the journal's events to messages queued on
+//! each drain: one line cutter per drain (budgets and ANSI handling differ),
+//! the session's metadata as structured data, and nothing that waits.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::deliver::Drain;
+use super::lines::{Ansi, Line, LineCutter};
+use super::syslog::{rfc3164, rfc5424, Origin, Severity, StructuredData};
+
+/// Message format of a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Rfc5424,
+    Rfc3164,
+}
+
+/// How one drain wants its messages.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub format: Format,
+    pub send_output: bool,
+    pub send_events: bool,
+    pub facility: u8,
+    pub output_facility: u8,
+    pub sd_id: String,
+    pub max_message_bytes: usize,
+    pub ansi: Ansi,
+}
+
+/// A configured drain and its delivery.
+pub struct Sink {
+    pub spec: Spec,
+    pub drain: Drain,
+}
+
+/// What every output message says about its session.
+#[derive(Debug, Clone)]
+pub struct SessionMeta {
+    pub id: String,
+    pub profile: String,
+    pub login_user: String,
+    pub client_addr: String,
+}
+
+/// Encodes one output line for `spec`.
+fn encode_line(
+    spec: &Spec,
+    origin: &Origin,
+    meta: &SessionMeta,
+    at: SystemTime,
+    line: &Line,
+) -> String {
+    let seq = line.seq.to_string();
+    let part = line.part.map(|p| p.to_string());
+    match spec.format {
+        Format::Rfc5424 => {
+            let mut params = vec![
+                ("session", meta.id.as_str()),
+                ("profile", meta.profile.as_str()),
+                ("user", meta.login_user.as_str()),
+                ("client", meta.client_addr.as_str()),
+                ("seq", seq.as_str()),
+            ];
+            if let Some(p) = &part {
+                params.push(("part", p.as_str()));
+            }
+            let sd = [StructuredData {
+                id: &spec.sd_id,
+                params: &params,
+            }];
+            rfc5424(
+                origin,
+                spec.output_facility,
+                Severity::Info,
+                at,
+                "output",
+                &sd,
+                &line.text,
+            )
+        }
+        Format::Rfc3164 => {
+            let prefix = match &part {
+                Some(p) => format!("[{} {} #{}.{}] ", meta.id, meta.login_user, seq, p),
+                None => format!("[{} {} #{}] ", meta.id, meta.login_user, seq),
+            };
+            rfc3164(
+                origin,
+                spec.output_facility,
+                Severity::Info,
+                at,
+                &(prefix + &line.text),
+            )
+        }
+    }
+}
+
+/// The text budget of a drain's output lines: its size cap less the
+/// longest header and structured data a line of this session can carry.
+fn text_budget(spec: &Spec, origin: &Origin, meta: &SessionMeta) -> usize {
+    let widest = Line {
+        seq: u64::MAX,
+        part: Some(u32::MAX),
+        text: String::new(),
+    };
+    let overhead = encode_line(spec, origin, meta, SystemTime::now(), &widest).len() + 1;
+    spec.max_message_bytes.saturating_sub(overhead)
+}
+
+/// Tees one session's output to every drain that wants output.
+pub struct OutputTee {
+    meta: SessionMeta,
+    origin: Arc<Origin>,
+    sinks: Arc<Vec<Sink>>,
+    cutters: Vec<(usize, LineCutter)>,
+    lines: Vec<Line>,
+}
+
+impl OutputTee {
+    pub fn new(sinks: Arc<Vec<Sink>>, origin: Arc<Origin>, meta: SessionMeta) -> Self {
+        let cutters = sinks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.spec.send_output)
+            .map(|(i, s)| {
+                (
+                    i,
+                    LineCutter::new(text_budget(&s.spec, &origin, &meta), s.spec.ansi),
+                )
+            })
+            .collect();
+        OutputTee {
+            meta,
+            origin,
+            sinks,
+            cutters,
+            lines: Vec::new(),
+        }
+    }
+
+    /// True when no drain wants output (the session need not tee at all).
+    pub fn is_empty(&self) -> bool {
+        self.cutters.is_empty()
+    }
+
+    /// Output as the person saw it; complete lines are queued on each drain.
+    pub fn push(&mut self, data: &[u8]) {
+        for k in 0..self.cutters.len() {
+            self.cutters[k].1.push(data, &mut self.lines);
+            self.send(k);
+        }
+    }
+
+    /// Queues partial lines (the output went quiet, or the session ended).
+    pub fn flush(&mut self) {
+        for k in 0..self.cutters.len() {
+            self.cutters[k].1.flush(&mut self.lines);
+            self.send(k);
+        }
+    }
+
+    fn send(&mut self, k: usize) {
+        let sink = &self.sinks[self.cutters[k].0];
+        let now = SystemTime::now();
+        for line in self.lines.drain(..) {
+            sink.drain.offer(encode_line(
+                &sink.spec,
+                &self.origin,
+                &self.meta,
+                now,
+                &line,
+            ));
+        }
+    }
+}
+
+/// Encodes a journal event for `spec`: MSGID the event kind, the detail as
+/// structured data (scalars) and as JSON text.
+pub fn encode_event(
+    spec: &Spec,
+    origin: &Origin,
+    at: SystemTime,
+    seq: i64,
+    session: Option<&str>,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> String {
+    let failure = kind.contains("failed")
+        || kind.contains("error")
+        || kind.contains("dropped")
+        || kind.contains("refused");
+    let severity = if failure {
+        Severity::Warning
+    } else {
+        Severity::Notice
+    };
+    let seq_s = seq.to_string();
+    let text = detail.to_string();
+    match spec.format {
+        Format::Rfc5424 => {
+            let scalars: Vec<(String, String)> = detail
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| match v {
+                            serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                            serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
+                            serde_json::Value::Bool(b) => Some((k.clone(), b.to_string())),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut params: Vec<(&str, &str)> = vec![("event_seq", seq_s.as_str())];
+            if let Some(s) = session {
+                params.push(("session", s));
+            }
+            params.extend(scalars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let sd = [StructuredData {
+                id: &spec.sd_id,
+                params: &params,
+            }];
+            rfc5424(origin, spec.facility, severity, at, kind, &sd, &text)
+        }
+        Format::Rfc3164 => rfc3164(
+            origin,
+            spec.facility,
+            severity,
+            at,
+            &format!("{kind} session={} {text}", session.unwrap_or("-")),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::deliver::Target;
+
+    fn spec(format: Format, max: usize) -> Spec {
+        Spec {
+            name: "t".into(),
+            format,
+            send_output: true,
+            send_events: true,
+            facility: 10,
+            output_facility: 16,
+            sd_id: "tollgate@32473".into(),
+            max_message_bytes: max,
+            ansi: Ansi::Strip,
+        }
+    }
+
+    fn origin() -> Arc<Origin> {
+        Arc::new(Origin {
+            hostname: "bastion".into(),
+            app_name: "tollgate".into(),
+            procid: "7".into(),
+        })
+    }
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            id: "ses_1".into(),
+            profile: "console".into(),
+            login_user: "ops".into(),
+            client_addr: "127.0.0.1:5000".into(),
+        }
+    }
+
+    /// Drains whose collector can never be reached, so every message stays
+    /// queued where the test can read it.
+    fn captured(specs: Vec<Spec>) -> (Arc<Vec<Sink>>, Vec<Drain>) {
+        let nowhere = std::path::PathBuf::from("/nonexistent-tollgate-test/log.sock");
+        let drains: Vec<Drain> = specs
+            .iter()
+            .map(|_| Drain::start(Target::Unix(nowhere.clone()), 1 << 20))
+            .collect();
+        let sinks = specs
+            .into_iter()
+            .zip(drains.iter().cloned())
+            .map(|(spec, drain)| Sink { spec, drain })
+            .collect();
+        (Arc::new(sinks), drains)
+    }
+
+    #[tokio::test]
+    async fn output_lines_carry_session_metadata_and_stay_under_the_cap() {
+        let (sinks, drains) =
+            captured(vec![spec(Format::Rfc5424, 480), spec(Format::Rfc3164, 480)]);
+        let mut tee = OutputTee::new(sinks, origin(), meta());
+        tee.push(b"$ echo hi\r\nhi\r\n");
+        tee.push("x".repeat(2000).as_bytes());
+        tee.flush();
+        for d in &drains {
+            let queued = d.queued_messages();
+            assert!(queued.len() > 4, "{queued:?}");
+            for m in &queued {
+                assert!(m.len() <= 480, "{} bytes: {m}", m.len());
+            }
+        }
+        let m5424 = drains[0].queued_messages();
+        assert!(m5424[0].starts_with("<134>1 "), "{}", m5424[0]);
+        assert!(m5424[0].contains(r#" bastion tollgate 7 output [tollgate@32473 session="ses_1" profile="console" user="ops" client="127.0.0.1:5000" seq="1"] $ echo hi"#), "{}", m5424[0]);
+        assert!(m5424[1].ends_with(r#"seq="2"] hi"#), "{}", m5424[1]);
+        assert!(m5424[2].contains(r#"seq="3" part="1"]"#), "{}", m5424[2]);
+        let m3164 = drains[1].queued_messages();
+        assert!(
+            m3164[0].ends_with("tollgate[7]: [ses_1 ops #1] $ echo hi"),
+            "{}",
+            m3164[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn events_use_their_kind_as_msgid_and_warning_for_failures() {
+        let s = spec(Format::Rfc5424, 2048);
+        let at = SystemTime::UNIX_EPOCH;
+        let ok = encode_event(
+            &s,
+            &origin(),
+            at,
+            9,
+            Some("ses_1"),
+            "session.redeemed",
+            &serde_json::json!({"client_addr": "1.2.3.4:5", "n": 3, "nested": {"a": 1}}),
+        );
+        assert!(ok.starts_with("<85>1 1970-01-01T00:00:00.000000Z bastion tollgate 7 session.redeemed [tollgate@32473 event_seq=\"9\" session=\"ses_1\" client_addr=\"1.2.3.4:5\" n=\"3\"] {"), "{ok}");
+        let bad = encode_event(
+            &s,
+            &origin(),
+            at,
+            10,
+            None,
+            "auth.failed",
+            &serde_json::json!({}),
+        );
+        assert!(bad.starts_with("<84>1 "), "{bad}");
+    }
+}
