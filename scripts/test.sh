@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs tollgate's whole test suite on a fresh Debian machine: installs what
-# the tests drive (the OpenSSH client, tmux, procps) when missing, then
+# the tests drive (the OpenSSH client, tmux, procps, rsyslog) when missing, then
 # checks formatting, lints, and runs unit and black-box tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ need=()
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v ps >/dev/null 2>&1 || need+=(procps)
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

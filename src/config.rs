@@ -25,6 +25,24 @@ pub struct Config {
     pub server: Server,
     pub sessions: Sessions,
     pub profiles: BTreeMap<String, Profile>,
+    /// `[[drains]]`, in file order.
+    pub drains: Vec<DrainConfig>,
+}
+
+/// One `[[drains]]` entry.
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    pub name: String,
+    pub target: crate::drain::deliver::Target,
+    pub format: crate::drain::tee::Format,
+    pub send_output: bool,
+    pub send_events: bool,
+    pub facility: u8,
+    pub output_facility: u8,
+    pub sd_id: String,
+    pub max_message_bytes: usize,
+    pub queue_bytes: usize,
+    pub ansi: crate::drain::lines::Ansi,
 }
 
 /// `[server]`
@@ -415,7 +433,19 @@ fn string_array(
     Some(out)
 }
 
-const TOP_KEYS: &[&str] = &["server", "sessions", "profiles"];
+const TOP_KEYS: &[&str] = &["server", "sessions", "profiles", "drains"];
+const DRAIN_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "format",
+    "send",
+    "facility",
+    "output_facility",
+    "sd_id",
+    "max_message_bytes",
+    "queue_bytes",
+    "ansi",
+];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "host_keys",
@@ -462,12 +492,230 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
             }
         }
     }
+    let mut drains: Vec<DrainConfig> = Vec::new();
+    if let Some(v) = get(doc, "drains") {
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                for item in items.iter() {
+                    let DeValue::Table(t) = item.get_ref() else {
+                        ctx.at(item.span(), "drains entries must be tables ([[drains]])");
+                        continue;
+                    };
+                    if let Some(d) = walk_drain(ctx, item.span(), t) {
+                        if drains.iter().any(|o| o.name == d.name) {
+                            let span = get(t, "name").map(|v| v.span()).unwrap_or(item.span());
+                            ctx.at(
+                                span,
+                                format!("drains: the name \"{}\" is used twice", d.name),
+                            );
+                        }
+                        drains.push(d);
+                    }
+                }
+            }
+            _ => ctx.at(v.span(), "drains must be written as [[drains]] tables"),
+        }
+    }
     Config {
         path: path.to_path_buf(),
         server,
         sessions,
         profiles,
+        drains,
     }
+}
+
+/// Parses `8MiB`, `512KiB`, `1GB`, `4096` (bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| {
+        format!("invalid size \"{s}\"; use a number with an optional unit, e.g. 8MiB")
+    })?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "invalid size unit \"{other}\" in \"{s}\" (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size \"{s}\" is too large"))
+}
+
+fn walk_drain(ctx: &mut Ctx, span: Range<usize>, t: &DeTable) -> Option<DrainConfig> {
+    use crate::drain::deliver::Target;
+    use crate::drain::lines::Ansi;
+    use crate::drain::tee::Format;
+    const S: &str = "drains";
+    check_keys(ctx, t, S, DRAIN_KEYS);
+    let at = |t: &DeTable, key: &str| get(t, key).map(|v| v.span()).unwrap_or(span.clone());
+    let Some(name) = string(ctx, S, t, "name") else {
+        if get(t, "name").is_none() {
+            ctx.at(span.clone(), "drains: missing required key \"name\"");
+        }
+        return None;
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        ctx.at(
+            at(t, "name"),
+            format!("drains: name \"{name}\" may only use letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let d = format!("drains.{name}");
+    let target = match string(ctx, S, t, "url") {
+        None => {
+            if get(t, "url").is_none() {
+                ctx.at(span.clone(), format!("{d}: missing required key \"url\""));
+            }
+            None
+        }
+        Some(url) => match url.split_once("://") {
+            Some(("tcp", hp))
+                if hp
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+            {
+                Some(Target::Tcp(hp.to_string()))
+            }
+            Some(("udp", hp))
+                if hp
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+            {
+                Some(Target::Udp(hp.to_string()))
+            }
+            Some(("unix", path)) if path.starts_with('/') => {
+                Some(Target::Unix(PathBuf::from(path)))
+            }
+            Some(("tls", _)) => {
+                ctx.at(at(t, "url"), format!("{d}.url: tls:// drains are not supported yet; use tcp://, udp:// or unix://"));
+                None
+            }
+            _ => {
+                ctx.at(
+                    at(t, "url"),
+                    format!("{d}.url: \"{url}\" is not tcp://HOST:PORT, udp://HOST:PORT or unix:///PATH"),
+                );
+                None
+            }
+        },
+    };
+    let format = match string(ctx, S, t, "format").as_deref() {
+        None | Some("rfc5424") => Format::Rfc5424,
+        Some("rfc3164") => Format::Rfc3164,
+        Some(other) => {
+            ctx.at(
+                at(t, "format"),
+                format!("{d}.format: \"{other}\" is not rfc5424 or rfc3164"),
+            );
+            Format::Rfc5424
+        }
+    };
+    let (mut send_output, mut send_events) = (true, true);
+    if let Some(items) = string_array(ctx, S, t, "send") {
+        send_output = false;
+        send_events = false;
+        for (v, sp) in &items {
+            match v.as_str() {
+                "output" => send_output = true,
+                "events" => send_events = true,
+                other => ctx.at(
+                    sp.clone(),
+                    format!("{d}.send: \"{other}\" is not output or events"),
+                ),
+            }
+        }
+        if items.is_empty() {
+            ctx.at(
+                at(t, "send"),
+                format!("{d}.send must name output, events or both"),
+            );
+        }
+    }
+    let mut fac = |key: &str, default: u8| match string(ctx, S, t, key) {
+        None => default,
+        Some(f) => crate::drain::syslog::facility(&f).unwrap_or_else(|| {
+            ctx.at(
+                at(t, key),
+                format!("{d}.{key}: unknown facility \"{f}\" (e.g. authpriv, local0 … local7)"),
+            );
+            default
+        }),
+    };
+    let facility = fac("facility", 10);
+    let output_facility = fac("output_facility", facility);
+    let sd_id = string(ctx, S, t, "sd_id").unwrap_or_else(|| "tollgate@32473".into());
+    if sd_id.is_empty()
+        || sd_id.len() > 32
+        || !sd_id
+            .chars()
+            .all(|c| ('!'..='~').contains(&c) && !matches!(c, '=' | ']' | '"'))
+    {
+        ctx.at(at(t, "sd_id"), format!("{d}.sd_id: \"{sd_id}\" is not a structured-data id (printable ASCII without = ] \" or space, at most 32)"));
+    }
+    let max_message_bytes = match integer(ctx, S, t, "max_message_bytes") {
+        None => 2048,
+        Some(n) if (480..=65536).contains(&n) => n as usize,
+        Some(_) => {
+            ctx.at(
+                at(t, "max_message_bytes"),
+                format!("{d}.max_message_bytes must be between 480 and 65536"),
+            );
+            2048
+        }
+    };
+    let queue_bytes = match get(t, "queue_bytes").map(|v| v.get_ref()) {
+        None => 8 << 20,
+        Some(DeValue::String(sz)) => match parse_size(sz) {
+            Ok(n) if n >= max_message_bytes => n,
+            Ok(_) => {
+                ctx.at(at(t, "queue_bytes"), format!("{d}.queue_bytes must hold at least one message ({max_message_bytes} bytes)"));
+                8 << 20
+            }
+            Err(e) => {
+                ctx.at(at(t, "queue_bytes"), format!("{d}.queue_bytes: {e}"));
+                8 << 20
+            }
+        },
+        Some(_) => integer(ctx, S, t, "queue_bytes").map_or(8 << 20, |n| n.max(0) as usize),
+    };
+    let ansi = match string(ctx, S, t, "ansi").as_deref() {
+        None | Some("strip") => Ansi::Strip,
+        Some("keep") => Ansi::Keep,
+        Some(other) => {
+            ctx.at(
+                at(t, "ansi"),
+                format!("{d}.ansi: \"{other}\" is not strip or keep"),
+            );
+            Ansi::Strip
+        }
+    };
+    Some(DrainConfig {
+        name,
+        target: target?,
+        format,
+        send_output,
+        send_events,
+        facility,
+        output_facility,
+        sd_id,
+        max_message_bytes,
+        queue_bytes,
+        ansi,
+    })
 }
 
 fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
@@ -827,6 +1075,68 @@ mod tests {
         );
         let c = Config::parse(Path::new("t.toml"), "").unwrap();
         assert_eq!(c.server.ciphers, DEFAULT_CIPHERS);
+    }
+
+    #[test]
+    fn drains_are_parsed_with_defaults_and_checked() {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:514\"\nqueue_bytes = \"1MiB\"\n\n[[drains]]\nname = \"local\"\nurl = \"unix:///dev/log\"\nsend = [\"events\"]\nformat = \"rfc3164\"\nfacility = \"local3\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.drains.len(), 2);
+        let d = &c.drains[0];
+        assert_eq!(
+            d.target,
+            crate::drain::deliver::Target::Tcp("127.0.0.1:514".into())
+        );
+        assert_eq!(
+            (d.send_output, d.send_events, d.facility, d.output_facility),
+            (true, true, 10, 10)
+        );
+        assert_eq!(
+            (d.max_message_bytes, d.queue_bytes, d.sd_id.as_str()),
+            (2048, 1 << 20, "tollgate@32473")
+        );
+        let l = &c.drains[1];
+        assert_eq!(
+            (l.send_output, l.send_events, l.facility),
+            (false, true, 19)
+        );
+
+        let p = problems(
+            "[[drains]]\nname = \"a\"\nurl = \"http://x:1\"\nmax_message_bytes = 100\n\n[[drains]]\nname = \"a\"\nurl = \"tls://x:6514\"\nsend = [\"output\", \"audio\"]\nqueue_bytes = \"8 parsecs\"\n",
+        );
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("t.toml:3:7: drains.a.url: \"http://x:1\" is not tcp://"),
+            "{joined}"
+        );
+        assert!(
+            joined
+                .contains("t.toml:4:21: drains.a.max_message_bytes must be between 480 and 65536"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("t.toml:8:7: drains.a.url: tls:// drains are not supported yet"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("t.toml:9:19: drains.a.send: \"audio\" is not output or events"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("t.toml:10:15: drains.a.queue_bytes: invalid size unit"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2KB"), Ok(2000));
+        assert!(parse_size("lots").is_err());
     }
 
     #[test]

@@ -10,6 +10,9 @@ use tokio::sync::watch;
 
 use crate::cli::{CliError, CliResult};
 use crate::config::Config;
+use crate::drain::deliver::Drain;
+use crate::drain::syslog::Origin;
+use crate::drain::tee::{encode_event, Sink, Spec};
 use crate::journal::{Journal, JournalError};
 use crate::ssh::session::EndReason;
 
@@ -115,6 +118,11 @@ fn journal_gone() -> JournalError {
 pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
+    /// Every configured drain, and how messages say where they come from.
+    pub drains: Arc<Vec<Sink>>,
+    pub origin: Arc<Origin>,
+    /// The last journal event offered to the drains.
+    sent_seq: Mutex<i64>,
     /// Live sessions by id: where to send a request to end.
     live: Mutex<HashMap<String, UnboundedSender<EndReason>>>,
 }
@@ -194,9 +202,41 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     }
     journal.expire_due()?;
     let config = Arc::new(config);
+    let event_cursor = journal.last_event_seq()?;
+    let drains: Arc<Vec<Sink>> = Arc::new(
+        config
+            .drains
+            .iter()
+            .map(|d| Sink {
+                spec: Spec {
+                    name: d.name.clone(),
+                    format: d.format,
+                    send_output: d.send_output,
+                    send_events: d.send_events,
+                    facility: d.facility,
+                    output_facility: d.output_facility,
+                    sd_id: d.sd_id.clone(),
+                    max_message_bytes: d.max_message_bytes,
+                    ansi: d.ansi,
+                },
+                drain: Drain::start(d.target.clone(), d.queue_bytes),
+            })
+            .collect(),
+    );
+    let origin = Arc::new(Origin {
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        app_name: "tollgate".into(),
+        procid: std::process::id().to_string(),
+    });
     let shared = Arc::new(Shared {
         config: config.clone(),
         db: Db::new(journal),
+        drains,
+        origin,
+        sent_seq: Mutex::new(event_cursor),
         live: Mutex::new(HashMap::new()),
     });
     let russh_config = Arc::new(crate::ssh::russh_config(&config, keys));
@@ -220,7 +260,11 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
             stop_rx.clone(),
         )));
     }
-    let watcher = tokio::spawn(watch_journal(config.server.journal.clone(), shared.clone()));
+    let watcher = tokio::spawn(watch_journal(
+        config.server.journal.clone(),
+        shared.clone(),
+        event_cursor,
+    ));
     for a in &bound {
         tracing::info!(address = %a, "listening");
     }
@@ -241,6 +285,20 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     }
     if shared.live_count() > 0 {
         tracing::error!(count = shared.live_count(), "sessions did not end in time");
+    }
+    // The events of the shutdown itself, then whatever the drains still hold.
+    if let Ok(j) = Journal::open(&config.server.journal) {
+        let mut cursor =
+            (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
+        forward_events(&j, &shared, &mut cursor);
+    }
+    for sink in shared.drains.iter() {
+        let (msgs, bytes) = sink.drain.close(Duration::from_secs(3)).await;
+        let (dropped, dropped_bytes) = sink.drain.take_dropped();
+        if msgs + dropped > 0 {
+            tracing::error!(drain = %sink.spec.name, unsent = msgs, unsent_bytes = bytes, dropped, dropped_bytes,
+                "drain could not deliver everything before shutdown");
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -277,7 +335,7 @@ async fn wait_for_stop_signal() {
 /// Notices what other processes (the admin CLI) wrote: cancels within a
 /// second, and moves tokens past their TTL to `expired`. Uses its own
 /// connection so `data_version` sees every commit not made through it.
-async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
+async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>, mut cursor: i64) {
     // Reads only, on a connection of its own: never in the writer's batches.
     let conn = match tokio::task::spawn_blocking(move || Journal::open(&path)).await {
         Ok(Ok(j)) => Arc::new(Mutex::new(j)),
@@ -285,6 +343,7 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
         Err(_) => return,
     };
     let mut last_version = -1;
+    let mut last_drop_report = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut n: u64 = 0;
     loop {
@@ -299,6 +358,18 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
             continue;
         }
         last_version = version;
+        if shared.drains.iter().any(|d| d.spec.send_events) {
+            let sh = shared.clone();
+            let c = conn.clone();
+            cursor = tokio::task::spawn_blocking(move || {
+                let mut cur = cursor;
+                forward_events(&c.lock().unwrap_or_else(|e| e.into_inner()), &sh, &mut cur);
+                cur
+            })
+            .await
+            .unwrap_or(cursor);
+            *shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner()) = cursor;
+        }
         match read(&conn, |j| j.canceling()).await {
             Ok(ids) => {
                 for id in ids {
@@ -310,6 +381,7 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>) {
             Err(e) => tracing::error!(error = %e, "journal watcher: cannot read cancellations"),
         }
         if periodic {
+            report_drops(&shared, &mut last_drop_report).await;
             match shared.db.call(|j| j.expire_due()).await {
                 Ok(ids) => {
                     for id in ids {
@@ -332,6 +404,54 @@ where
     tokio::task::spawn_blocking(move || f(&conn.lock().unwrap_or_else(|e| e.into_inner())))
         .await
         .unwrap_or_else(|_| Err(journal_gone()))
+}
+
+/// Offers every journal event after `*cursor` to the drains that want
+/// events, and moves the cursor. Events come from the journal itself, so
+/// those written by the admin CLI are sent too.
+fn forward_events(j: &Journal, shared: &Shared, cursor: &mut i64) {
+    let Ok(events) = j.events(None, *cursor, Some(1000)) else {
+        return;
+    };
+    for e in events {
+        let at = humantime::parse_rfc3339(&e.at).unwrap_or_else(|_| std::time::SystemTime::now());
+        for sink in shared.drains.iter().filter(|s| s.spec.send_events) {
+            sink.drain.offer(encode_event(
+                &sink.spec,
+                &shared.origin,
+                at,
+                e.seq,
+                e.session_id.as_deref(),
+                &e.kind,
+                &e.detail,
+            ));
+        }
+        *cursor = e.seq;
+    }
+}
+
+/// Turns each drain's overflow since the last report into a `drain.dropped`
+/// event (which the journal then offers to every drain).
+async fn report_drops(shared: &Shared, since: &mut std::time::Instant) {
+    let interval_ms = since.elapsed().as_millis() as u64;
+    *since = std::time::Instant::now();
+    for sink in shared.drains.iter() {
+        let (messages, bytes) = sink.drain.take_dropped();
+        if messages == 0 {
+            continue;
+        }
+        let detail = serde_json::json!({
+            "drain": sink.spec.name, "messages": messages, "bytes": bytes, "interval_ms": interval_ms,
+        });
+        tracing::warn!(drain = %sink.spec.name, messages, bytes, "drain queue full: messages dropped");
+        if let Err(e) = shared
+            .db
+            .call(move |j| j.event(None, "drain.dropped", detail))
+            .await
+        {
+            tracing::error!(error = %e, "could not record drain.dropped");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -563,6 +563,13 @@ impl Journal {
             .optional()?)
     }
 
+    /// The sequence number of the newest event (0 when there is none).
+    pub fn last_event_seq(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Events after `after_seq`, oldest first, optionally for one session.
     pub fn events(
         &self,

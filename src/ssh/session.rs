@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::auth::AuthorizedSession;
 use crate::daemon::Shared;
+use crate::drain::tee::{OutputTee, SessionMeta};
 use crate::exec::{self, Account, PtyMaster, PtyRequest, Spec, Stdio3};
 use crate::journal::Ending;
 use nix::sys::signal::Signal;
@@ -175,6 +176,8 @@ struct Activity {
     bytes_out: AtomicU64,
     /// Milliseconds since `epoch`.
     last_ms: AtomicU64,
+    /// Output bytes the tee could not take (drains too far behind).
+    tee_dropped: AtomicU64,
 }
 
 /// Starts the task for a freshly authorized connection; returns where the
@@ -495,6 +498,23 @@ impl Task {
             return Err(EndReason::Error);
         };
         let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let tee = OutputTee::new(
+            self.shared.drains.clone(),
+            self.shared.origin.clone(),
+            SessionMeta {
+                id: self.auth.id.clone(),
+                profile: self.auth.profile.clone(),
+                login_user: self.auth.login_user.clone(),
+                client_addr: self.auth.client_addr.to_string(),
+            },
+        );
+        let tee_tx: TeeTx = if tee.is_empty() {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(256);
+            tokio::spawn(run_tee(tee, rx));
+            Some(tx)
+        };
         let mut pumps = Vec::new();
         let master = match spawned.io {
             Stdio3::Pty(m) => {
@@ -505,6 +525,7 @@ impl Task {
                     ch,
                     self.activity.clone(),
                     self.epoch,
+                    tee_tx.clone(),
                 )));
                 tokio::spawn(feed_pty(m.clone(), input_rx, self.gate.clone()));
                 Some(m)
@@ -521,6 +542,7 @@ impl Task {
                     ch,
                     self.activity.clone(),
                     self.epoch,
+                    tee_tx.clone(),
                 )));
                 pumps.push(tokio::spawn(pump_pipe(
                     stderr,
@@ -529,6 +551,7 @@ impl Task {
                     ch,
                     self.activity.clone(),
                     self.epoch,
+                    tee_tx.clone(),
                 )));
                 tokio::spawn(feed_pipe(stdin, input_rx, self.gate.clone()));
                 None
@@ -637,6 +660,14 @@ impl Task {
                 bytes_out: self.activity.bytes_out.load(Ordering::Relaxed),
             }
         };
+        let tee_dropped = self.activity.tee_dropped.load(Ordering::Relaxed);
+        if tee_dropped > 0 {
+            self.event(
+                "drain.dropped",
+                json!({"drain": "*", "stage": "session tee", "bytes": tee_dropped}),
+            )
+            .await;
+        }
         let id = self.auth.id.clone();
         let e2 = ending.clone();
         if let Err(e) = self.shared.db.call(move |j| j.finish(&id, &e2)).await {
@@ -723,6 +754,34 @@ fn mark(activity: &Activity, epoch: Instant, n: usize) {
         .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
+/// Where a pump copies output for the drains; `None` without drains.
+type TeeTx = Option<mpsc::Sender<bytes::Bytes>>;
+
+/// Copies a chunk to the tee without ever waiting: the person's output
+/// never slows down for a drain. What does not fit is counted.
+fn tee(tx: &TeeTx, chunk: &bytes::Bytes, activity: &Activity) {
+    if let Some(tx) = tx {
+        if tx.try_send(chunk.clone()).is_err() {
+            activity
+                .tee_dropped
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Cuts and queues a session's output for the drains; flushes a partial
+/// line after 200 ms of quiet, and everything when the output ends.
+async fn run_tee(mut tee: OutputTee, mut rx: mpsc::Receiver<bytes::Bytes>) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Some(chunk)) => tee.push(&chunk),
+            Ok(None) => break,
+            Err(_) => tee.flush(),
+        }
+    }
+    tee.flush();
+}
+
 /// PTY output to the client, respecting the client's window (backpressure).
 async fn pump_pty(
     master: Arc<PtyMaster>,
@@ -730,6 +789,7 @@ async fn pump_pty(
     ch: ChannelId,
     activity: Arc<Activity>,
     epoch: Instant,
+    tee_tx: TeeTx,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -738,7 +798,9 @@ async fn pump_pty(
             Ok(n) => {
                 let n = n + master.read_ready(&mut buf[n..]);
                 mark(&activity, epoch, n);
-                if handle.data(ch, buf[..n].to_vec()).await.is_err() {
+                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                tee(&tee_tx, &chunk, &activity);
+                if handle.data(ch, chunk).await.is_err() {
                     break;
                 }
             }
@@ -754,6 +816,7 @@ async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(
     ch: ChannelId,
     activity: Arc<Activity>,
     epoch: Instant,
+    tee_tx: TeeTx,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -761,9 +824,11 @@ async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 mark(&activity, epoch, n);
+                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                tee(&tee_tx, &chunk, &activity);
                 let sent = match ext {
-                    None => handle.data(ch, buf[..n].to_vec()).await,
-                    Some(code) => handle.extended_data(ch, code, buf[..n].to_vec()).await,
+                    None => handle.data(ch, chunk).await,
+                    Some(code) => handle.extended_data(ch, code, chunk).await,
                 };
                 if sent.is_err() {
                     break;

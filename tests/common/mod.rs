@@ -69,6 +69,8 @@ pub struct Opts {
     pub server_extra: String,
     pub profile_extra: String,
     pub command: String,
+    /// Appended at the end of the file (e.g. `[[drains]]` tables).
+    pub tail: String,
 }
 
 impl Default for Opts {
@@ -78,6 +80,7 @@ impl Default for Opts {
             server_extra: String::new(),
             profile_extra: "allow_exec = true\n".into(),
             command: "/bin/sh -i".into(),
+            tail: String::new(),
         }
     }
 }
@@ -116,12 +119,14 @@ command = "{command}"
 shell = "/bin/sh"
 env = {{ TG_PROFILE_VAR = "from-profile" }}
 {profile_extra}
+{tail}
 "#,
                 server_extra = o.server_extra,
                 sessions = o.sessions,
                 user = session_user(),
                 command = o.command,
                 profile_extra = o.profile_extra,
+                tail = o.tail,
             ),
         )
         .unwrap();
