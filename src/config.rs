@@ -29,20 +29,13 @@ pub struct Config {
     pub drains: Vec<DrainConfig>,
 }
 
-/// One `[[drains]]` entry.
+/// One `[[drains]]` entry: how its messages look, where they go, and how
+/// much may wait.
 #[derive(Debug, Clone)]
 pub struct DrainConfig {
-    pub name: String,
+    pub spec: crate::drain::tee::Spec,
     pub target: crate::drain::deliver::Target,
-    pub format: crate::drain::tee::Format,
-    pub send_output: bool,
-    pub send_events: bool,
-    pub facility: u8,
-    pub output_facility: u8,
-    pub sd_id: String,
-    pub max_message_bytes: usize,
     pub queue_bytes: usize,
-    pub ansi: crate::drain::lines::Ansi,
 }
 
 /// `[server]`
@@ -502,11 +495,11 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
                         continue;
                     };
                     if let Some(d) = walk_drain(ctx, item.span(), t) {
-                        if drains.iter().any(|o| o.name == d.name) {
+                        if drains.iter().any(|o| o.spec.name == d.spec.name) {
                             let span = get(t, "name").map(|v| v.span()).unwrap_or(item.span());
                             ctx.at(
                                 span,
-                                format!("drains: the name \"{}\" is used twice", d.name),
+                                format!("drains: the name \"{}\" is used twice", d.spec.name),
                             );
                         }
                         drains.push(d);
@@ -704,17 +697,19 @@ fn walk_drain(ctx: &mut Ctx, span: Range<usize>, t: &DeTable) -> Option<DrainCon
         }
     };
     Some(DrainConfig {
-        name,
+        spec: crate::drain::tee::Spec {
+            name,
+            format,
+            send_output,
+            send_events,
+            facility,
+            output_facility,
+            sd_id,
+            max_message_bytes,
+            ansi,
+        },
         target: target?,
-        format,
-        send_output,
-        send_events,
-        facility,
-        output_facility,
-        sd_id,
-        max_message_bytes,
         queue_bytes,
-        ansi,
     })
 }
 
@@ -1091,16 +1086,25 @@ mod tests {
             crate::drain::deliver::Target::Tcp("127.0.0.1:514".into())
         );
         assert_eq!(
-            (d.send_output, d.send_events, d.facility, d.output_facility),
+            (
+                d.spec.send_output,
+                d.spec.send_events,
+                d.spec.facility,
+                d.spec.output_facility
+            ),
             (true, true, 10, 10)
         );
         assert_eq!(
-            (d.max_message_bytes, d.queue_bytes, d.sd_id.as_str()),
+            (
+                d.spec.max_message_bytes,
+                d.queue_bytes,
+                d.spec.sd_id.as_str()
+            ),
             (2048, 1 << 20, "tollgate@32473")
         );
         let l = &c.drains[1];
         assert_eq!(
-            (l.send_output, l.send_events, l.facility),
+            (l.spec.send_output, l.spec.send_events, l.spec.facility),
             (false, true, 19)
         );
 

@@ -12,7 +12,7 @@ use crate::cli::{CliError, CliResult};
 use crate::config::Config;
 use crate::drain::deliver::Drain;
 use crate::drain::syslog::Origin;
-use crate::drain::tee::{encode_event, Sink, Spec};
+use crate::drain::tee::{encode_event, Sink};
 use crate::journal::{Journal, JournalError};
 use crate::ssh::session::EndReason;
 
@@ -208,17 +208,7 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
             .drains
             .iter()
             .map(|d| Sink {
-                spec: Spec {
-                    name: d.name.clone(),
-                    format: d.format,
-                    send_output: d.send_output,
-                    send_events: d.send_events,
-                    facility: d.facility,
-                    output_facility: d.output_facility,
-                    sd_id: d.sd_id.clone(),
-                    max_message_bytes: d.max_message_bytes,
-                    ansi: d.ansi,
-                },
+                spec: d.spec.clone(),
                 drain: Drain::start(d.target.clone(), d.queue_bytes),
             })
             .collect(),

@@ -274,7 +274,7 @@ impl Task {
         let outcome = loop {
             tokio::select! {
                 msg = ctl.recv() => match msg {
-                    None | Some(Ctl::Close) => break Outcome::Ended(EndReason::Disconnected),
+                    None => break Outcome::Ended(EndReason::Disconnected),
                     Some(m) => if let Err(reason) = self.on_ctl(m).await {
                         break Outcome::Ended(reason);
                     },
