@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tollgate's whole test suite on a fresh Debian machine: installs what
-# the tests drive (the OpenSSH client, tmux, procps, rsyslog) when missing, then
+# the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
+# for throwaway certificates) when missing, then
 # checks formatting, lints, and runs unit and black-box tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ] || need+=(rsyslog-gnutls)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

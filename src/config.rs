@@ -438,6 +438,9 @@ const DRAIN_KEYS: &[&str] = &[
     "max_message_bytes",
     "queue_bytes",
     "ansi",
+    "ca_file",
+    "client_cert",
+    "client_key",
 ];
 const SERVER_KEYS: &[&str] = &[
     "listen",
@@ -593,19 +596,29 @@ fn walk_drain(ctx: &mut Ctx, span: Range<usize>, t: &DeTable) -> Option<DrainCon
             Some(("unix", path)) if path.starts_with('/') => {
                 Some(Target::Unix(PathBuf::from(path)))
             }
-            Some(("tls", _)) => {
-                ctx.at(at(t, "url"), format!("{d}.url: tls:// drains are not supported yet; use tcp://, udp:// or unix://"));
-                None
+            Some(("tls", hp))
+                if hp
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+            {
+                tls_target(ctx, t, &d, hp, at(t, "url"))
             }
             _ => {
                 ctx.at(
                     at(t, "url"),
-                    format!("{d}.url: \"{url}\" is not tcp://HOST:PORT, udp://HOST:PORT or unix:///PATH"),
+                    format!("{d}.url: \"{url}\" is not tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT or unix:///PATH"),
                 );
                 None
             }
         },
     };
+    if !matches!(target, Some(Target::Tls(_)) | None) {
+        for key in ["ca_file", "client_cert", "client_key"] {
+            if let Some(v) = get(t, key) {
+                ctx.at(v.span(), format!("{d}.{key} applies only to tls:// drains"));
+            }
+        }
+    }
     let format = match string(ctx, S, t, "format").as_deref() {
         None | Some("rfc5424") => Format::Rfc5424,
         Some("rfc3164") => Format::Rfc3164,
@@ -711,6 +724,63 @@ fn walk_drain(ctx: &mut Ctx, span: Range<usize>, t: &DeTable) -> Option<DrainCon
         target: target?,
         queue_bytes,
     })
+}
+
+/// The TLS settings of drain `d` (`ca_file`, `client_cert`, `client_key`),
+/// loaded and checked now so `config check` finds a bad file.
+fn tls_target(
+    ctx: &mut Ctx,
+    t: &DeTable,
+    d: &str,
+    host_port: &str,
+    url_span: Range<usize>,
+) -> Option<crate::drain::deliver::Target> {
+    use crate::drain::tls::{self, TlsError};
+    const S: &str = "drains";
+    let span_of = |key: &str| get(t, key).map(|v| v.span()).unwrap_or(url_span.clone());
+    let path = |ctx: &mut Ctx, key: &str| {
+        let s = string(ctx, S, t, key)?;
+        abs_path(ctx, span_of(key), &format!("{d}.{key}"), &s)
+    };
+    let ca_file = match get(t, "ca_file") {
+        Some(_) => path(ctx, "ca_file")?,
+        None => PathBuf::from(tls::SYSTEM_CA_FILE),
+    };
+    let client = match (path(ctx, "client_cert"), path(ctx, "client_key")) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) if get(t, "client_cert").is_none() && get(t, "client_key").is_none() => None,
+        (c, _) => {
+            let missing = if c.is_some() { "client_key" } else { "client_cert" };
+            if get(t, missing).is_none() {
+                let given = if c.is_some() { "client_cert" } else { "client_key" };
+                ctx.at(
+                    span_of(given),
+                    format!("{d}: {given} needs {missing} too (a client certificate and its key)"),
+                );
+            }
+            return None;
+        }
+    };
+    let client_ref = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    match tls::target(host_port, &ca_file, client_ref) {
+        Ok(target) => Some(crate::drain::deliver::Target::Tls(Box::new(target))),
+        Err(e) => {
+            let (key, msg) = match e {
+                TlsError::Url(m) => ("url", m),
+                TlsError::CaFile(m) if get(t, "ca_file").is_none() => (
+                    "url",
+                    format!("{m} (the system CA bundle; set ca_file to the collector's CA)"),
+                ),
+                TlsError::CaFile(m) => ("ca_file", m),
+                TlsError::ClientCert(m) => ("client_cert", m),
+                TlsError::ClientKey(m) => ("client_key", m),
+                TlsError::Client(m) => ("url", m),
+            };
+            let span = if key == "url" { url_span.clone() } else { span_of(key) };
+            ctx.at(span, format!("{d}.{key}: {msg}"));
+            None
+        }
+    }
 }
 
 fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
@@ -1109,7 +1179,7 @@ mod tests {
         );
 
         let p = problems(
-            "[[drains]]\nname = \"a\"\nurl = \"http://x:1\"\nmax_message_bytes = 100\n\n[[drains]]\nname = \"a\"\nurl = \"tls://x:6514\"\nsend = [\"output\", \"audio\"]\nqueue_bytes = \"8 parsecs\"\n",
+            "[[drains]]\nname = \"a\"\nurl = \"http://x:1\"\nmax_message_bytes = 100\n\n[[drains]]\nname = \"a\"\nurl = \"tls://x:6514\"\nca_file = \"/nonexistent/ca.pem\"\nclient_key = \"/k.pem\"\nsend = [\"output\", \"audio\"]\nqueue_bytes = \"8 parsecs\"\n",
         );
         let joined = p.join("\n");
         assert!(
@@ -1122,17 +1192,47 @@ mod tests {
             "{joined}"
         );
         assert!(
-            joined.contains("t.toml:8:7: drains.a.url: tls:// drains are not supported yet"),
+            joined.contains("t.toml:10:14: drains.a: client_key needs client_cert too"),
             "{joined}"
         );
         assert!(
-            joined.contains("t.toml:9:19: drains.a.send: \"audio\" is not output or events"),
+            joined.contains("t.toml:11:19: drains.a.send: \"audio\" is not output or events"),
             "{joined}"
         );
         assert!(
-            joined.contains("t.toml:10:15: drains.a.queue_bytes: invalid size unit"),
+            joined.contains("t.toml:12:15: drains.a.queue_bytes: invalid size unit"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn tls_drains_load_their_files_and_say_which_one_is_wrong() {
+        let p = problems(
+            "[[drains]]\nname = \"t\"\nurl = \"tls://127.0.0.1:6514\"\nca_file = \"/nonexistent/ca.pem\"\n\n[[drains]]\nname = \"u\"\nurl = \"udp://127.0.0.1:514\"\nca_file = \"/etc/ssl/x.pem\"\n",
+        );
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("t.toml:4:11: drains.t.ca_file: /nonexistent/ca.pem: No such file"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("t.toml:9:11: drains.u.ca_file applies only to tls:// drains"),
+            "{joined}"
+        );
+        // A file that is not a certificate.
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-tls-").unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let p = problems(&format!(
+            "[[drains]]\nname = \"t\"\nurl = \"tls://logs.example.com:6514\"\nca_file = \"{}\"\n",
+            junk.display()
+        ));
+        assert!(
+            p.join("\n").contains("drains.t.ca_file: ") && p.join("\n").contains("no usable CA certificate"),
+            "{p:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 
 use crate::cli::{CliError, CliResult};
 use crate::config::Config;
-use crate::drain::deliver::Drain;
+use crate::drain::deliver::{Drain, Stats};
 use crate::drain::syslog::Origin;
 use crate::drain::tee::{encode_event, Sink};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{DrainRow, Journal, JournalError};
 use crate::ssh::session::EndReason;
 
 /// The journal as the daemon's tasks use it: one thread owns the
@@ -121,6 +121,9 @@ pub struct Shared {
     /// Every configured drain, and how messages say where they come from.
     pub drains: Arc<Vec<Sink>>,
     pub origin: Arc<Origin>,
+    /// Per drain (same order): journal events up to this sequence number
+    /// were delivered by an earlier run and are not offered again.
+    resume_after: Vec<i64>,
     /// The last journal event offered to the drains.
     sent_seq: Mutex<i64>,
     /// Live sessions by id: where to send a request to end.
@@ -202,7 +205,28 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     }
     journal.expire_due()?;
     let config = Arc::new(config);
-    let event_cursor = journal.last_event_seq()?;
+    let newest_event = journal.last_event_seq()?;
+    // Event delivery resumes where each drain stopped; a new drain starts
+    // with what happens from now on.
+    let saved = journal.drains()?;
+    let resume_after: Vec<i64> = config
+        .drains
+        .iter()
+        .map(|d| {
+            saved
+                .iter()
+                .find(|r| r.name == d.spec.name)
+                .map_or(newest_event, |r| r.event_seq.min(newest_event))
+        })
+        .collect();
+    let event_cursor = config
+        .drains
+        .iter()
+        .zip(&resume_after)
+        .filter(|(d, _)| d.spec.send_events)
+        .map(|(_, &r)| r)
+        .min()
+        .unwrap_or(newest_event);
     let drains: Arc<Vec<Sink>> = Arc::new(
         config
             .drains
@@ -226,6 +250,7 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         db: Db::new(journal),
         drains,
         origin,
+        resume_after,
         sent_seq: Mutex::new(event_cursor),
         live: Mutex::new(HashMap::new()),
     });
@@ -282,12 +307,21 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
             (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
         forward_events(&j, &shared, &mut cursor);
     }
-    for sink in shared.drains.iter() {
+    let mut rows = drain_rows(&shared);
+    for (sink, row) in shared.drains.iter().zip(rows.iter_mut()) {
         let (msgs, bytes) = sink.drain.close(Duration::from_secs(3)).await;
         let (dropped, dropped_bytes) = sink.drain.take_dropped();
         if msgs + dropped > 0 {
             tracing::error!(drain = %sink.spec.name, unsent = msgs, unsent_bytes = bytes, dropped, dropped_bytes,
-                "drain could not deliver everything before shutdown");
+                "drain could not deliver everything before shutdown (events are offered again at the next start)");
+        }
+        let st = sink.drain.stats();
+        *row = drain_row(&shared, sink, row.event_seq.max(st.delivered_event_seq), &st);
+        row.connected = false;
+    }
+    if !rows.is_empty() {
+        if let Err(e) = shared.db.call(move |j| j.save_drains(&rows)).await {
+            tracing::error!(error = %e, "could not record the drains' state");
         }
     }
     tracing::info!("stopped");
@@ -334,6 +368,7 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>, mut cursor
     };
     let mut last_version = -1;
     let mut last_drop_report = std::time::Instant::now();
+    let mut failures_seen: Vec<(u64, bool)> = vec![(0, false); shared.drains.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut n: u64 = 0;
     loop {
@@ -372,6 +407,13 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>, mut cursor
         }
         if periodic {
             report_drops(&shared, &mut last_drop_report).await;
+            report_links(&shared, &mut failures_seen).await;
+            let rows = drain_rows(&shared);
+            if !rows.is_empty() {
+                if let Err(e) = shared.db.call(move |j| j.save_drains(&rows)).await {
+                    tracing::error!(error = %e, "could not record the drains' state");
+                }
+            }
             match shared.db.call(|j| j.expire_due()).await {
                 Ok(ids) => {
                     for id in ids {
@@ -405,16 +447,24 @@ fn forward_events(j: &Journal, shared: &Shared, cursor: &mut i64) {
     };
     for e in events {
         let at = humantime::parse_rfc3339(&e.at).unwrap_or_else(|_| std::time::SystemTime::now());
-        for sink in shared.drains.iter().filter(|s| s.spec.send_events) {
-            sink.drain.offer(encode_event(
+        for (sink, _) in shared
+            .drains
+            .iter()
+            .zip(&shared.resume_after)
+            .filter(|(s, &after)| s.spec.send_events && e.seq > after)
+        {
+            sink.drain.offer_event(
+                encode_event(
                 &sink.spec,
                 &shared.origin,
                 at,
                 e.seq,
                 e.session_id.as_deref(),
-                &e.kind,
-                &e.detail,
-            ));
+                    &e.kind,
+                    &e.detail,
+                ),
+                e.seq,
+            );
         }
         *cursor = e.seq;
     }
@@ -440,6 +490,78 @@ async fn report_drops(shared: &Shared, since: &mut std::time::Instant) {
             .await
         {
             tracing::error!(error = %e, "could not record drain.dropped");
+        }
+    }
+}
+
+/// Each drain's state as `drain status` shows it.
+fn drain_rows(shared: &Shared) -> Vec<DrainRow> {
+    shared
+        .drains
+        .iter()
+        .zip(&shared.resume_after)
+        .map(|(sink, &after)| {
+            let st = sink.drain.stats();
+            drain_row(shared, sink, after.max(st.delivered_event_seq), &st)
+        })
+        .collect()
+}
+
+fn drain_row(shared: &Shared, sink: &Sink, event_seq: i64, st: &Stats) -> DrainRow {
+    let url = shared
+        .config
+        .drains
+        .iter()
+        .find(|d| d.spec.name == sink.spec.name)
+        .map(|d| d.target.to_string())
+        .unwrap_or_default();
+    DrainRow {
+        name: sink.spec.name.clone(),
+        url,
+        connected: st.connected,
+        delivered: st.delivered,
+        queued: st.queued,
+        queued_bytes: st.queued_bytes,
+        dropped: st.dropped_total,
+        dropped_bytes: st.dropped_bytes_total,
+        failures: st.failures,
+        last_error: st.last_error.clone(),
+        event_seq,
+        daemon_pid: std::process::id(),
+        updated_at: String::new(),
+    }
+}
+
+/// Records a `drain.error` event when a drain could not connect or lost
+/// its connection since the last look (once per run of failures with the
+/// same cause, not once per retry), and `drain.connected` when it is back.
+async fn report_links(shared: &Shared, seen: &mut [(u64, bool)]) {
+    for (sink, seen) in shared.drains.iter().zip(seen.iter_mut()) {
+        let st = sink.drain.stats();
+        let (failures_before, troubled) = *seen;
+        let mut event = None;
+        if st.failures > failures_before && !troubled {
+            let error = st.last_error.clone().unwrap_or_default();
+            tracing::warn!(drain = %sink.spec.name, %error, "drain cannot deliver");
+            event = Some((
+                "drain.error",
+                serde_json::json!({"drain": sink.spec.name, "error": error, "queued": st.queued}),
+            ));
+            *seen = (st.failures, true);
+        } else if troubled && st.connected && st.failures == failures_before {
+            tracing::info!(drain = %sink.spec.name, "drain connected again");
+            event = Some((
+                "drain.connected",
+                serde_json::json!({"drain": sink.spec.name, "queued": st.queued}),
+            ));
+            *seen = (st.failures, false);
+        } else {
+            seen.0 = st.failures;
+        }
+        if let Some((kind, detail)) = event {
+            if let Err(e) = shared.db.call(move |j| j.event(None, kind, detail)).await {
+                tracing::error!(error = %e, "could not record {kind}");
+            }
         }
     }
 }

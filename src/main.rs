@@ -44,6 +44,9 @@ enum Command {
     Session(cli::session::SessionCmd),
     /// Show the journal's events.
     Events(cli::events::EventsArgs),
+    /// Show what the syslog drains delivered, hold and dropped.
+    #[command(subcommand)]
+    Drain(cli::drain::DrainCmd),
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(cli::config::ConfigCmd),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Dev(a) => cli::dev::run(a, args.output),
         Command::Session(c) => cli::session::run(c, &config_path, args.output),
         Command::Events(a) => cli::events::run(a, &config_path, args.output),
+        Command::Drain(c) => cli::drain::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
     };
     match result {

@@ -1,61 +1,183 @@
-//! Drains against a real rsyslog on loopback: what the person saw, line by
-//! line, and the session's events, over TCP (octet counting) and UDP.
+//! Drains against a real rsyslog on loopback (TCP, UDP, TLS with and
+//! without a client certificate, a unix datagram socket): what the person
+//! saw, line by line, and the session's events, checked with a strict
+//! RFC 5424 parser; a collector that goes away and comes back; one that
+//! never reads; `drain status` in each situation.
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use syslog_rfc5424::SyslogMessage;
+
+/// A throwaway CA, a collector certificate for 127.0.0.1 signed by it, a
+/// client certificate signed by it, and an unrelated second CA.
+struct Pki {
+    ca: PathBuf,
+    other_ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+}
+
+impl Pki {
+    fn make(dir: &Path) -> Pki {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        for ca in ["ca", "other-ca"] {
+            let mut a = vec!["req", "-x509"];
+            a.extend(ec);
+            let (key, out) = (format!("{ca}.key"), format!("{ca}.pem"));
+            let subj = format!("/CN=tollgate test {ca}");
+            a.extend(["-keyout", &key, "-out", &out, "-days", "2", "-subj", &subj]);
+            openssl(dir, &a);
+        }
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            let mut a = vec!["req"];
+            a.extend(ec);
+            let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+            let subj = format!("/CN=tollgate test {name}");
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(dir, &a);
+            let (pem, extf) = (format!("{name}.pem"), format!("{name}.ext"));
+            openssl(
+                dir,
+                &[
+                    "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &extf,
+                ],
+            );
+        }
+        Pki {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
+/// rsyslogd in the foreground, storing every raw message it receives.
 struct Rsyslog {
-    child: Child,
-    received: std::path::PathBuf,
+    child: Option<Child>,
+    dir: PathBuf,
+    conf: PathBuf,
+    received: PathBuf,
     tcp: u16,
     udp: u16,
+    tls: u16,
+    mtls: u16,
+    unix: PathBuf,
+    pki: Pki,
 }
 
 impl Rsyslog {
-    fn start(dir: &std::path::Path) -> Rsyslog {
-        let (tcp, udp) = (free_port(), free_port());
+    fn start(dir: &Path) -> Rsyslog {
+        let pki = Pki::make(dir);
+        let (tcp, udp, tls, mtls) = (free_port(), free_port(), free_port(), free_port());
         let work = dir.join("rsyslog-work");
         std::fs::create_dir_all(&work).unwrap();
         let received = dir.join("received.log");
+        let unix = dir.join("log.sock");
         let conf = dir.join("rsyslog.conf");
         std::fs::write(
             &conf,
             format!(
                 r#"global(workDirectory="{work}" maxMessageSize="64k" net.enableDNS="off"
-       parser.escapeControlCharactersOnReceive="off")
-module(load="imtcp")
+       parser.escapeControlCharactersOnReceive="off"
+       DefaultNetstreamDriverCAFile="{ca}"
+       DefaultNetstreamDriverCertFile="{cert}"
+       DefaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="0")
 module(load="imudp")
+module(load="imuxsock" SysSock.Use="off")
 template(name="raw" type="string" string="%rawmsg%\n")
 ruleset(name="drain") {{
   action(type="omfile" file="{received}" template="raw")
 }}
 input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="drain")
 input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="drain")
+input(type="imuxsock" Socket="{unix}" ruleset="drain" UseSpecialParser="off")
+input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="drain"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" address="127.0.0.1" port="{mtls}" ruleset="drain"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
 "#,
                 work = work.display(),
-                received = received.display()
+                received = received.display(),
+                unix = unix.display(),
+                ca = pki.ca.display(),
+                cert = pki.server_cert.display(),
+                key = pki.server_key.display(),
             ),
         )
         .unwrap();
-        let child = Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rsyslogd (scripts/test.sh installs rsyslog)");
-        let up = eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", tcp)).is_ok()
-        });
-        assert!(up.is_some(), "rsyslogd did not start");
-        Rsyslog {
-            child,
+        let mut r = Rsyslog {
+            child: None,
+            dir: dir.to_path_buf(),
+            conf,
             received,
             tcp,
             udp,
+            tls,
+            mtls,
+            unix,
+            pki,
+        };
+        r.run();
+        r
+    }
+
+    /// Starts (or restarts) rsyslogd with the same ports and files.
+    fn run(&mut self) {
+        let child = Command::new("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&self.conf)
+            .arg("-i")
+            .arg(self.dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("rsyslogd.err")).unwrap())
+            .spawn()
+            .expect("rsyslogd (scripts/test.sh installs rsyslog)");
+        self.child = Some(child);
+        let up = eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.tcp)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.tls)).is_ok()
+                && self.unix.exists()
+        });
+        assert!(
+            up.is_some(),
+            "rsyslogd did not start: {}",
+            std::fs::read_to_string(self.dir.join("rsyslogd.err")).unwrap_or_default()
+        );
+    }
+
+    /// Stops rsyslogd (SIGTERM) and waits until it is gone.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
         }
     }
 
@@ -66,111 +188,298 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="drain")
             .map(String::from)
             .collect()
     }
+
+    /// Every stored message carrying structured data `sd_id`, parsed
+    /// strictly; a message that does not parse fails the test.
+    fn messages(&self, sd_id: &str) -> Vec<SyslogMessage> {
+        self.lines()
+            .iter()
+            .filter(|l| l.contains(&format!("[{sd_id} ")))
+            .map(|l| {
+                syslog_rfc5424::parse_message(l)
+                    .unwrap_or_else(|e| panic!("not valid RFC 5424 ({e}): {l}"))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Rsyslog {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
-/// The text of `output` messages for `session` whose SD has `drain_tag`.
-fn output_texts(lines: &[String], session: &str, sd_id: &str) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|l| {
-            l.contains(" output [") && l.contains(&format!("[{sd_id} session=\"{session}\""))
-        })
-        .map(|l| l.split("\"] ").nth(1).unwrap_or_default().to_string())
+fn sd<'a>(m: &'a SyslogMessage, sd_id: &str, key: &str) -> Option<&'a str> {
+    m.sd.find_tuple(sd_id, key).map(|s| s.as_str())
+}
+
+/// `output` messages of `session` under `sd_id`, in arrival order.
+fn outputs<'a>(msgs: &'a [SyslogMessage], session: &str, sd_id: &str) -> Vec<&'a SyslogMessage> {
+    msgs.iter()
+        .filter(|m| m.msgid.as_deref() == Some("output") && sd(m, sd_id, "session") == Some(session))
         .collect()
 }
 
+fn drain_toml(name: &str, url: &str, extra: &str) -> String {
+    format!("[[drains]]\nname = \"{name}\"\nurl = \"{url}\"\nsd_id = \"{name}@32473\"\n{extra}\n")
+}
+
+/// `drain status --output json`, by drain name.
+fn drain_status(s: &Server) -> std::collections::HashMap<String, serde_json::Value> {
+    s.cli_json(&["drain", "status"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap().to_string(), d.clone()))
+        .collect()
+}
+
+/// An OpenSSH client on a PTY session whose output the test reads as it
+/// comes and whose input it types when it chooses.
+struct Typist {
+    child: Child,
+    stdin: ChildStdin,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Typist {
+    fn start(s: &Server, token: &str, remote: &str) -> Typist {
+        let mut c = s.ssh(s_user(), token);
+        c.args(["-tt", remote])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Typist { child, stdin, seen }
+    }
+
+    fn seen(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let ok = eventually(Duration::from_secs(10), || self.seen().contains(needle));
+        assert!(ok.is_some(), "never saw {needle:?}; saw {:?}", self.seen());
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn finish(self) -> (Option<i32>, String) {
+        let Typist {
+            mut child,
+            stdin,
+            seen,
+        } = self;
+        drop(stdin);
+        let st = child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(st.code().is_some(), "ssh died: {st} {err}");
+        let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        (st.code(), seen)
+    }
+}
+
+fn s_user() -> &'static str {
+    "ops"
+}
+
+/// Acceptance 1, 2, 3 and 7 (connected): one scripted PTY session, teed to
+/// TCP, UDP, TLS, mTLS and a unix socket; a drain whose collector does not
+/// verify gets nothing, says why, and records an event.
 #[test]
-fn session_output_and_events_reach_rsyslog_over_tcp_and_udp() {
+fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     let d = TempDir::new("drains");
     let r = Rsyslog::start(d.path());
+    let p = &r.pki;
+    let tail = [
+        drain_toml("tgtcp", &format!("tcp://127.0.0.1:{}", r.tcp), ""),
+        drain_toml("tgudp", &format!("udp://127.0.0.1:{}", r.udp), ""),
+        drain_toml(
+            "tgtls",
+            &format!("tls://127.0.0.1:{}", r.tls),
+            &format!("ca_file = \"{}\"", p.ca.display()),
+        ),
+        drain_toml(
+            "tgmtls",
+            &format!("tls://127.0.0.1:{}", r.mtls),
+            &format!(
+                "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nsend = [\"output\"]",
+                p.ca.display(),
+                p.client_cert.display(),
+                p.client_key.display()
+            ),
+        ),
+        drain_toml("tgunix", &format!("unix://{}", r.unix.display()), ""),
+        drain_toml(
+            "tgbad",
+            &format!("tls://127.0.0.1:{}", r.tls),
+            &format!("ca_file = \"{}\"", p.other_ca.display()),
+        ),
+    ]
+    .concat();
     let s = Server::start_with(
         "drains",
         Opts {
-            tail: format!(
-                "[[drains]]\nname = \"tcp\"\nurl = \"tcp://127.0.0.1:{}\"\nsd_id = \"tgtcp@32473\"\n\n\
-                 [[drains]]\nname = \"udp\"\nurl = \"udp://127.0.0.1:{}\"\nsd_id = \"tgudp@32473\"\nsend = [\"output\"]\n",
-                r.tcp, r.udp
-            ),
+            tail,
             ..Opts::default()
         },
     );
-    let (id, tok) = s.issue("ops", &[]);
-    let out = s.ssh_run(
-        "ops",
-        &tok,
-        &["-tt"],
-        "echo line-one; printf 'col\\033[31mored\\033[0m\\tx\\n'; printf 'no-newline'",
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (id, tok) = s.issue(s_user(), &[]);
+    let script = "printf 'ready> '; read -r a; echo \"got:$a\"; \
+                  stty -echo; printf 'secret> '; read -r pw; stty echo; echo; echo \"len:${#pw}\"; \
+                  printf 'col\\033[31mored\\033[0m\\tx\\n'; printf 'no-newline'; sleep 0.5; exit 3";
+    let mut t = Typist::start(&s, &tok, script);
+    t.wait_for("ready> ");
+    t.type_line("visible-input");
+    t.wait_for("secret> ");
+    t.type_line("hunter2-SECRET");
+    let (code, seen) = t.finish();
+    assert_eq!(code, Some(3), "{seen}");
+    assert!(!seen.contains("hunter2"), "the client saw no echo: {seen:?}");
     s.wait_state(&id, "terminated", Duration::from_secs(5));
 
-    let expected = ["line-one", "colored\\x09x", "no-newline"];
-    let mut got = (Vec::new(), Vec::new());
-    let arrived = eventually(Duration::from_secs(10), || {
-        let lines = r.lines();
-        got = (
-            output_texts(&lines, &id, "tgtcp@32473"),
-            output_texts(&lines, &id, "tgudp@32473"),
+    let expected = [
+        "ready> visible-input",
+        "got:visible-input",
+        "secret> ",
+        "len:14",
+        "colored\\x09x",
+        "no-newline",
+    ];
+    for sd_id in ["tgtcp", "tgudp", "tgtls", "tgmtls", "tgunix"] {
+        let mut got = Vec::new();
+        let arrived = eventually(Duration::from_secs(10), || {
+            got = outputs(&r.messages(&format!("{sd_id}@32473")), &id, &format!("{sd_id}@32473"))
+                .iter()
+                .map(|m| m.msg.clone())
+                .collect();
+            got == expected
+        });
+        assert!(
+            arrived.is_some(),
+            "{sd_id}: received {got:?}\nall:\n{}",
+            r.lines().join("\n")
         );
-        got.0 == expected && got.1 == expected
-    });
-    assert!(
-        arrived.is_some(),
-        "received over tcp {:?} and udp {:?}\nall:\n{}",
-        got.0,
-        got.1,
-        r.lines().join("\n")
-    );
+    }
+    let all = r.lines().join("\n");
+    assert!(!all.contains("hunter2"), "no-echo input never reaches a drain");
 
-    // Events follow the journal within a second or so.
-    eventually(Duration::from_secs(5), || {
-        r.lines()
-            .iter()
-            .any(|l| l.contains(" session.terminated ["))
-    });
-    let lines = r.lines();
-    let first = lines
-        .iter()
-        .find(|l| l.contains("line-one") && l.contains("tgtcp"))
-        .unwrap();
-    assert!(
-        first.starts_with("<86>1 "),
-        "authpriv.info: output_facility defaults to facility: {first}"
-    );
-    assert!(
-        first.contains(r#"user="ops""#)
-            && first.contains(r#"profile="console""#)
-            && first.contains(r#"seq="1""#),
-        "{first}"
-    );
-    // Events: only the TCP drain wants them; MSGID is the event kind.
-    let events: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains(&format!("session=\"{id}\"")) && !l.contains(" output ["))
-        .collect();
-    for kind in [
+    // SD fields and header, as a strict parser reads them (TCP drain).
+    let msgs = r.messages("tgtcp@32473");
+    let outs = outputs(&msgs, &id, "tgtcp@32473");
+    for (i, m) in outs.iter().enumerate() {
+        let sid = "tgtcp@32473";
+        assert_eq!(sd(m, sid, "seq"), Some((i + 1).to_string().as_str()));
+        assert_eq!(sd(m, sid, "user"), Some("ops"));
+        assert_eq!(sd(m, sid, "profile"), Some("console"));
+        assert!(sd(m, sid, "client").unwrap().starts_with("127.0.0.1:"));
+        assert_eq!(sd(m, sid, "part"), None);
+        assert_eq!(m.appname.as_deref(), Some("tollgate"));
+        assert_eq!(
+            m.procid.as_ref().map(|p| format!("{p:?}")),
+            Some(format!("PID({})", s.pid()))
+        );
+        assert_eq!(
+            (m.facility as i32, m.severity as i32),
+            (10, 6),
+            "authpriv.info"
+        );
+        assert!(m.hostname.is_some() && m.timestamp.is_some());
+    }
+
+    // Events for the whole life of the session (acceptance 3), with the
+    // kind as MSGID, notice for normal steps; the mTLS drain takes none.
+    let want = [
         "session.issued",
         "session.redeemed",
         "session.started",
         "session.exited",
         "session.terminated",
-    ] {
-        assert!(
-            events
-                .iter()
-                .any(|l| l.contains(&format!(" {kind} [tgtcp@32473 "))),
-            "no {kind} event: {events:#?}"
-        );
+    ];
+    for sd_id in ["tgtcp", "tgudp", "tgtls", "tgunix"] {
+        let full = format!("{sd_id}@32473");
+        let ok = eventually(Duration::from_secs(10), || {
+            let msgs = r.messages(&full);
+            want.iter().all(|k| {
+                msgs.iter().any(|m| {
+                    m.msgid.as_deref() == Some(*k) && sd(m, &full, "session") == Some(id.as_str())
+                })
+            })
+        });
+        assert!(ok.is_some(), "{sd_id}: events missing:\n{}", r.lines().join("\n"));
     }
+    let msgs = r.messages("tgtcp@32473");
+    let exited = msgs
+        .iter()
+        .find(|m| m.msgid.as_deref() == Some("session.exited"))
+        .unwrap();
+    assert_eq!(exited.severity as i32, 5, "notice");
+    assert!(exited.msg.contains("\"exit_status\":3"), "{}", exited.msg);
     assert!(
-        events.iter().all(|l| !l.contains("tgudp")),
-        "the udp drain does not take events"
+        r.messages("tgmtls@32473")
+            .iter()
+            .all(|m| m.msgid.as_deref() == Some("output")),
+        "the mTLS drain sends output only"
+    );
+
+    // A collector that does not verify: nothing sent, a clear error, an
+    // event, and `drain status` says so (acceptance 2 and 7).
+    assert!(
+        !all.contains("tgbad@32473"),
+        "never plaintext or unverified delivery"
+    );
+    // The daemon records the drains' state every second.
+    let mut st = drain_status(&s);
+    eventually(Duration::from_secs(5), || {
+        st = drain_status(&s);
+        st.values().all(|d| d["current"] == true && d["delivered"].as_u64() >= Some(6) || d["name"] == "tgbad")
+    });
+    for name in ["tgtcp", "tgudp", "tgtls", "tgmtls", "tgunix"] {
+        assert_eq!(st[name]["connected"], true, "{name}: {:#}", st[name]);
+        assert_eq!(st[name]["current"], true, "{name}: {:#}", st[name]);
+        assert!(st[name]["delivered"].as_u64().unwrap() >= 6, "{:#}", st[name]);
+        assert_eq!(st[name]["dropped"], 0);
+    }
+    let bad = &st["tgbad"];
+    assert_eq!(bad["connected"], false, "{bad:#}");
+    assert_eq!(bad["delivered"], 0, "{bad:#}");
+    let err = bad["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("certificate") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    let mut events = serde_json::Value::Null;
+    let bad_event = eventually(Duration::from_secs(5), || {
+        events = s.cli_json(&["events"]);
+        events.as_array().unwrap().iter().any(|e| {
+            e["kind"] == "drain.error"
+                && e["detail"]["drain"] == "tgbad"
+                && e["detail"]["error"].as_str().unwrap_or("").contains("UnknownIssuer")
+        })
+    });
+    assert!(bad_event.is_some(), "no drain.error for tgbad: {events:#}");
+    let text_status = text(&s.cli(&["drain", "status"]).stdout);
+    assert!(
+        text_status.contains("tgbad tls://127.0.0.1:") && text_status.contains("last error: "),
+        "{text_status}"
     );
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dev;
+pub mod drain;
 pub mod events;
 pub mod session;
 

@@ -2,25 +2,41 @@
 //! wait, and a task that connects, frames, sends in order, reconnects with
 //! capped exponential backoff, and counts whatever the bound turned away.
 //!
-//! TCP gets RFC 6587 octet counting, UDP one datagram per message, a unix
-//! socket one datagram per message (as /dev/log expects).
+//! TCP and TLS get RFC 6587 octet counting, UDP one datagram per message, a
+//! unix socket one datagram per message (as /dev/log expects). On a stream,
+//! a collector that closes its end is noticed before the next write (a
+//! reader watches for end-of-file), so what it never read stays queued.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::syslog::octet_counted;
+use super::syslog::octet_counted_into;
+use super::tls::TlsTarget;
 
 /// Where a drain delivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Tcp(String),
+    Tls(Box<TlsTarget>),
     Udp(String),
     Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "tcp://{a}"),
+            Target::Tls(t) => write!(f, "tls://{}", t.addr),
+            Target::Udp(a) => write!(f, "udp://{a}"),
+            Target::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
 }
 
 /// What `drain status` reports.
@@ -30,13 +46,22 @@ pub struct Stats {
     pub delivered: u64,
     pub queued: u64,
     pub queued_bytes: u64,
+    /// Dropped since the last [`Drain::take_dropped`].
     pub dropped: u64,
     pub dropped_bytes: u64,
+    /// Dropped since the drain started.
+    pub dropped_total: u64,
+    pub dropped_bytes_total: u64,
+    /// Failed connection attempts and broken connections so far.
+    pub failures: u64,
     pub last_error: Option<String>,
+    /// The highest journal event sequence number delivered.
+    pub delivered_event_seq: i64,
 }
 
 struct State {
-    queue: VecDeque<String>,
+    /// Messages with the journal sequence number they carry (0 for output).
+    queue: VecDeque<(String, i64)>,
     stats: Stats,
     closing: bool,
 }
@@ -52,6 +77,8 @@ pub struct Drain {
 /// Backoff between connection attempts: doubles from the first to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// At most this much is framed into one write on a stream.
+const BATCH_BYTES: usize = 64 << 10;
 
 impl Drain {
     /// Starts delivery to `target` with at most `queue_bytes` waiting.
@@ -76,16 +103,24 @@ impl Drain {
     /// Queues a message; never waits. `false` when the bound turned it
     /// away (it is counted as dropped).
     pub fn offer(&self, msg: String) -> bool {
+        self.offer_event(msg, 0)
+    }
+
+    /// Queues the message for journal event `seq` (see
+    /// [`Stats::delivered_event_seq`]); never waits.
+    pub fn offer_event(&self, msg: String, seq: i64) -> bool {
         let mut st = self.lock();
         let len = msg.len() as u64;
         if st.closing || st.stats.queued_bytes + len > self.limit as u64 {
             st.stats.dropped += 1;
             st.stats.dropped_bytes += len;
+            st.stats.dropped_total += 1;
+            st.stats.dropped_bytes_total += len;
             return false;
         }
         st.stats.queued += 1;
         st.stats.queued_bytes += len;
-        st.queue.push_back(msg);
+        st.queue.push_back((msg, seq));
         drop(st);
         self.wake.notify_one();
         true
@@ -93,7 +128,7 @@ impl Drain {
 
     /// Copies of the messages waiting (for tests and diagnostics).
     pub fn queued_messages(&self) -> Vec<String> {
-        self.lock().queue.iter().cloned().collect()
+        self.lock().queue.iter().map(|(m, _)| m.clone()).collect()
     }
 
     /// Counters as of now.
@@ -133,17 +168,30 @@ impl Drain {
         let mut st = self.lock();
         st.stats.connected = connected;
         if error.is_some() {
+            st.stats.failures += 1;
             st.stats.last_error = error;
         }
     }
 
-    async fn next(&self) -> Option<String> {
+    /// Waits for something to send: for a stream, as many queued messages
+    /// as fit in one write; for a datagram link, one. `None` once closing
+    /// and empty.
+    async fn next(&self, many: bool) -> Option<Vec<String>> {
         loop {
             let woken = self.wake.notified();
             {
                 let st = self.lock();
-                if let Some(m) = st.queue.front() {
-                    return Some(m.clone());
+                if !st.queue.is_empty() {
+                    let mut out = Vec::new();
+                    let mut size = 0;
+                    for (m, _) in st.queue.iter() {
+                        if !out.is_empty() && (!many || size + m.len() > BATCH_BYTES) {
+                            break;
+                        }
+                        size += m.len();
+                        out.push(m.clone());
+                    }
+                    return Some(out);
                 }
                 if st.closing {
                     return None;
@@ -153,12 +201,15 @@ impl Drain {
         }
     }
 
-    fn sent(&self) {
+    fn sent(&self, n: usize) {
         let mut st = self.lock();
-        if let Some(m) = st.queue.pop_front() {
-            st.stats.queued -= 1;
-            st.stats.queued_bytes -= m.len() as u64;
-            st.stats.delivered += 1;
+        for _ in 0..n {
+            if let Some((m, seq)) = st.queue.pop_front() {
+                st.stats.queued -= 1;
+                st.stats.queued_bytes -= m.len() as u64;
+                st.stats.delivered += 1;
+                st.stats.delivered_event_seq = st.stats.delivered_event_seq.max(seq);
+            }
         }
     }
 
@@ -172,7 +223,7 @@ impl Drain {
                     l
                 }
                 Err(e) => {
-                    self.set_link(false, Some(format!("connect: {e}")));
+                    self.set_link(false, Some(format!("connect to {target}: {e}")));
                     if self.lock().closing {
                         return;
                     }
@@ -183,7 +234,7 @@ impl Drain {
             };
             match self.pump(link).await {
                 Ok(()) => return, // closing and empty
-                Err(e) => self.set_link(false, Some(format!("send: {e}"))),
+                Err(e) => self.set_link(false, Some(format!("send to {target}: {e}"))),
             }
         }
     }
@@ -191,16 +242,74 @@ impl Drain {
     /// Sends queued messages in order; a message leaves the queue only once
     /// written.
     async fn pump(&self, mut link: Link) -> std::io::Result<()> {
-        while let Some(msg) = self.next().await {
-            link.send(&msg).await?;
-            self.sent();
+        let many = link.is_stream();
+        loop {
+            let batch = tokio::select! {
+                b = self.next(many) => b,
+                e = link.peer_closed() => return Err(e),
+            };
+            let Some(batch) = batch else { return Ok(()) };
+            if let Some(e) = link.closed_error() {
+                return Err(e);
+            }
+            link.send(&batch).await?;
+            self.sent(batch.len());
         }
-        Ok(())
+    }
+}
+
+type Writer = Box<dyn AsyncWrite + Unpin + Send + Sync>;
+
+/// A stream's write half, and a reader that notices when the collector
+/// closes its end (collectors never send anything).
+struct Stream {
+    w: Writer,
+    closed: Arc<(AtomicBool, Notify, Mutex<Option<String>>)>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Stream {
+    fn new<S: AsyncRead + AsyncWrite + Send + Sync + 'static>(s: S) -> Stream {
+        let (mut r, w) = tokio::io::split(s);
+        let closed = Arc::new((AtomicBool::new(false), Notify::new(), Mutex::new(None)));
+        let c = closed.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let why = loop {
+                match r.read(&mut buf).await {
+                    Ok(0) => break "the collector closed the connection".to_string(),
+                    Ok(_) => continue, // nothing is expected; ignore it
+                    Err(e) => break e.to_string(),
+                }
+            };
+            *c.2.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            c.0.store(true, Ordering::SeqCst);
+            c.1.notify_one();
+        });
+        Stream {
+            w: Box::new(w),
+            closed,
+            reader,
+        }
+    }
+
+    fn error(&self) -> std::io::Error {
+        let why = self.closed.2.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            why.unwrap_or_else(|| "connection closed".into()),
+        )
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
 enum Link {
-    Tcp(tokio::net::TcpStream),
+    Stream(Stream),
     Udp(tokio::net::UdpSocket),
     Unix(tokio::net::UnixDatagram),
 }
@@ -211,8 +320,9 @@ impl Link {
             Target::Tcp(addr) => {
                 let s = tokio::net::TcpStream::connect(addr).await?;
                 let _ = s.set_nodelay(true);
-                Link::Tcp(s)
+                Link::Stream(Stream::new(s))
             }
+            Target::Tls(t) => Link::Stream(Stream::new(super::tls::connect(t).await?)),
             Target::Udp(addr) => {
                 let s = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await?;
                 s.connect(addr).await?;
@@ -226,11 +336,53 @@ impl Link {
         })
     }
 
-    async fn send(&mut self, msg: &str) -> std::io::Result<()> {
+    fn is_stream(&self) -> bool {
+        matches!(self, Link::Stream(_))
+    }
+
+    /// Resolves once the collector closed a stream; never for datagrams.
+    async fn peer_closed(&self) -> std::io::Error {
         match self {
-            Link::Tcp(s) => s.write_all(&octet_counted(msg)).await,
-            Link::Udp(s) => s.send(msg.as_bytes()).await.map(|_| ()),
-            Link::Unix(s) => s.send(msg.as_bytes()).await.map(|_| ()),
+            Link::Stream(s) => loop {
+                let n = s.closed.1.notified();
+                if s.closed.0.load(Ordering::SeqCst) {
+                    return s.error();
+                }
+                n.await;
+            },
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn closed_error(&self) -> Option<std::io::Error> {
+        match self {
+            Link::Stream(s) if s.closed.0.load(Ordering::SeqCst) => Some(s.error()),
+            _ => None,
+        }
+    }
+
+    async fn send(&mut self, batch: &[String]) -> std::io::Result<()> {
+        match self {
+            Link::Stream(s) => {
+                let mut buf = Vec::with_capacity(batch.iter().map(|m| m.len() + 8).sum());
+                for m in batch {
+                    octet_counted_into(&mut buf, m);
+                }
+                s.w.write_all(&buf).await?;
+                s.w.flush().await
+            }
+            Link::Udp(s) => {
+                for m in batch {
+                    s.send(m.as_bytes()).await?;
+                }
+                Ok(())
+            }
+            Link::Unix(s) => {
+                for m in batch {
+                    s.send(m.as_bytes()).await?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -180,9 +180,16 @@ pub fn rfc3164(
 
 /// RFC 6587 octet counting: `LEN SP MSG`.
 pub fn octet_counted(msg: &str) -> Vec<u8> {
-    let mut out = format!("{} ", msg.len()).into_bytes();
-    out.extend_from_slice(msg.as_bytes());
+    let mut out = Vec::with_capacity(msg.len() + 6);
+    octet_counted_into(&mut out, msg);
     out
+}
+
+/// Appends `msg` framed as [`octet_counted`] does.
+pub fn octet_counted_into(out: &mut Vec<u8>, msg: &str) {
+    out.extend_from_slice(msg.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(msg.as_bytes());
 }
 
 #[cfg(test)]
