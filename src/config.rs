@@ -750,9 +750,17 @@ fn tls_target(
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) if get(t, "client_cert").is_none() && get(t, "client_key").is_none() => None,
         (c, _) => {
-            let missing = if c.is_some() { "client_key" } else { "client_cert" };
+            let missing = if c.is_some() {
+                "client_key"
+            } else {
+                "client_cert"
+            };
             if get(t, missing).is_none() {
-                let given = if c.is_some() { "client_cert" } else { "client_key" };
+                let given = if c.is_some() {
+                    "client_cert"
+                } else {
+                    "client_key"
+                };
                 ctx.at(
                     span_of(given),
                     format!("{d}: {given} needs {missing} too (a client certificate and its key)"),
@@ -776,7 +784,11 @@ fn tls_target(
                 TlsError::ClientKey(m) => ("client_key", m),
                 TlsError::Client(m) => ("url", m),
             };
-            let span = if key == "url" { url_span.clone() } else { span_of(key) };
+            let span = if key == "url" {
+                url_span.clone()
+            } else {
+                span_of(key)
+            };
             ctx.at(span, format!("{d}.{key}: {msg}"));
             None
         }
@@ -1229,7 +1241,8 @@ mod tests {
             junk.display()
         ));
         assert!(
-            p.join("\n").contains("drains.t.ca_file: ") && p.join("\n").contains("no usable CA certificate"),
+            p.join("\n").contains("drains.t.ca_file: ")
+                && p.join("\n").contains("no usable CA certificate"),
             "{p:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);

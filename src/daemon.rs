@@ -316,7 +316,12 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
                 "drain could not deliver everything before shutdown (events are offered again at the next start)");
         }
         let st = sink.drain.stats();
-        *row = drain_row(&shared, sink, row.event_seq.max(st.delivered_event_seq), &st);
+        *row = drain_row(
+            &shared,
+            sink,
+            row.event_seq.max(st.delivered_event_seq),
+            &st,
+        );
         row.connected = false;
     }
     if !rows.is_empty() {
@@ -455,11 +460,11 @@ fn forward_events(j: &Journal, shared: &Shared, cursor: &mut i64) {
         {
             sink.drain.offer_event(
                 encode_event(
-                &sink.spec,
-                &shared.origin,
-                at,
-                e.seq,
-                e.session_id.as_deref(),
+                    &sink.spec,
+                    &shared.origin,
+                    at,
+                    e.seq,
+                    e.session_id.as_deref(),
                     &e.kind,
                     &e.detail,
                 ),

@@ -45,7 +45,8 @@ pub fn fmt_time(ms: i64) -> String {
 }
 
 /// Schema migrations; `PRAGMA user_version` is the index of the last applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sessions (
     id              TEXT PRIMARY KEY,
     kind            TEXT NOT NULL,
@@ -81,7 +82,8 @@ CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE drains (
     name                TEXT PRIMARY KEY,
     url                 TEXT NOT NULL,
@@ -97,7 +99,8 @@ CREATE TABLE drains (
     daemon_pid          INTEGER NOT NULL,
     updated_at          INTEGER NOT NULL
 );
-"#];
+"#,
+];
 
 /// One drain as the daemon last recorded it (`tollgate drain status`).
 /// Counters are since the daemon started; `event_seq` is the newest

@@ -30,12 +30,22 @@ fn openssl(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("openssl (scripts/test.sh installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
 }
 
 impl Pki {
     fn make(dir: &Path) -> Pki {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
         for ca in ["ca", "other-ca"] {
             let mut a = vec!["req", "-x509"];
             a.extend(ec);
@@ -45,7 +55,10 @@ impl Pki {
             openssl(dir, &a);
         }
         for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
@@ -59,8 +72,21 @@ impl Pki {
             openssl(
                 dir,
                 &[
-                    "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                    "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &extf,
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extf,
                 ],
             );
         }
@@ -216,7 +242,9 @@ fn sd<'a>(m: &'a SyslogMessage, sd_id: &str, key: &str) -> Option<&'a str> {
 /// `output` messages of `session` under `sd_id`, in arrival order.
 fn outputs<'a>(msgs: &'a [SyslogMessage], session: &str, sd_id: &str) -> Vec<&'a SyslogMessage> {
     msgs.iter()
-        .filter(|m| m.msgid.as_deref() == Some("output") && sd(m, sd_id, "session") == Some(session))
+        .filter(|m| {
+            m.msgid.as_deref() == Some("output") && sd(m, sd_id, "session") == Some(session)
+        })
         .collect()
 }
 
@@ -276,7 +304,9 @@ impl Typist {
     }
 
     fn type_line(&mut self, line: &str) {
-        self.stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
         self.stdin.flush().unwrap();
     }
 
@@ -354,7 +384,10 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     t.type_line("hunter2-SECRET");
     let (code, seen) = t.finish();
     assert_eq!(code, Some(3), "{seen}");
-    assert!(!seen.contains("hunter2"), "the client saw no echo: {seen:?}");
+    assert!(
+        !seen.contains("hunter2"),
+        "the client saw no echo: {seen:?}"
+    );
     s.wait_state(&id, "terminated", Duration::from_secs(5));
 
     let expected = [
@@ -368,10 +401,14 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     for sd_id in ["tgtcp", "tgudp", "tgtls", "tgmtls", "tgunix"] {
         let mut got = Vec::new();
         let arrived = eventually(Duration::from_secs(10), || {
-            got = outputs(&r.messages(&format!("{sd_id}@32473")), &id, &format!("{sd_id}@32473"))
-                .iter()
-                .map(|m| m.msg.clone())
-                .collect();
+            got = outputs(
+                &r.messages(&format!("{sd_id}@32473")),
+                &id,
+                &format!("{sd_id}@32473"),
+            )
+            .iter()
+            .map(|m| m.msg.clone())
+            .collect();
             got == expected
         });
         assert!(
@@ -381,7 +418,10 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
         );
     }
     let all = r.lines().join("\n");
-    assert!(!all.contains("hunter2"), "no-echo input never reaches a drain");
+    assert!(
+        !all.contains("hunter2"),
+        "no-echo input never reaches a drain"
+    );
 
     // SD fields and header, as a strict parser reads them (TCP drain).
     let msgs = r.messages("tgtcp@32473");
@@ -425,7 +465,11 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
                 })
             })
         });
-        assert!(ok.is_some(), "{sd_id}: events missing:\n{}", r.lines().join("\n"));
+        assert!(
+            ok.is_some(),
+            "{sd_id}: events missing:\n{}",
+            r.lines().join("\n")
+        );
     }
     let msgs = r.messages("tgtcp@32473");
     let exited = msgs
@@ -451,12 +495,18 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     let mut st = drain_status(&s);
     eventually(Duration::from_secs(5), || {
         st = drain_status(&s);
-        st.values().all(|d| d["current"] == true && d["delivered"].as_u64() >= Some(6) || d["name"] == "tgbad")
+        st.values().all(|d| {
+            d["current"] == true && d["delivered"].as_u64() >= Some(6) || d["name"] == "tgbad"
+        })
     });
     for name in ["tgtcp", "tgudp", "tgtls", "tgmtls", "tgunix"] {
         assert_eq!(st[name]["connected"], true, "{name}: {:#}", st[name]);
         assert_eq!(st[name]["current"], true, "{name}: {:#}", st[name]);
-        assert!(st[name]["delivered"].as_u64().unwrap() >= 6, "{:#}", st[name]);
+        assert!(
+            st[name]["delivered"].as_u64().unwrap() >= 6,
+            "{:#}",
+            st[name]
+        );
         assert_eq!(st[name]["dropped"], 0);
     }
     let bad = &st["tgbad"];
@@ -473,7 +523,10 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
         events.as_array().unwrap().iter().any(|e| {
             e["kind"] == "drain.error"
                 && e["detail"]["drain"] == "tgbad"
-                && e["detail"]["error"].as_str().unwrap_or("").contains("UnknownIssuer")
+                && e["detail"]["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("UnknownIssuer")
         })
     });
     assert!(bad_event.is_some(), "no drain.error for tgbad: {events:#}");
@@ -481,5 +534,301 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     assert!(
         text_status.contains("tgbad tls://127.0.0.1:") && text_status.contains("last error: "),
         "{text_status}"
+    );
+}
+
+/// Acceptance 4 and 7: the collector stops for 10 s mid-session; what the
+/// session printed meanwhile waits in the queue and arrives, once each and
+/// in order, when it is back; `drain status` and the events say what
+/// happened.
+#[test]
+fn lines_printed_while_the_collector_is_down_arrive_when_it_is_back() {
+    let d = TempDir::new("drains-away");
+    let mut r = Rsyslog::start(d.path());
+    let s = Server::start_with(
+        "drains-away",
+        Opts {
+            tail: drain_toml("tgaway", &format!("tcp://127.0.0.1:{}", r.tcp), ""),
+            ..Opts::default()
+        },
+    );
+    let sid = "tgaway@32473";
+    let (id, tok) = s.issue(s_user(), &[]);
+    let mut t = Typist::start(
+        &s,
+        &tok,
+        "while read -r l && [ \"$l\" != quit ]; do echo \"out:$l\"; done",
+    );
+    t.type_line("before");
+    t.wait_for("out:before");
+    let arrived = |r: &Rsyslog, text: &str| {
+        outputs(&r.messages(sid), &id, sid)
+            .iter()
+            .filter(|m| m.msg == text)
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(10), || arrived(&r, "out:before") == 1).is_some());
+
+    r.stop();
+    let down = std::time::Instant::now();
+    for i in 1..=20 {
+        t.type_line(&format!("during-{i}"));
+    }
+    t.wait_for("out:during-20");
+    // The drain notices the closed connection and says so.
+    let mut st = serde_json::Value::Null;
+    let noticed = eventually(Duration::from_secs(8), || {
+        st = drain_status(&s)["tgaway"].clone();
+        st["connected"] == false && st["queued"].as_u64() >= Some(40)
+    });
+    assert!(noticed.is_some(), "{st:#}");
+    assert!(
+        st["last_error"].as_str().unwrap().contains("127.0.0.1"),
+        "{st:#}"
+    );
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down.elapsed()));
+    r.run();
+    t.type_line("after");
+    t.wait_for("out:after");
+    let all_there = eventually(Duration::from_secs(30), || arrived(&r, "out:after") == 1);
+    assert!(all_there.is_some(), "{}", r.lines().join("\n"));
+    t.type_line("quit");
+    let (code, _) = t.finish();
+    assert_eq!(code, Some(0));
+
+    let outs: Vec<String> = outputs(&r.messages(sid), &id, sid)
+        .iter()
+        .map(|m| m.msg.clone())
+        .filter(|m| m.starts_with("out:"))
+        .collect();
+    let mut want = vec!["out:before".to_string()];
+    want.extend((1..=20).map(|i| format!("out:during-{i}")));
+    want.push("out:after".into());
+    assert_eq!(outs, want, "every line once, in order");
+
+    let mut kinds: Vec<String> = Vec::new();
+    let told = eventually(Duration::from_secs(5), || {
+        kinds = s
+            .cli_json(&["events"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["detail"]["drain"] == "tgaway")
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        kinds.first().map(String::as_str) == Some("drain.error")
+            && kinds.iter().any(|k| k == "drain.connected")
+    });
+    assert!(told.is_some(), "{kinds:?}");
+    let st = drain_status(&s)["tgaway"].clone();
+    assert_eq!(
+        (st["dropped"].as_u64(), st["connected"].as_bool()),
+        (Some(0), Some(true)),
+        "{st:#}"
+    );
+}
+
+/// Events the drain had not delivered when the daemon stopped, and those
+/// the admin CLI wrote while it was stopped, are delivered after the next
+/// start; none twice.
+#[test]
+fn event_delivery_resumes_after_a_daemon_restart() {
+    let d = TempDir::new("drains-resume");
+    let mut r = Rsyslog::start(d.path());
+    let mut s = Server::start_with(
+        "drains-resume",
+        Opts {
+            tail: drain_toml(
+                "tgres",
+                &format!("tcp://127.0.0.1:{}", r.tcp),
+                "send = [\"events\"]",
+            ),
+            ..Opts::default()
+        },
+    );
+    let sid = "tgres@32473";
+    let issued = |r: &Rsyslog, id: &str| {
+        r.messages(sid)
+            .iter()
+            .filter(|m| {
+                m.msgid.as_deref() == Some("session.issued") && sd(m, sid, "session") == Some(id)
+            })
+            .count()
+    };
+    let (first, _) = s.issue(s_user(), &[]);
+    assert!(eventually(Duration::from_secs(10), || issued(&r, &first) == 1).is_some());
+    r.stop();
+    let (while_down, _) = s.issue(s_user(), &[]);
+    assert!(s.stop().is_some());
+    let log = s.log_text();
+    assert!(
+        log.contains("drain could not deliver everything before shutdown"),
+        "{log}"
+    );
+    let (while_stopped, _) = s.issue(s_user(), &[]);
+    r.run();
+    s.spawn();
+    for id in [&first, &while_down, &while_stopped] {
+        let ok = eventually(Duration::from_secs(10), || issued(&r, id) >= 1);
+        assert!(ok.is_some(), "{id} never arrived: {}", r.lines().join("\n"));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for id in [&first, &while_down, &while_stopped] {
+        assert_eq!(issued(&r, id), 1, "{id} delivered once");
+    }
+}
+
+/// Acceptance 5 and 7: a collector that accepts and never reads. The
+/// session's output reaches the client whole; what overflowed the queue is
+/// counted, reported as drain.dropped, and shown by `drain status`.
+#[test]
+fn a_collector_that_never_reads_costs_the_session_nothing_and_drops_are_counted() {
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stuck.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in stuck.incoming().flatten() {
+            h.lock().unwrap().push(c); // accepted, never read
+        }
+    });
+    let s = Server::start_with(
+        "drains-stuck",
+        Opts {
+            tail: drain_toml(
+                "tgstuck",
+                &format!("tcp://127.0.0.1:{port}"),
+                "queue_bytes = \"64KiB\"\nsend = [\"output\"]",
+            ),
+            ..Opts::default()
+        },
+    );
+    let (_, tok) = s.issue(s_user(), &[]);
+    // 200,000 lines, 1,288,895 bytes.
+    let out = s.ssh_run(s_user(), &tok, &[], "seq 1 200000");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 1_288_895, "every byte reached the client");
+
+    let mut st = serde_json::Value::Null;
+    let mut reported = 0;
+    let settled = eventually(Duration::from_secs(10), || {
+        st = drain_status(&s)["tgstuck"].clone();
+        reported = s
+            .cli_json(&["events"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "drain.dropped" && e["detail"]["drain"] == "tgstuck")
+            .map(|e| e["detail"]["messages"].as_u64().unwrap())
+            .sum::<u64>();
+        st["current"] == true && st["dropped"].as_u64() == Some(reported) && reported > 0
+    });
+    assert!(
+        settled.is_some(),
+        "status {st:#}, drain.dropped total {reported}"
+    );
+    assert_eq!(st["connected"], true, "connected, just not read");
+    let (delivered, queued, dropped) = (
+        st["delivered"].as_u64().unwrap(),
+        st["queued"].as_u64().unwrap(),
+        st["dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(delivered + queued + dropped, 200_000, "{st:#}");
+    assert!(dropped > 100_000, "{st:#}");
+    assert!(st["queued_bytes"].as_u64().unwrap() <= 64 << 10, "{st:#}");
+    let text_status = text(&s.cli(&["drain", "status"]).stdout);
+    assert!(
+        text_status.contains(&format!("dropped {dropped} (")),
+        "{text_status}"
+    );
+}
+
+/// Acceptance 6: long lines split under the cap on character boundaries,
+/// invalid UTF-8 replaced, colours stripped, tabs and other controls
+/// escaped, and `"]\` in the text and in an SD value, all parser-valid.
+#[test]
+fn awkward_output_is_stored_as_documented_and_parses() {
+    let d = TempDir::new("drains-odd");
+    let r = Rsyslog::start(d.path());
+    let s = Server::start_with(
+        "drains-odd",
+        Opts {
+            tail: drain_toml(
+                "tgodd",
+                &format!("tcp://127.0.0.1:{}", r.tcp),
+                "max_message_bytes = 480",
+            ),
+            ..Opts::default()
+        },
+    );
+    let sid = "tgodd@32473";
+    // OpenSSH refuses `"` and `\` in user names; `]` it takes. The
+    // reason (an event's SD param) takes all three.
+    let user = "od]d";
+    let reason = r#"say "hi" ]\ now"#;
+    let (id, tok) = s.issue(user, &["--reason", reason]);
+    let script = "printf 'é%.0s' $(seq 1 1000); echo; \
+                  printf 'bad\\377\\376utf8\\n'; \
+                  printf '\\033[1;32mgreen\\033[0m\\tand\\ttabs\\a\\n'; \
+                  printf 'quote\" bracket] backslash\\\\ end\\n'";
+    let out = s.ssh_run(user, &tok, &["-tt"], script);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    s.wait_state(&id, "terminated", Duration::from_secs(5));
+    let mut outs = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        outs = r
+            .messages(sid)
+            .into_iter()
+            .filter(|m| sd(m, sid, "session") == Some(id.as_str()))
+            .collect();
+        outs.iter().any(|m| m.msg.contains("backslash"))
+            && outs
+                .iter()
+                .any(|m| m.msgid.as_deref() == Some("session.terminated"))
+    });
+    let issued = outs
+        .iter()
+        .find(|m| m.msgid.as_deref() == Some("session.issued"));
+    assert_eq!(
+        issued.and_then(|m| sd(m, sid, "reason")),
+        Some(reason),
+        "SD value escaped on the wire, unescaped by the parser"
+    );
+    let outs: Vec<SyslogMessage> = outs
+        .into_iter()
+        .filter(|m| m.msgid.as_deref() == Some("output"))
+        .collect();
+    for m in &outs {
+        assert_eq!(sd(m, sid, "user"), Some(user));
+    }
+    let raw = r.lines().join("\n");
+    assert!(
+        raw.contains(r#"reason="say \"hi\" \]\\ now""#),
+        "escaped on the wire: {raw}"
+    );
+    assert!(
+        raw.contains(r#"user="od\]d""#),
+        "escaped on the wire: {raw}"
+    );
+    // The long line: parts 1.., each under the cap, joined back exact.
+    let parts: Vec<&SyslogMessage> = outs
+        .iter()
+        .filter(|m| sd(m, sid, "seq") == Some("1"))
+        .collect();
+    assert!(parts.len() >= 5, "{} parts", parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(sd(p, sid, "part"), Some((i + 1).to_string().as_str()));
+    }
+    let joined: String = parts.iter().map(|p| p.msg.as_str()).collect();
+    assert_eq!(joined, "é".repeat(1000));
+    for l in raw.lines().filter(|l| l.contains(sid)) {
+        assert!(l.len() <= 480, "{} bytes: {l}", l.len());
+    }
+    let texts: Vec<&str> = outs.iter().map(|m| m.msg.as_str()).collect();
+    assert!(texts.contains(&"bad\u{fffd}\u{fffd}utf8"), "{texts:?}");
+    assert!(texts.contains(&"green\\x09and\\x09tabs\\x07"), "{texts:?}");
+    assert!(
+        texts.contains(&r#"quote" bracket] backslash\\ end"#),
+        "{texts:?}"
     );
 }

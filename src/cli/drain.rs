@@ -80,7 +80,11 @@ fn fresh(r: &DrainRow) -> bool {
 }
 
 fn print_text(s: &Status) {
-    let note = if s.configured { "" } else { " (no longer configured)" };
+    let note = if s.configured {
+        ""
+    } else {
+        " (no longer configured)"
+    };
     println!("{} {}{note}", s.name, s.url);
     let Some(r) = &s.recorded else {
         println!("  never started by the daemon");

@@ -126,6 +126,16 @@ impl Drain {
         true
     }
 
+    /// Counts messages lost before they reached this drain's queue (the
+    /// session tee had no room): reported like the queue's own drops.
+    pub fn count_dropped(&self, messages: u64, bytes: u64) {
+        let mut st = self.lock();
+        st.stats.dropped += messages;
+        st.stats.dropped_bytes += bytes;
+        st.stats.dropped_total += messages;
+        st.stats.dropped_bytes_total += bytes;
+    }
+
     /// Copies of the messages waiting (for tests and diagnostics).
     pub fn queued_messages(&self) -> Vec<String> {
         self.lock().queue.iter().map(|(m, _)| m.clone()).collect()
@@ -294,7 +304,12 @@ impl Stream {
     }
 
     fn error(&self) -> std::io::Error {
-        let why = self.closed.2.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let why = self
+            .closed
+            .2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             why.unwrap_or_else(|| "connection closed".into()),

@@ -198,31 +198,35 @@ pub fn encode_event(
     };
     let seq_s = seq.to_string();
     let text = detail.to_string();
-    match spec.format {
-        Format::Rfc5424 => {
-            let scalars: Vec<(String, String)> = detail
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .filter_map(|(k, v)| match v {
-                            serde_json::Value::String(s) => Some((k.clone(), s.clone())),
-                            serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
-                            serde_json::Value::Bool(b) => Some((k.clone(), b.to_string())),
-                            _ => None,
-                        })
-                        .collect()
+    let scalars: Vec<(String, String)> = detail
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                    serde_json::Value::Number(n) => Some((k.clone(), n.to_string())),
+                    serde_json::Value::Bool(b) => Some((k.clone(), b.to_string())),
+                    _ => None,
                 })
-                .unwrap_or_default();
+                .collect()
+        })
+        .unwrap_or_default();
+    let encode = |text: &str, value_cap: usize| match spec.format {
+        Format::Rfc5424 => {
             let mut params: Vec<(&str, &str)> = vec![("event_seq", seq_s.as_str())];
             if let Some(s) = session {
                 params.push(("session", s));
             }
-            params.extend(scalars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            params.extend(
+                scalars
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), prefix(v, value_cap))),
+            );
             let sd = [StructuredData {
                 id: &spec.sd_id,
                 params: &params,
             }];
-            rfc5424(origin, spec.facility, severity, at, kind, &sd, &text)
+            rfc5424(origin, spec.facility, severity, at, kind, &sd, text)
         }
         Format::Rfc3164 => rfc3164(
             origin,
@@ -231,7 +235,41 @@ pub fn encode_event(
             at,
             &format!("{kind} session={} {text}", session.unwrap_or("-")),
         ),
+    };
+    let max = spec.max_message_bytes;
+    let full = encode(&text, usize::MAX);
+    if full.len() <= max {
+        return full;
     }
+    // Too long for the drain's cap: the JSON text is cut first (its
+    // scalars are in the structured data), then long values.
+    let bare = encode("", usize::MAX);
+    // (+1: the space before a non-empty MSG; +4: " ...")
+    if bare.len() + 5 <= max {
+        let room = max - bare.len() - 5;
+        return encode(&format!("{} ...", prefix(&text, room)), usize::MAX);
+    }
+    let mut cap = 256;
+    loop {
+        let m = encode("", cap);
+        if m.len() <= max || cap == 0 {
+            return m;
+        }
+        cap /= 2;
+    }
+}
+
+/// The longest prefix of `s` of at most `n` bytes that ends on a character
+/// boundary.
+fn prefix(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -338,5 +376,36 @@ mod tests {
             &serde_json::json!({}),
         );
         assert!(bad.starts_with("<84>1 "), "{bad}");
+    }
+
+    #[test]
+    fn events_stay_under_the_cap_text_first_then_long_values() {
+        let s = spec(Format::Rfc5424, 480);
+        let enc = |detail| {
+            encode_event(
+                &s,
+                &origin(),
+                SystemTime::UNIX_EPOCH,
+                1,
+                Some("ses_1"),
+                "session.issued",
+                &detail,
+            )
+        };
+        let m =
+            enc(serde_json::json!({"reason": "r".repeat(200), "nested": {"x": "y".repeat(300)}}));
+        assert!(m.len() <= 480, "{} bytes", m.len());
+        assert!(
+            m.contains(&format!("reason=\"{}\"", "r".repeat(200))),
+            "values kept whole: {m}"
+        );
+        assert!(m.ends_with(" ..."), "{m}");
+        let m = enc(serde_json::json!({"reason": "é".repeat(400)}));
+        assert!(m.len() <= 480, "{} bytes", m.len());
+        assert!(m.contains("reason=\"éé"), "{m}");
+        let m = enc(
+            serde_json::json!({"a": "x".repeat(30), "b": "y".repeat(300), "c": "z".repeat(300)}),
+        );
+        assert!(m.len() <= 480 && m.contains("event_seq=\"1\""), "{m}");
     }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::auth::AuthorizedSession;
 use crate::daemon::Shared;
-use crate::drain::tee::{OutputTee, SessionMeta};
+use crate::drain::tee::{OutputTee, SessionMeta, Sink};
 use crate::exec::{self, Account, PtyMaster, PtyRequest, Spec, Stdio3};
 use crate::journal::Ending;
 use nix::sys::signal::Signal;
@@ -176,8 +176,6 @@ struct Activity {
     bytes_out: AtomicU64,
     /// Milliseconds since `epoch`.
     last_ms: AtomicU64,
-    /// Output bytes the tee could not take (drains too far behind).
-    tee_dropped: AtomicU64,
 }
 
 /// Starts the task for a freshly authorized connection; returns where the
@@ -513,7 +511,7 @@ impl Task {
         } else {
             let (tx, rx) = mpsc::channel(256);
             tokio::spawn(run_tee(tee, rx));
-            Some(tx)
+            Some((tx, self.shared.drains.clone()))
         };
         let mut pumps = Vec::new();
         let master = match spawned.io {
@@ -660,14 +658,6 @@ impl Task {
                 bytes_out: self.activity.bytes_out.load(Ordering::Relaxed),
             }
         };
-        let tee_dropped = self.activity.tee_dropped.load(Ordering::Relaxed);
-        if tee_dropped > 0 {
-            self.event(
-                "drain.dropped",
-                json!({"drain": "*", "stage": "session tee", "bytes": tee_dropped}),
-            )
-            .await;
-        }
         let id = self.auth.id.clone();
         let e2 = ending.clone();
         if let Err(e) = self.shared.db.call(move |j| j.finish(&id, &e2)).await {
@@ -754,17 +744,21 @@ fn mark(activity: &Activity, epoch: Instant, n: usize) {
         .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
-/// Where a pump copies output for the drains; `None` without drains.
-type TeeTx = Option<mpsc::Sender<bytes::Bytes>>;
+/// Where a pump copies output for the drains (and the drains, to count
+/// what could not be copied); `None` without drains.
+type TeeTx = Option<(mpsc::Sender<bytes::Bytes>, Arc<Vec<Sink>>)>;
 
 /// Copies a chunk to the tee without ever waiting: the person's output
-/// never slows down for a drain. What does not fit is counted.
-fn tee(tx: &TeeTx, chunk: &bytes::Bytes, activity: &Activity) {
-    if let Some(tx) = tx {
+/// never slows down for a drain. A chunk the tee has no room for is
+/// counted as dropped by every output drain, one message per line in it,
+/// and reported with the drains' other drops (`drain.dropped`).
+fn tee(tx: &TeeTx, chunk: &bytes::Bytes) {
+    if let Some((tx, sinks)) = tx {
         if tx.try_send(chunk.clone()).is_err() {
-            activity
-                .tee_dropped
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let lines = chunk.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+            for s in sinks.iter().filter(|s| s.spec.send_output) {
+                s.drain.count_dropped(lines, chunk.len() as u64);
+            }
         }
     }
 }
@@ -799,7 +793,7 @@ async fn pump_pty(
                 let n = n + master.read_ready(&mut buf[n..]);
                 mark(&activity, epoch, n);
                 let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                tee(&tee_tx, &chunk, &activity);
+                tee(&tee_tx, &chunk);
                 if handle.data(ch, chunk).await.is_err() {
                     break;
                 }
@@ -825,7 +819,7 @@ async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(
             Ok(n) => {
                 mark(&activity, epoch, n);
                 let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                tee(&tee_tx, &chunk, &activity);
+                tee(&tee_tx, &chunk);
                 let sent = match ext {
                     None => handle.data(ch, chunk).await,
                     Some(code) => handle.extended_data(ch, code, chunk).await,
