@@ -711,7 +711,16 @@ fn a_collector_that_never_reads_costs_the_session_nothing_and_drops_are_counted(
 
     let mut st = serde_json::Value::Null;
     let mut reported = 0;
-    let settled = eventually(Duration::from_secs(10), || {
+    // Every line is accounted for (delivered, still queued or dropped) once
+    // the tee has worked through what it held, and the drain.dropped
+    // events add up to the drops counted.
+    let total = |st: &serde_json::Value| {
+        ["delivered", "queued", "dropped"]
+            .iter()
+            .map(|k| st[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let settled = eventually(Duration::from_secs(30), || {
         st = drain_status(&s)["tgstuck"].clone();
         reported = s
             .cli_json(&["events"])
@@ -721,19 +730,17 @@ fn a_collector_that_never_reads_costs_the_session_nothing_and_drops_are_counted(
             .filter(|e| e["kind"] == "drain.dropped" && e["detail"]["drain"] == "tgstuck")
             .map(|e| e["detail"]["messages"].as_u64().unwrap())
             .sum::<u64>();
-        st["current"] == true && st["dropped"].as_u64() == Some(reported) && reported > 0
+        st["current"] == true
+            && total(&st) == 200_000
+            && st["dropped"].as_u64() == Some(reported)
+            && reported > 0
     });
     assert!(
         settled.is_some(),
         "status {st:#}, drain.dropped total {reported}"
     );
     assert_eq!(st["connected"], true, "connected, just not read");
-    let (delivered, queued, dropped) = (
-        st["delivered"].as_u64().unwrap(),
-        st["queued"].as_u64().unwrap(),
-        st["dropped"].as_u64().unwrap(),
-    );
-    assert_eq!(delivered + queued + dropped, 200_000, "{st:#}");
+    let dropped = st["dropped"].as_u64().unwrap();
     assert!(dropped > 100_000, "{st:#}");
     assert!(st["queued_bytes"].as_u64().unwrap() <= 64 << 10, "{st:#}");
     let text_status = text(&s.cli(&["drain", "status"]).stdout);
