@@ -10,6 +10,8 @@
 //!                [--pty] [--command CMD]
 //!                (rate and hold: --sources N spreads connections over 127.0.0.2 … 127.0.0.N+1)
 //! loadgen redeem --count N          (journal redemptions/s, in a temporary journal)
+//! loadgen sink   --port P           (a syslog collector that reads and discards:
+//!                                    prints {"port"} once listening, then runs until killed)
 //! ```
 //! Each mode prints one JSON object on stdout.
 
@@ -386,6 +388,24 @@ fn redeem(a: Args) {
     );
 }
 
+/// Accepts TCP connections on 127.0.0.1 and reads everything, discarding
+/// it: a collector that costs next to nothing, so a drain's own cost shows.
+fn sink(a: Args) {
+    let l = std::net::TcpListener::bind(("127.0.0.1", a.num("--port", 0) as u16)).unwrap();
+    println!(
+        "{}",
+        serde_json::json!({"port": l.local_addr().unwrap().port()})
+    );
+    std::io::stdout().flush().unwrap();
+    for c in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut c = c;
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(std::io::Read::read(&mut c, &mut buf), Ok(n) if n > 0) {}
+        });
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let mode = argv.get(1).cloned().unwrap_or_default();
@@ -394,6 +414,7 @@ fn main() {
     match mode.as_str() {
         "issue" => issue(a),
         "redeem" => redeem(a),
+        "sink" => sink(a),
         "rate" | "hold" => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

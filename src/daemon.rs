@@ -314,6 +314,18 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         if msgs + dropped > 0 {
             tracing::error!(drain = %sink.spec.name, unsent = msgs, unsent_bytes = bytes, dropped, dropped_bytes,
                 "drain could not deliver everything before shutdown (events are offered again at the next start)");
+            // Recorded like any other loss; delivered by the next run.
+            let detail = serde_json::json!({
+                "drain": sink.spec.name, "messages": msgs + dropped, "bytes": bytes + dropped_bytes,
+                "stage": "shutdown",
+            });
+            if let Err(e) = shared
+                .db
+                .call(move |j| j.event(None, "drain.dropped", detail))
+                .await
+            {
+                tracing::error!(error = %e, "could not record drain.dropped");
+            }
         }
         let st = sink.drain.stats();
         *row = drain_row(

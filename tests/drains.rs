@@ -672,6 +672,13 @@ fn event_delivery_resumes_after_a_daemon_restart() {
         let ok = eventually(Duration::from_secs(10), || issued(&r, id) >= 1);
         assert!(ok.is_some(), "{id} never arrived: {}", r.lines().join("\n"));
     }
+    // The loss at shutdown was recorded, and that record delivered too.
+    let shutdown_loss = eventually(Duration::from_secs(5), || {
+        r.messages(sid).iter().any(|m| {
+            m.msgid.as_deref() == Some("drain.dropped") && sd(m, sid, "stage") == Some("shutdown")
+        })
+    });
+    assert!(shutdown_loss.is_some(), "{}", r.lines().join("\n"));
     std::thread::sleep(Duration::from_secs(2));
     for id in [&first, &while_down, &while_stopped] {
         assert_eq!(issued(&r, id), 1, "{id} delivered once");

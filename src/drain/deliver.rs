@@ -126,6 +126,12 @@ impl Drain {
         true
     }
 
+    /// Whether a message of about `bytes` would fit in the queue now.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        let st = self.lock();
+        !st.closing && st.stats.queued_bytes + bytes as u64 <= self.limit as u64
+    }
+
     /// Counts messages lost before they reached this drain's queue (the
     /// session tee had no room): reported like the queue's own drops.
     pub fn count_dropped(&self, messages: u64, bytes: u64) {

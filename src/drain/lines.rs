@@ -9,8 +9,6 @@
 //! an escape. Memory is bounded: a line that never ends is cut at
 //! [`LineCutter::MAX_PENDING_FACTOR`] times the budget.
 
-use std::fmt::Write as _;
-
 /// What to do with terminal escape sequences (colours, cursor movement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ansi {
@@ -55,7 +53,7 @@ impl LineCutter {
     /// Feeds output; complete lines are appended to `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<Line>) {
         let mut rest = data;
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', rest) {
             self.pending.extend_from_slice(&rest[..i]);
             self.emit(out);
             rest = &rest[i + 1..];
@@ -104,24 +102,31 @@ impl LineCutter {
 /// Escapes controls and backslashes, cutting into parts of at most `budget`
 /// bytes on character boundaries, never inside an escape.
 fn split_escaped(text: &str, budget: usize) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut piece = String::with_capacity(8);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut parts = Vec::new();
+    let mut cur = String::with_capacity(budget.min(text.len() + 16));
     for c in text.chars() {
-        piece.clear();
-        match c {
-            '\\' => piece.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) => {
-                let _ = write!(piece, "\\x{:02x}", c as u32);
-            }
-            c => piece.push(c),
+        let v = c as u32;
+        let escape = v < 0x20 || c == '\u{7f}' || (0x80..=0x9f).contains(&v);
+        let len = match c {
+            '\\' => 2,
+            _ if escape => 4,
+            c => c.len_utf8(),
+        };
+        if cur.len() + len > budget && !cur.is_empty() {
+            parts.push(std::mem::replace(&mut cur, String::with_capacity(budget)));
         }
-        let cur = parts.last_mut().expect("never empty");
-        if cur.len() + piece.len() > budget && !cur.is_empty() {
-            parts.push(piece.clone());
+        if c == '\\' {
+            cur.push_str("\\\\");
+        } else if escape {
+            cur.push_str("\\x");
+            cur.push(HEX[(v >> 4) as usize & 15] as char);
+            cur.push(HEX[(v & 15) as usize] as char);
         } else {
-            cur.push_str(&piece);
+            cur.push(c);
         }
     }
+    parts.push(cur);
     parts
 }
 

@@ -30,6 +30,42 @@ pub struct Spec {
     pub ansi: Ansi,
 }
 
+/// Niceness of the thread that cuts and encodes every session's output
+/// for the drains: under CPU contention the sessions themselves come
+/// first, and what the tee cannot keep up with is dropped and counted.
+pub const TEE_NICE: i32 = 10;
+
+/// The runtime, on one thread of its own at [`TEE_NICE`], where sessions'
+/// tees run (see `ssh::session`).
+pub fn tee_runtime() -> &'static tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-tee".into())
+            .spawn(move || {
+                lower_thread_priority(TEE_NICE);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a current-thread runtime");
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(std::future::pending::<()>());
+            })
+            .expect("spawn the tee thread");
+        rx.recv().expect("the tee thread starts")
+    })
+}
+
+/// Sets the calling thread's nice value (Linux: per thread).
+fn lower_thread_priority(nice: i32) {
+    // SAFETY: plain system calls on the calling thread's own id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if r != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the tee thread's priority");
+    }
+}
+
 /// A configured drain and its delivery.
 pub struct Sink {
     pub spec: Spec,
@@ -165,6 +201,11 @@ impl OutputTee {
         let sink = &self.sinks[self.cutters[k].0];
         let now = SystemTime::now();
         for line in self.lines.drain(..) {
+            // A full queue would turn the message away: skip encoding it.
+            if !sink.drain.has_room(line.text.len()) {
+                sink.drain.count_dropped(1, line.text.len() as u64);
+                continue;
+            }
             sink.drain.offer(encode_line(
                 &sink.spec,
                 &self.origin,

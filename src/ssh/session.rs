@@ -510,7 +510,7 @@ impl Task {
             None
         } else {
             let (tx, rx) = mpsc::channel(256);
-            tokio::spawn(run_tee(tee, rx));
+            crate::drain::tee::tee_runtime().spawn(run_tee(tee, rx));
             Some((tx, self.shared.drains.clone()))
         };
         let mut pumps = Vec::new();
@@ -755,7 +755,7 @@ type TeeTx = Option<(mpsc::Sender<bytes::Bytes>, Arc<Vec<Sink>>)>;
 fn tee(tx: &TeeTx, chunk: &bytes::Bytes) {
     if let Some((tx, sinks)) = tx {
         if tx.try_send(chunk.clone()).is_err() {
-            let lines = chunk.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+            let lines = memchr::memchr_iter(b'\n', chunk).count().max(1) as u64;
             for s in sinks.iter().filter(|s| s.spec.send_output) {
                 s.drain.count_dropped(lines, chunk.len() as u64);
             }
