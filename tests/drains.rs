@@ -375,12 +375,14 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     );
     let (id, tok) = s.issue(s_user(), &[]);
     let script = "printf 'ready> '; read -r a; echo \"got:$a\"; \
-                  stty -echo; printf 'secret> '; read -r pw; stty echo; echo; echo \"len:${#pw}\"; \
-                  printf 'col\\033[31mored\\033[0m\\tx\\n'; printf 'no-newline'; sleep 0.5; exit 3";
+                  exec bash -c 'printf \"secret> \"; read -rs pw; echo; echo \"len:${#pw}\"; \
+                  printf \"col\\033[31mored\\033[0m\\tx\\n\"; printf no-newline; sleep 0.5; exit 3'";
     let mut t = Typist::start(&s, &tok, script);
     t.wait_for("ready> ");
     t.type_line("visible-input");
     t.wait_for("secret> ");
+    // `read -s` turns echo off right around its prompt; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
     t.type_line("hunter2-SECRET");
     let (code, seen) = t.finish();
     assert_eq!(code, Some(3), "{seen}");
@@ -393,7 +395,8 @@ fn a_pty_session_reaches_every_transport_line_by_line_and_parses_strictly() {
     let expected = [
         "ready> visible-input",
         "got:visible-input",
-        "secret> ",
+        "secret> ", // a partial line, sent after 200 ms of quiet …
+        "",         // … so the newline after the secret ends an empty one
         "len:14",
         "colored\\x09x",
         "no-newline",
