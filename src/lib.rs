@@ -2,11 +2,12 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line; everything else is
 //! here, so benchmarks and tests can drive the same code. Only `exec` may use
-//! `unsafe` (process spawning, pidfds and PTY ioctls), and `drain::syslog`
-//! for `localtime_r`.
+//! `unsafe` (process spawning, pidfds and PTY ioctls), and `drain` (for
+//! `localtime_r` and the tee thread's `setpriority`).
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod drain;
