@@ -100,6 +100,44 @@ CREATE TABLE drains (
     updated_at          INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE collect_sessions (
+    id                    TEXT PRIMARY KEY,
+    connection_identifier TEXT NOT NULL UNIQUE,
+    status                TEXT NOT NULL CHECK (status IN ('pending','completed')),
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL,
+    expired_at            INTEGER,
+    deleted_at            INTEGER,
+    external_id           TEXT,
+    multi_connection      INTEGER NOT NULL,
+    multi_key             INTEGER NOT NULL,
+    must_confirm          INTEGER NOT NULL,
+    ssh_banner            TEXT,
+    ssh_message           TEXT
+);
+CREATE TABLE collect_connections (
+    id             TEXT PRIMARY KEY,
+    collect_id     TEXT NOT NULL REFERENCES collect_sessions(id),
+    client_version TEXT,
+    ip_address     TEXT,
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX collect_connections_by_session ON collect_connections(collect_id, created_at);
+CREATE TABLE collect_keys (
+    id                   TEXT PRIMARY KEY,
+    collect_id           TEXT NOT NULL REFERENCES collect_sessions(id),
+    connection_id        TEXT NOT NULL REFERENCES collect_connections(id),
+    created_at           INTEGER NOT NULL,
+    public_key_algorithm TEXT NOT NULL,
+    public_key_md5       TEXT NOT NULL,
+    public_key_sha256    TEXT NOT NULL,
+    public_key_pem       TEXT NOT NULL,
+    public_key_ssh       TEXT NOT NULL,
+    public_key_openssh   TEXT NOT NULL
+);
+CREATE INDEX collect_keys_by_connection ON collect_keys(connection_id, created_at);
+"#,
 ];
 
 /// One drain as the daemon last recorded it (`tollgate drain status`).
@@ -238,7 +276,7 @@ pub enum CancelOutcome {
 
 /// An open journal.
 pub struct Journal {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 impl Journal {
@@ -717,7 +755,7 @@ fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, Journal
     Ok(row)
 }
 
-fn append_event(
+pub(crate) fn append_event(
     conn: &Connection,
     at: i64,
     session: Option<&str>,

@@ -20,7 +20,7 @@ use tollgate::{config, daemon};
     version,
     about,
     long_about = None,
-    after_help = "Exit status: 0 ok, 1 failure, 2 usage or invalid input (a bad config included), 4 no such session.\nSee tollgate(8) and tollgate.toml(5)."
+    after_help = "Exit status: 0 ok, 1 failure, 2 usage or invalid input (a bad config included), 4 no such session or collect session.\nSee tollgate(8) and tollgate.toml(5)."
 )]
 struct Args {
     /// Configuration file.
@@ -44,6 +44,9 @@ enum Command {
     Session(cli::session::SessionCmd),
     /// Show the journal's events.
     Events(cli::events::EventsArgs),
+    /// Public-key collection sessions: create, list, show, update, delete, and the keys collected.
+    #[command(subcommand)]
+    Collect(cli::collect::CollectCmd),
     /// Show what the syslog drains delivered, hold and dropped.
     #[command(subcommand)]
     Drain(cli::drain::DrainCmd),
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Dev(a) => cli::dev::run(a, args.output),
         Command::Session(c) => cli::session::run(c, &config_path, args.output),
         Command::Events(a) => cli::events::run(a, &config_path, args.output),
+        Command::Collect(c) => cli::collect::run(c, &config_path, args.output),
         Command::Drain(c) => cli::drain::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
     };

@@ -12,11 +12,27 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::{self, AuthorizedSession};
 use super::session::{self, Ctl, InputGate};
+use crate::collect::keys::KeyForms;
 use crate::daemon::Shared;
 use crate::exec::PtyRequest;
 
 /// Prompt shown by keyboard-interactive authentication.
 const TOKEN_PROMPT: &str = "Token: ";
+
+/// A connection whose user name is a live collect session's identifier.
+struct Collecting {
+    identifier: String,
+    multi_key: bool,
+    must_confirm: bool,
+    banner: Option<String>,
+    message: Option<String>,
+    /// Verified keys, in the order the client proved them.
+    keys: Vec<KeyForms>,
+    /// Whether the person kept them (asked at keyboard-interactive).
+    keep: bool,
+    /// The last line the person sees, once the outcome is known.
+    last_line: Option<String>,
+}
 
 /// One per TCP connection.
 pub struct Handler {
@@ -27,6 +43,7 @@ pub struct Handler {
     ctl: Option<UnboundedSender<Ctl>>,
     input: Option<Arc<InputGate>>,
     channel: Option<ChannelId>,
+    collecting: Option<Collecting>,
 }
 
 impl Handler {
@@ -39,6 +56,52 @@ impl Handler {
             ctl: None,
             input: None,
             channel: None,
+            collecting: None,
+        }
+    }
+
+    fn collect_reject(methods: &[MethodKind]) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(methods)),
+            partial_success: false,
+        }
+    }
+
+    /// The collect state for `user`, when this connection is collecting.
+    fn collecting_for(&mut self, user: &str) -> Option<&mut Collecting> {
+        self.collecting
+            .as_mut()
+            .filter(|c| c.identifier == user && c.last_line.is_none())
+    }
+
+    /// What keyboard-interactive shows a collecting person: the banner, the
+    /// message, the keys found, and the question when one is needed.
+    fn collect_prompt(c: &Collecting) -> Auth {
+        let mut text = String::new();
+        for part in [&c.banner, &c.message].into_iter().flatten() {
+            text.push_str(part.trim_end());
+            text.push('\n');
+        }
+        if c.keys.is_empty() {
+            text.push_str("Your SSH client proved no public key. Load one (ssh-add, or ssh -i FILE) and connect again.\n");
+        } else {
+            text.push_str(&format!("Public keys found ({}):\n", c.keys.len()));
+            for k in &c.keys {
+                text.push_str(&format!(
+                    "  {} {}\n",
+                    k.public_key_sha256, k.public_key_algorithm
+                ));
+            }
+        }
+        let prompts = if c.must_confirm && !c.keys.is_empty() {
+            vec![("Keep these keys? Type y and Enter: ".into(), true)]
+        } else {
+            Vec::new()
+        };
+        Auth::Partial {
+            name: "".into(),
+            instructions: text.into(),
+            prompts: prompts.into(),
         }
     }
 
@@ -66,6 +129,25 @@ impl Handler {
         }
     }
 
+    /// On a collect connection, a shell or exec request gets the outcome as
+    /// its last line and exit status 0, and the channel closes.
+    fn finish_collect(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, russh::Error> {
+        let Some(c) = &self.collecting else {
+            return Ok(false);
+        };
+        let line = c.last_line.clone().unwrap_or_default();
+        session.channel_success(channel)?;
+        session.data(channel, format!("{line}\r\n").into_bytes())?;
+        session.exit_status_request(channel, 0)?;
+        session.eof(channel)?;
+        session.close(channel)?;
+        Ok(true)
+    }
+
     /// Forwards to the session task if this is our channel.
     fn send(&self, channel: ChannelId, msg: Ctl) {
         if self.channel == Some(channel) {
@@ -79,8 +161,39 @@ impl Handler {
 impl russh::server::Handler for Handler {
     type Error = russh::Error;
 
-    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Self::reject())
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        // A live collect session's identifier collects keys; any other
+        // user name (a dead identifier included) is a token login.
+        let ident = user.to_string();
+        let live = if crate::collect::store::valid_identifier(user) {
+            self.shared
+                .db
+                .call(move |j| j.collect_live(&ident))
+                .await
+                .unwrap_or(None)
+        } else {
+            None
+        };
+        match live {
+            Some(s) => {
+                tracing::info!(peer = %self.peer, collect = %s.id, "collect connection");
+                self.collecting = Some(Collecting {
+                    identifier: user.to_string(),
+                    multi_key: s.multi_key,
+                    must_confirm: s.must_confirm,
+                    banner: s.ssh_banner,
+                    message: s.ssh_message,
+                    keys: Vec::new(),
+                    keep: false,
+                    last_line: None,
+                });
+                Ok(Self::collect_reject(&[
+                    MethodKind::PublicKey,
+                    MethodKind::KeyboardInteractive,
+                ]))
+            }
+            None => Ok(Self::reject()),
+        }
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -89,10 +202,47 @@ impl russh::server::Handler for Handler {
 
     async fn auth_publickey_offered(
         &mut self,
-        _user: &str,
+        user: &str,
         _offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(Self::reject())
+        // PK_OK: the client then signs, and russh verifies before
+        // `auth_publickey` sees the key. Nothing is recorded on an offer.
+        match self.collecting_for(user) {
+            Some(c) if c.multi_key || c.keys.is_empty() => Ok(Auth::Accept),
+            Some(_) => Ok(Self::collect_reject(&[MethodKind::KeyboardInteractive])),
+            None => Ok(Self::reject()),
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let peer = self.peer;
+        let Some(c) = self.collecting_for(user) else {
+            return Ok(Self::reject());
+        };
+        match KeyForms::of(key.public_key) {
+            Ok(forms) => {
+                if !c
+                    .keys
+                    .iter()
+                    .any(|k| k.public_key_sha256 == forms.public_key_sha256)
+                {
+                    c.keys.push(forms);
+                }
+            }
+            Err(e) => tracing::info!(%peer, error = %e, "collect: key not collected"),
+        }
+        // Rejected so the client offers its next key (or goes on to
+        // keyboard-interactive, where the person sees what was found).
+        let more = c.multi_key;
+        Ok(if more {
+            Self::collect_reject(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive])
+        } else {
+            Self::collect_reject(&[MethodKind::KeyboardInteractive])
+        })
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -101,6 +251,21 @@ impl russh::server::Handler for Handler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        if let Some(c) = self.collecting_for(user) {
+            return Ok(match response {
+                None => Self::collect_prompt(c),
+                Some(mut answers) => {
+                    let answer = answers.next().unwrap_or_default();
+                    let yes = matches!(
+                        String::from_utf8_lossy(&answer).trim(),
+                        "y" | "Y" | "yes" | "YES" | "Yes"
+                    );
+                    c.keep = !c.keys.is_empty() && (!c.must_confirm || yes);
+                    c.last_line = Some(String::new()); // decided; written in auth_succeeded
+                    Auth::Accept
+                }
+            });
+        }
         match response {
             None => Ok(Auth::Partial {
                 name: "".into(),
@@ -128,6 +293,36 @@ impl russh::server::Handler for Handler {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.authenticated.store(true, Ordering::SeqCst);
+        if let Some(c) = self.collecting.as_mut() {
+            let version = String::from_utf8_lossy(session.remote_sshid()).into_owned();
+            let ident = c.identifier.clone();
+            let ip = self.peer.ip().to_string();
+            let keys = if c.keep { c.keys.clone() } else { Vec::new() };
+            let offered = c.keys.len();
+            let kept = self
+                .shared
+                .db
+                .call(move |j| j.collect_keep(&ident, &version, &ip, &keys))
+                .await;
+            c.last_line = Some(match kept {
+                Ok(Some(conn)) if !conn.keys.is_empty() => format!(
+                    "tollgate: {} public key{} recorded for {}. You can close this connection.",
+                    conn.keys.len(),
+                    if conn.keys.len() == 1 { "" } else { "s" },
+                    c.identifier
+                ),
+                Ok(Some(_)) if offered == 0 => {
+                    "tollgate: no public key was proved; nothing was recorded.".into()
+                }
+                Ok(Some(_)) => "tollgate: not confirmed; no key was recorded.".into(),
+                Ok(None) => "tollgate: this collection has ended; nothing was recorded.".into(),
+                Err(e) => {
+                    tracing::error!(error = %e, "collect: cannot record keys");
+                    "tollgate: the keys could not be recorded; please try again later.".into()
+                }
+            });
+            return Ok(());
+        }
         if let Some(authorized) = self.authorized.take() {
             let (ctl, input) = session::start(self.shared.clone(), authorized, session.handle());
             self.ctl = Some(ctl);
@@ -142,6 +337,14 @@ impl russh::server::Handler for Handler {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.collecting.is_some() && self.channel.is_none() {
+            // Only to show the outcome (see `shell_request`).
+            let id = channel.id();
+            drop(channel);
+            reply.accept().await;
+            self.channel = Some(id);
+            return Ok(());
+        }
         // One session channel per token.
         if self.ctl.is_none() || self.channel.is_some() {
             reply
@@ -229,6 +432,10 @@ impl russh::server::Handler for Handler {
             session.channel_failure(channel)?;
             return Ok(());
         }
+        if self.collecting.is_some() {
+            session.channel_success(channel)?;
+            return Ok(());
+        }
         self.send(
             channel,
             Ctl::Pty(PtyRequest {
@@ -267,6 +474,9 @@ impl russh::server::Handler for Handler {
             session.channel_failure(channel)?;
             return Ok(());
         }
+        if self.finish_collect(channel, session)? {
+            return Ok(());
+        }
         self.send(channel, Ctl::Shell);
         Ok(())
     }
@@ -279,6 +489,9 @@ impl russh::server::Handler for Handler {
     ) -> Result<(), Self::Error> {
         if self.channel != Some(channel) {
             session.channel_failure(channel)?;
+            return Ok(());
+        }
+        if self.finish_collect(channel, session)? {
             return Ok(());
         }
         self.send(

@@ -1,0 +1,422 @@
+//! Collect sessions in the journal: the object the CLI prints (and webhooks
+//! will carry), its connections and the keys kept from each.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::json;
+
+use super::keys::KeyForms;
+use crate::journal::{append_event, fmt_time, now_ms, Journal, JournalError};
+
+/// What `collect create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewCollect {
+    /// The SSH user name; random when not given.
+    pub connection_identifier: Option<String>,
+    pub external_id: Option<String>,
+    pub multi_connection: bool,
+    pub multi_key: bool,
+    pub must_confirm: bool,
+    pub ssh_banner: Option<String>,
+    pub ssh_message: Option<String>,
+    /// Milliseconds since the epoch; `None`: never expires.
+    pub expires_at: Option<i64>,
+}
+
+/// The fields `collect update` may change; `None` leaves one as it is.
+#[derive(Debug, Clone, Default)]
+pub struct CollectPatch {
+    pub external_id: Option<Option<String>>,
+    pub multi_connection: Option<bool>,
+    pub multi_key: Option<bool>,
+    pub must_confirm: Option<bool>,
+    pub ssh_banner: Option<Option<String>>,
+    pub ssh_message: Option<Option<String>>,
+    pub expires_at: Option<Option<i64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectSession {
+    pub id: String,
+    pub connection_identifier: String,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expired_at: Option<String>,
+    pub external_id: Option<String>,
+    pub multi_connection: bool,
+    pub multi_key: bool,
+    pub must_confirm: bool,
+    pub ssh_banner: Option<String>,
+    pub ssh_message: Option<String>,
+    pub connections: Vec<CollectConnection>,
+    #[serde(skip)]
+    pub expires_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectConnection {
+    pub id: String,
+    pub client_version: Option<String>,
+    pub ip_address: Option<String>,
+    pub created_at: String,
+    pub keys: Vec<CollectedKey>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectedKey {
+    pub id: String,
+    pub created_at: String,
+    pub public_key_algorithm: String,
+    pub public_key_md5: String,
+    pub public_key_sha256: String,
+    pub public_key_pem: String,
+    pub public_key_ssh: String,
+    pub public_key_openssh: String,
+}
+
+/// A user name that can be typed as `ssh NAME@host` and never collides
+/// with a token's login user by accident: 3 to 64 of `a-z 0-9 . _ -`.
+pub fn valid_identifier(s: &str) -> bool {
+    (3..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// 12 random characters from `a-z0-9` (about 62 bits): unguessable.
+pub fn random_identifier() -> std::io::Result<String> {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).map_err(std::io::Error::other)?;
+    // 252 = 7 × 36: reject above it so every character is equally likely.
+    let mut out = String::with_capacity(12);
+    let mut extra = [0u8; 1];
+    for mut b in raw {
+        while b >= 252 {
+            getrandom::fill(&mut extra).map_err(std::io::Error::other)?;
+            b = extra[0];
+        }
+        out.push(ALPHABET[(b % 36) as usize] as char);
+    }
+    Ok(out)
+}
+
+const COLUMNS: &str = "id, connection_identifier, status, created_at, updated_at, expired_at, external_id, multi_connection, multi_key, must_confirm, ssh_banner, ssh_message";
+
+fn session_row(r: &Row) -> rusqlite::Result<CollectSession> {
+    let expires: Option<i64> = r.get(5)?;
+    Ok(CollectSession {
+        id: r.get(0)?,
+        connection_identifier: r.get(1)?,
+        status: r.get(2)?,
+        created_at: fmt_time(r.get(3)?),
+        updated_at: fmt_time(r.get(4)?),
+        expired_at: expires.map(fmt_time),
+        external_id: r.get(6)?,
+        multi_connection: r.get(7)?,
+        multi_key: r.get(8)?,
+        must_confirm: r.get(9)?,
+        ssh_banner: r.get(10)?,
+        ssh_message: r.get(11)?,
+        connections: Vec::new(),
+        expires_at_ms: expires,
+    })
+}
+
+/// What went wrong with a collect request, for the CLI's precise errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("--identifier: \"{0}\" is already used by another collect session")]
+    IdentifierTaken(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl From<rusqlite::Error> for CollectError {
+    fn from(e: rusqlite::Error) -> Self {
+        CollectError::Journal(JournalError::Sql(e))
+    }
+}
+
+impl Journal {
+    /// Creates a pending collect session.
+    pub fn collect_create(&mut self, n: &NewCollect) -> Result<CollectSession, CollectError> {
+        let id = crate::token::random_id("col_").map_err(io)?;
+        let ident = match &n.connection_identifier {
+            Some(i) => i.clone(),
+            None => random_identifier().map_err(io)?,
+        };
+        let now = now_ms();
+        let tx = self.conn.savepoint()?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM collect_sessions WHERE connection_identifier = ?1)",
+            [&ident],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(CollectError::IdentifierTaken(ident));
+        }
+        tx.execute(
+            "INSERT INTO collect_sessions (id, connection_identifier, status, created_at, updated_at, expired_at,
+                 external_id, multi_connection, multi_key, must_confirm, ssh_banner, ssh_message)
+             VALUES (?1, ?2, 'pending', ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![id, ident, now, n.expires_at, n.external_id, n.multi_connection, n.multi_key,
+                    n.must_confirm, n.ssh_banner, n.ssh_message],
+        )?;
+        append_event(
+            &tx,
+            now,
+            None,
+            "collect.created",
+            &json!({"collect": id, "connection_identifier": ident}),
+        )?;
+        tx.commit()?;
+        Ok(self.collect_get(&id)?.expect("just created"))
+    }
+
+    /// One collect session (not deleted) by id or identifier, whole.
+    pub fn collect_get(&self, id: &str) -> Result<Option<CollectSession>, JournalError> {
+        let s = self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM collect_sessions WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL"),
+                [id],
+                session_row,
+            )
+            .optional()?;
+        let Some(mut s) = s else { return Ok(None) };
+        s.connections = self.collect_connections(&s.id)?;
+        Ok(Some(s))
+    }
+
+    fn collect_connections(
+        &self,
+        collect_id: &str,
+    ) -> Result<Vec<CollectConnection>, JournalError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, client_version, ip_address, created_at FROM collect_connections WHERE collect_id = ?1 ORDER BY created_at, rowid",
+        )?;
+        let mut conns = st
+            .query_map([collect_id], |r| {
+                Ok(CollectConnection {
+                    id: r.get(0)?,
+                    client_version: r.get(1)?,
+                    ip_address: r.get(2)?,
+                    created_at: fmt_time(r.get(3)?),
+                    keys: Vec::new(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, created_at, public_key_algorithm, public_key_md5, public_key_sha256, public_key_pem,
+                    public_key_ssh, public_key_openssh FROM collect_keys WHERE connection_id = ?1 ORDER BY created_at, rowid",
+        )?;
+        for c in &mut conns {
+            c.keys = st
+                .query_map([&c.id], |r| {
+                    Ok(CollectedKey {
+                        id: r.get(0)?,
+                        created_at: fmt_time(r.get(1)?),
+                        public_key_algorithm: r.get(2)?,
+                        public_key_md5: r.get(3)?,
+                        public_key_sha256: r.get(4)?,
+                        public_key_pem: r.get(5)?,
+                        public_key_ssh: r.get(6)?,
+                        public_key_openssh: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+        Ok(conns)
+    }
+
+    /// Every collect session not deleted, newest first, whole.
+    pub fn collect_list(&self) -> Result<Vec<CollectSession>, JournalError> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare(
+                "SELECT id FROM collect_sessions WHERE deleted_at IS NULL ORDER BY created_at DESC, rowid DESC",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(s) = self.collect_get(&id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes the given fields; `None` when there is no such session.
+    pub fn collect_update(
+        &mut self,
+        id: &str,
+        p: &CollectPatch,
+    ) -> Result<Option<CollectSession>, JournalError> {
+        let Some(cur) = self.collect_get(id)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            "UPDATE collect_sessions SET external_id = ?2, multi_connection = ?3, multi_key = ?4, must_confirm = ?5,
+                 ssh_banner = ?6, ssh_message = ?7, expired_at = ?8, updated_at = ?9 WHERE id = ?1",
+            params![
+                cur.id,
+                p.external_id.clone().unwrap_or(cur.external_id),
+                p.multi_connection.unwrap_or(cur.multi_connection),
+                p.multi_key.unwrap_or(cur.multi_key),
+                p.must_confirm.unwrap_or(cur.must_confirm),
+                p.ssh_banner.clone().unwrap_or(cur.ssh_banner),
+                p.ssh_message.clone().unwrap_or(cur.ssh_message),
+                p.expires_at.unwrap_or(cur.expires_at_ms),
+                now
+            ],
+        )?;
+        append_event(
+            &tx,
+            now,
+            None,
+            "collect.updated",
+            &json!({"collect": cur.id}),
+        )?;
+        tx.commit()?;
+        self.collect_get(&cur.id)
+    }
+
+    /// Deletes (its identifier is refused from then on, and never reused).
+    pub fn collect_delete(&mut self, id: &str) -> Result<bool, JournalError> {
+        let now = now_ms();
+        let tx = self.conn.savepoint()?;
+        let found: Option<String> = tx
+            .query_row(
+                "UPDATE collect_sessions SET deleted_at = ?2, updated_at = ?2
+                 WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL RETURNING id",
+                params![id, now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(cid) = &found {
+            append_event(&tx, now, None, "collect.deleted", &json!({"collect": cid}))?;
+        }
+        tx.commit()?;
+        Ok(found.is_some())
+    }
+
+    /// The collect session an SSH user name stands for, when it may still
+    /// collect: not deleted, not completed, not expired.
+    pub fn collect_live(&self, identifier: &str) -> Result<Option<CollectSession>, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM collect_sessions WHERE connection_identifier = ?1 AND deleted_at IS NULL
+                     AND status = 'pending' AND (expired_at IS NULL OR expired_at > ?2)"
+                ),
+                params![identifier, now_ms()],
+                session_row,
+            )
+            .optional()?)
+    }
+
+    /// Records a connection that kept `keys` (verified, and confirmed when
+    /// the session asks for it), and completes the session unless it takes
+    /// several connections. `None` when the session stopped being live
+    /// meanwhile (then nothing is recorded).
+    pub fn collect_keep(
+        &mut self,
+        identifier: &str,
+        client_version: &str,
+        ip_address: &str,
+        keys: &[KeyForms],
+    ) -> Result<Option<CollectConnection>, JournalError> {
+        let Some(s) = self.collect_live(identifier)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let conn_id = crate::token::random_id("con_").map_err(|e| JournalError::Io {
+            path: "journal".into(),
+            source: e,
+        })?;
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            "INSERT INTO collect_connections (id, collect_id, client_version, ip_address, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![conn_id, s.id, client_version, ip_address, now],
+        )?;
+        append_event(
+            &tx,
+            now,
+            None,
+            "collect.new_connection",
+            &json!({"collect": s.id, "connection": conn_id, "ip_address": ip_address, "client_version": client_version}),
+        )?;
+        for k in keys {
+            let key_id = crate::token::random_id("key_").map_err(|e| JournalError::Io {
+                path: "journal".into(),
+                source: e,
+            })?;
+            tx.execute(
+                "INSERT INTO collect_keys (id, collect_id, connection_id, created_at, public_key_algorithm, public_key_md5,
+                     public_key_sha256, public_key_pem, public_key_ssh, public_key_openssh)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![key_id, s.id, conn_id, now, k.public_key_algorithm, k.public_key_md5, k.public_key_sha256,
+                        k.public_key_pem, k.public_key_ssh, k.public_key_openssh],
+            )?;
+            append_event(
+                &tx,
+                now,
+                None,
+                "collect.key_collected",
+                &json!({"collect": s.id, "connection": conn_id, "key": key_id,
+                        "public_key_algorithm": k.public_key_algorithm, "public_key_sha256": k.public_key_sha256}),
+            )?;
+        }
+        if !keys.is_empty() && !s.multi_connection {
+            tx.execute(
+                "UPDATE collect_sessions SET status = 'completed', updated_at = ?2 WHERE id = ?1",
+                params![s.id, now],
+            )?;
+            append_event(
+                &tx,
+                now,
+                None,
+                "collect.status_changed",
+                &json!({"collect": s.id, "from": "pending", "to": "completed"}),
+            )?;
+        } else {
+            tx.execute(
+                "UPDATE collect_sessions SET updated_at = ?2 WHERE id = ?1",
+                params![s.id, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(self
+            .collect_connections(&s.id)?
+            .into_iter()
+            .find(|c| c.id == conn_id))
+    }
+}
+
+fn io(e: std::io::Error) -> CollectError {
+    CollectError::Journal(JournalError::Io {
+        path: "journal".into(),
+        source: e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_random_and_valid() {
+        let a = random_identifier().unwrap();
+        let b = random_identifier().unwrap();
+        assert_ne!(a, b);
+        assert!(valid_identifier(&a) && a.len() == 12, "{a}");
+        assert!(
+            !valid_identifier("Ab") && !valid_identifier("a b c") && valid_identifier("k7q2m9x4")
+        );
+    }
+}
