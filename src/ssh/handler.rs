@@ -321,6 +321,20 @@ impl russh::server::Handler for Handler {
                     "tollgate: the keys could not be recorded; please try again later.".into()
                 }
             });
+            // Nothing else happens on this connection: it may show the
+            // outcome, then it goes, even if the client keeps it open.
+            let handle = session.handle();
+            let grace = self.shared.config.server.login_grace_time;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "collection finished".into(),
+                        String::new(),
+                    )
+                    .await;
+            });
             return Ok(());
         }
         if let Some(authorized) = self.authorized.take() {
