@@ -141,7 +141,7 @@ impl From<rusqlite::Error> for CollectError {
 impl Journal {
     /// Creates a pending collect session.
     pub fn collect_create(&mut self, n: &NewCollect) -> Result<CollectSession, CollectError> {
-        let id = crate::token::random_id("col_").map_err(io)?;
+        let id = new_id("col_")?;
         let ident = match &n.connection_identifier {
             Some(i) => i.clone(),
             None => random_identifier().map_err(io)?,
@@ -335,10 +335,7 @@ impl Journal {
             return Ok(None);
         };
         let now = now_ms();
-        let conn_id = crate::token::random_id("con_").map_err(|e| JournalError::Io {
-            path: "journal".into(),
-            source: e,
-        })?;
+        let conn_id = new_id("con_")?;
         let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO collect_connections (id, collect_id, client_version, ip_address, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -352,10 +349,7 @@ impl Journal {
             &json!({"collect": s.id, "connection": conn_id, "ip_address": ip_address, "client_version": client_version}),
         )?;
         for k in keys {
-            let key_id = crate::token::random_id("key_").map_err(|e| JournalError::Io {
-                path: "journal".into(),
-                source: e,
-            })?;
+            let key_id = new_id("key_")?;
             tx.execute(
                 "INSERT INTO collect_keys (id, collect_id, connection_id, created_at, public_key_algorithm, public_key_md5,
                      public_key_sha256, public_key_pem, public_key_ssh, public_key_openssh)
@@ -399,10 +393,19 @@ impl Journal {
 }
 
 fn io(e: std::io::Error) -> CollectError {
-    CollectError::Journal(JournalError::Io {
+    CollectError::Journal(io_error(e))
+}
+
+fn io_error(e: std::io::Error) -> JournalError {
+    JournalError::Io {
         path: "journal".into(),
         source: e,
-    })
+    }
+}
+
+/// A fresh row id with `prefix`.
+fn new_id(prefix: &str) -> Result<String, JournalError> {
+    crate::token::random_id(prefix).map_err(io_error)
 }
 
 #[cfg(test)]

@@ -59,6 +59,15 @@ pub struct Stats {
     pub delivered_event_seq: i64,
 }
 
+impl Stats {
+    fn count_dropped(&mut self, messages: u64, bytes: u64) {
+        self.dropped += messages;
+        self.dropped_bytes += bytes;
+        self.dropped_total += messages;
+        self.dropped_bytes_total += bytes;
+    }
+}
+
 struct State {
     /// Messages with the journal sequence number they carry (0 for output).
     queue: VecDeque<(String, i64)>,
@@ -112,10 +121,7 @@ impl Drain {
         let mut st = self.lock();
         let len = msg.len() as u64;
         if st.closing || st.stats.queued_bytes + len > self.limit as u64 {
-            st.stats.dropped += 1;
-            st.stats.dropped_bytes += len;
-            st.stats.dropped_total += 1;
-            st.stats.dropped_bytes_total += len;
+            st.stats.count_dropped(1, len);
             return false;
         }
         st.stats.queued += 1;
@@ -135,11 +141,7 @@ impl Drain {
     /// Counts messages lost before they reached this drain's queue (the
     /// session tee had no room): reported like the queue's own drops.
     pub fn count_dropped(&self, messages: u64, bytes: u64) {
-        let mut st = self.lock();
-        st.stats.dropped += messages;
-        st.stats.dropped_bytes += bytes;
-        st.stats.dropped_total += messages;
-        st.stats.dropped_bytes_total += bytes;
+        self.lock().stats.count_dropped(messages, bytes);
     }
 
     /// Copies of the messages waiting (for tests and diagnostics).
@@ -435,6 +437,16 @@ mod tests {
         out
     }
 
+    /// A port reserved and released again: a collector that is down.
+    async fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
     async fn wait_for(d: &Drain, f: impl Fn(&Stats) -> bool) {
         for _ in 0..500 {
             if f(&d.stats()) {
@@ -465,13 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_collector_that_is_away_gets_the_backlog_in_order_when_back() {
-        // Reserve a port, then close it: the collector is "down".
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = closed_port().await;
         let d = Drain::start(Target::Tcp(format!("127.0.0.1:{port}")), 1 << 20);
         for i in 0..50 {
             assert!(d.offer(format!("while away {i}")));
@@ -495,12 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_overflows_the_bound_is_counted_never_waited_for() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = closed_port().await;
         let d = Drain::start(Target::Tcp(format!("127.0.0.1:{port}")), 100);
         let accepted = (0..20).filter(|i| d.offer(format!("{i:09}"))).count();
         assert_eq!(accepted, 11, "100 bytes hold 11 messages of 9 bytes");
