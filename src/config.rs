@@ -27,6 +27,29 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     /// `[[drains]]`, in file order.
     pub drains: Vec<DrainConfig>,
+    pub webhooks: Webhooks,
+}
+
+/// `[webhooks]`: how collect sessions' webhooks are called.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// CAs an https:// receiver's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// Built from `ca_file` when the config names one; `None`: the system
+    /// bundle, loaded at the first https:// delivery.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// One attempt (connect, TLS, request, status line) at most.
+    pub timeout: Duration,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            ca_file: PathBuf::from(crate::drain::tls::SYSTEM_CA_FILE),
+            tls: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One `[[drains]]` entry: how its messages look, where they go, and how
@@ -426,7 +449,8 @@ fn string_array(
     Some(out)
 }
 
-const TOP_KEYS: &[&str] = &["server", "sessions", "profiles", "drains"];
+const TOP_KEYS: &[&str] = &["server", "sessions", "profiles", "drains", "webhooks"];
+const WEBHOOKS_KEYS: &[&str] = &["ca_file", "timeout"];
 const DRAIN_KEYS: &[&str] = &[
     "name",
     "url",
@@ -512,12 +536,17 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
             _ => ctx.at(v.span(), "drains must be written as [[drains]] tables"),
         }
     }
+    let webhooks = match sub_table(ctx, doc, "webhooks") {
+        Some(t) => walk_webhooks(ctx, t),
+        None => Webhooks::default(),
+    };
     Config {
         path: path.to_path_buf(),
         server,
         sessions,
         profiles,
         drains,
+        webhooks,
     }
 }
 
@@ -875,6 +904,40 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
                 ctx.at(span, "server.max_auth_tries must be between 1 and 100");
             }
         }
+    }
+}
+
+fn walk_webhooks(ctx: &mut Ctx, t: &DeTable) -> Webhooks {
+    const S: &str = "webhooks";
+    check_keys(ctx, t, S, WEBHOOKS_KEYS);
+    let mut w = Webhooks::default();
+    if let Some(d) = duration(ctx, S, t, "timeout") {
+        if d.is_zero() {
+            let span = get(t, "timeout").map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(span, "webhooks.timeout must be more than 0s");
+        }
+        w.timeout = d;
+    }
+    if let Some(v) = get(t, "ca_file") {
+        let span = v.span();
+        if let Some(p) = string(ctx, S, t, "ca_file")
+            .and_then(|s| abs_path(ctx, span.clone(), "webhooks.ca_file", &s))
+        {
+            match crate::drain::tls::client_config(&p, None) {
+                Ok(c) => w.tls = Some(c),
+                Err(e) => ctx.at(span, format!("webhooks.ca_file: {}", tls_message(e))),
+            }
+            w.ca_file = p;
+        }
+    }
+    w
+}
+
+/// The text of a TLS settings error.
+fn tls_message(e: crate::drain::tls::TlsError) -> String {
+    use crate::drain::tls::TlsError as E;
+    match e {
+        E::Url(m) | E::CaFile(m) | E::ClientCert(m) | E::ClientKey(m) | E::Client(m) => m,
     }
 }
 

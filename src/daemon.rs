@@ -128,6 +128,8 @@ pub struct Shared {
     sent_seq: Mutex<i64>,
     /// Live sessions by id: where to send a request to end.
     live: Mutex<HashMap<String, UnboundedSender<EndReason>>>,
+    /// Wakes the webhook worker when a collect step created deliveries.
+    pub webhooks: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -253,6 +255,7 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         resume_after,
         sent_seq: Mutex::new(event_cursor),
         live: Mutex::new(HashMap::new()),
+        webhooks: tokio::sync::Notify::new(),
     });
     let russh_config = Arc::new(crate::ssh::russh_config(&config, keys));
 
@@ -280,6 +283,8 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         shared.clone(),
         event_cursor,
     ));
+    // Deliveries left pending by an earlier run resume at once.
+    let webhooks = tokio::spawn(crate::webhook::worker(shared.clone()));
     for a in &bound {
         tracing::info!(address = %a, "listening");
     }
@@ -292,6 +297,8 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         let _ = a.await;
     }
     watcher.abort();
+    // A delivery cut short here was not recorded: it is sent again next run.
+    webhooks.abort();
     shared.end_all(EndReason::DaemonStopped);
     let limit = config.sessions.kill_grace + Duration::from_secs(3);
     let start = std::time::Instant::now();

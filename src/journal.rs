@@ -138,6 +138,46 @@ CREATE TABLE collect_keys (
 );
 CREATE INDEX collect_keys_by_connection ON collect_keys(connection_id, created_at);
 "#,
+    r#"
+CREATE TABLE collect_webhooks (
+    id                 TEXT PRIMARY KEY,
+    collect_id         TEXT NOT NULL REFERENCES collect_sessions(id),
+    url                TEXT NOT NULL,
+    method             TEXT NOT NULL CHECK (method IN ('post','put','patch')),
+    headers            TEXT NOT NULL,
+    events             TEXT NOT NULL,
+    retries            INTEGER NOT NULL,
+    initial_backoff    INTEGER NOT NULL,
+    backoff_multiplier REAL NOT NULL,
+    secret             TEXT,
+    created_at         INTEGER NOT NULL,
+    removed_at         INTEGER
+);
+CREATE INDEX collect_webhooks_by_session ON collect_webhooks(collect_id);
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL REFERENCES collect_webhooks(id),
+    collect_id      TEXT NOT NULL REFERENCES collect_sessions(id),
+    event           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending','delivered','failed','canceled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+CREATE INDEX webhook_deliveries_by_session ON webhook_deliveries(collect_id, created_at);
+CREATE TABLE webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id),
+    n           INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, n)
+);
+"#,
 ];
 
 /// One drain as the daemon last recorded it (`tollgate drain status`).

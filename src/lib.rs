@@ -15,3 +15,4 @@ pub mod exec;
 pub mod journal;
 pub mod ssh;
 pub mod token;
+pub mod webhook;

@@ -44,7 +44,7 @@ enum Command {
     Session(cli::session::SessionCmd),
     /// Show the journal's events.
     Events(cli::events::EventsArgs),
-    /// Public-key collection sessions: create, list, show, update, delete, and the keys collected.
+    /// Public-key collection sessions: create, list, show, update, delete, the keys collected and webhook deliveries.
     #[command(subcommand)]
     Collect(cli::collect::CollectCmd),
     /// Show what the syslog drains delivered, hold and dropped.

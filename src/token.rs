@@ -55,7 +55,7 @@ pub fn random_id(prefix: &str) -> std::io::Result<String> {
     Ok(format!("{prefix}{}", hex(&raw)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

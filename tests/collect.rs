@@ -3,54 +3,10 @@
 //! every format; a finished collection's identifier is refused like any
 //! unknown user name.
 mod common;
+use base64ct::Encoding;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    let mut a = vec!["-q", "-N", "", "-C", name, "-f", path.to_str().unwrap()];
-    a.extend_from_slice(args);
-    let out = Command::new("ssh-keygen").args(&a).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    path
-}
-
-fn fingerprint(pub_path: &Path, hash: &str) -> String {
-    let out = Command::new("ssh-keygen")
-        .args(["-l", "-E", hash, "-f", pub_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
-}
-
-/// `ssh IDENT@server` offering exactly `keys`, no agent, no terminal.
-fn connect(s: &Server, ident: &str, keys: &[&Path]) -> Output {
-    let mut c = Command::new("ssh");
-    c.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null"]) // LogLevel INFO: OpenSSH logs keyboard-interactive instructions at INFO
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "PasswordAuthentication=no",
-        ])
-        .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=20"])
-        .args(["-p", &s.port.to_string()]);
-    for k in keys {
-        c.arg("-i").arg(k);
-    }
-    c.arg(format!("{ident}@127.0.0.1"))
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("DISPLAY")
-        .env_remove("SSH_ASKPASS")
-        .stdin(Stdio::null());
-    c.output().unwrap()
-}
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn every_key_a_client_proves_is_recorded_in_every_format() {
@@ -82,7 +38,7 @@ fn every_key_a_client_proves_is_recorded_in_every_format() {
     );
     let id = created["id"].as_str().unwrap().to_string();
 
-    let out = connect(&s, "k7q2m9x4", &refs);
+    let out = collect_connect(&s, "k7q2m9x4", &refs);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout} {}", text(&out.stderr));
     assert!(
@@ -112,6 +68,36 @@ fn every_key_a_client_proves_is_recorded_in_every_format() {
         assert_eq!(k["public_key_md5"], fingerprint(&pub_path, "md5"));
         let line = std::fs::read_to_string(&pub_path).unwrap();
         assert!(line.starts_with(k["public_key_openssh"].as_str().unwrap()));
+        // RFC 4716: the same key body as `ssh-keygen -e`.
+        let e = keygen_export(&pub_path, &[]);
+        assert_eq!(
+            rfc4716_body(k["public_key_ssh"].as_str().unwrap()),
+            rfc4716_body(&e)
+        );
+        let pem = k["public_key_pem"].as_str().unwrap();
+        if k["public_key_algorithm"] == "ssh-ed25519" {
+            // Standard SPKI: openssl reads it, and its key is the same 32 bytes.
+            let f = d.path().join("ed.pem");
+            std::fs::write(&f, pem).unwrap();
+            let der = Command::new("openssl")
+                .args([
+                    "pkey",
+                    "-pubin",
+                    "-outform",
+                    "DER",
+                    "-in",
+                    f.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            assert!(der.status.success(), "{}", text(&der.stderr));
+            let blob = line.split_whitespace().nth(1).unwrap();
+            let raw = base64ct::Base64::decode_vec(blob).unwrap();
+            assert_eq!(der.stdout.len(), 44, "SPKI of an ed25519 key");
+            assert_eq!(der.stdout[12..], raw[raw.len() - 32..]);
+        } else {
+            assert_eq!(pem, keygen_export(&pub_path, &["-m", "PKCS8"]));
+        }
     }
 
     // authorized_keys lines that ssh-keygen reads back.
@@ -126,8 +112,8 @@ fn every_key_a_client_proves_is_recorded_in_every_format() {
     assert_eq!(text(&l.stdout).lines().count(), 4, "{}", text(&l.stdout));
 
     // Completed: the identifier is now refused like an unknown user name.
-    let again = connect(&s, "k7q2m9x4", &refs);
-    let unknown = connect(&s, "zz9nosuchid", &refs);
+    let again = collect_connect(&s, "k7q2m9x4", &refs);
+    let unknown = collect_connect(&s, "zz9nosuchid", &refs);
     assert_eq!(again.status.code(), Some(255));
     assert_eq!(
         text(&again.stderr).replace("k7q2m9x4", "X"),
@@ -154,7 +140,7 @@ fn without_multi_key_exactly_one_key_is_kept() {
         .unwrap()
         .to_string();
     assert_eq!(ident.len(), 12, "random identifier");
-    let out = connect(&s, &ident, &[&a, &b]);
+    let out = collect_connect(&s, &ident, &[&a, &b]);
     assert!(
         text(&out.stdout).contains("1 public key recorded"),
         "{}",
@@ -169,13 +155,13 @@ fn without_multi_key_exactly_one_key_is_kept() {
     );
     assert_eq!(shown["status"], "pending", "multi_connection keeps it open");
     // A second connection is collected as such.
-    let out = connect(&s, &ident, &[&b]);
+    let out = collect_connect(&s, &ident, &[&b]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = s.cli_json(&["collect", "show", &ident]);
     assert_eq!(shown["connections"].as_array().unwrap().len(), 2);
     // Deleted: refused.
     assert!(s.cli(&["collect", "delete", &ident]).status.success());
-    assert_eq!(connect(&s, &ident, &[&b]).status.code(), Some(255));
+    assert_eq!(collect_connect(&s, &ident, &[&b]).status.code(), Some(255));
     assert_eq!(s.cli(&["collect", "show", &ident]).status.code(), Some(4));
 }
 
@@ -204,4 +190,107 @@ fn create_refuses_timeout_and_expires_at_together() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn must_confirm_keeps_keys_only_after_y_typed_at_a_real_terminal() {
+    let s = Server::start("collect-confirm");
+    let d = TempDir::new("collect-confirm-keys");
+    let k = keygen(d.path(), "ed", &["-t", "ed25519"]);
+    let fp = fingerprint(&k.with_extension("pub"), "sha256");
+    let created = s.cli_json(&[
+        "collect",
+        "create",
+        "--must-confirm",
+        "--identifier",
+        "confirm-me",
+        "--banner",
+        "Welcome to ACME onboarding",
+        "--message",
+        "Keys for INC-9 only",
+    ]);
+    let id = created["id"].as_str().unwrap().to_string();
+
+    // Anything but y keeps nothing, and the collection stays open.
+    let ssh = collect_ssh(&s, "confirm-me", &[&k]);
+    let t = Tmux::start(&d.path().join("no.sh"), &ssh, 120, 40);
+    let screen = t.wait_for("Type y and Enter");
+    for shown in ["Welcome to ACME onboarding", "Keys for INC-9 only", &fp] {
+        assert!(screen.contains(shown), "{shown:?} not shown:\n{screen}");
+    }
+    t.keys(&["n", "Enter"]);
+    t.wait_for("not confirmed; no key was recorded");
+    drop(t);
+    let shown = s.cli_json(&["collect", "show", &id]);
+    assert_eq!(shown["status"], "pending", "{shown:#}");
+    let kept: usize = shown["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["keys"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(kept, 0, "{shown:#}");
+
+    // y keeps the key and completes the collection.
+    let t = Tmux::start(&d.path().join("yes.sh"), &ssh, 120, 40);
+    t.wait_for("Type y and Enter");
+    t.keys(&["y", "Enter"]);
+    t.wait_for("1 public key recorded for confirm-me");
+    drop(t);
+    let shown = s.cli_json(&["collect", "show", &id]);
+    assert_eq!(shown["status"], "completed", "{shown:#}");
+    let conns = shown["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{shown:#}");
+    assert_eq!(conns[1]["keys"][0]["public_key_sha256"], fp.as_str());
+}
+
+#[test]
+fn an_expired_identifier_is_refused_like_an_unknown_one() {
+    let s = Server::start("collect-expired");
+    let d = TempDir::new("collect-expired-keys");
+    let k = keygen(d.path(), "ed", &["-t", "ed25519"]);
+    let created = s.cli_json(&[
+        "collect",
+        "create",
+        "--identifier",
+        "soon-gone",
+        "--timeout",
+        "1s",
+    ]);
+    assert!(created["expired_at"].is_string(), "{created:#}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let expired = collect_connect(&s, "soon-gone", &[&k]);
+    let unknown = collect_connect(&s, "zz9nosuchid", &[&k]);
+    assert_eq!(expired.status.code(), Some(255));
+    assert_eq!(
+        text(&expired.stderr).replace("soon-gone", "X"),
+        text(&unknown.stderr).replace("zz9nosuchid", "X")
+    );
+    let shown = s.cli_json(&["collect", "show", "soon-gone"]);
+    assert_eq!(shown["connections"].as_array().unwrap().len(), 0);
+    // Extended, it collects again.
+    let out = s.cli(&["collect", "update", "soon-gone", "--no-expiry"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = collect_connect(&s, "soon-gone", &[&k]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// `ssh-keygen -e [ARGS] -f PUB`.
+fn keygen_export(pub_path: &Path, args: &[&str]) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-e")
+        .args(args)
+        .arg("-f")
+        .arg(pub_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// The base64 lines of an RFC 4716 key, without its header lines.
+fn rfc4716_body(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.starts_with("----") && !l.contains(':') && !l.ends_with('\\'))
+        .collect()
 }

@@ -2,93 +2,19 @@
 //! real terminal (tmux): prompt, echo, window changes, Ctrl-C.
 mod common;
 use common::*;
-use std::process::Command;
 use std::time::Duration;
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        text(&out.stdout)
-    }
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "tg"])
-    }
-    fn keys(&self, keys: &[&str]) {
-        let mut a = vec!["send-keys", "-t", "tg"];
-        a.extend_from_slice(keys);
-        self.run(&a);
-    }
-    fn wait_for(&self, needle: &str) -> String {
-        let mut last = String::new();
-        let ok = eventually(Duration::from_secs(10), || {
-            last = self.screen();
-            last.contains(needle)
-        });
-        assert!(ok.is_some(), "screen never showed {needle:?}:\n{last}");
-        last
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.run(&["kill-server"]);
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
 
 #[test]
 fn a_person_at_a_terminal_gets_a_prompt_echo_resizes_and_ctrl_c() {
     let s = Server::start("pty-shell");
     let (id, tok) = s.issue("ops", &[]);
-    // The same ssh command the harness uses, wrapped in a script for tmux.
-    let c = s.ssh("ops", &tok);
-    let mut script = String::from("#!/bin/sh\nexec env");
-    for (k, v) in c.get_envs() {
-        if let Some(v) = v {
-            script.push_str(&format!(
-                " {}={}",
-                k.to_string_lossy(),
-                shell_quote(&v.to_string_lossy())
-            ));
-        }
-    }
-    script.push_str(" ssh");
-    for a in c.get_args() {
-        script.push(' ');
-        script.push_str(&shell_quote(&a.to_string_lossy()));
-    }
-    script.push('\n');
-    let path = s.dir.path().join("connect.sh");
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
-
-    let t = Tmux {
-        socket: format!("tg-test-{}", std::process::id()),
-    };
-    t.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tg",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        path.to_str().unwrap(),
-    ]);
+    // The same ssh command the harness uses, in a real terminal.
+    let t = Tmux::start(
+        &s.dir.path().join("connect.sh"),
+        &s.ssh("ops", &tok),
+        80,
+        24,
+    );
     // capture-pane trims the space after the prompt.
     let prompt = eventually(Duration::from_secs(10), || {
         t.screen().lines().any(|l| l.trim_end() == "$")

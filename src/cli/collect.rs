@@ -1,5 +1,5 @@
-//! `tollgate collect create|list|show|update|delete|keys`: public-key
-//! collection sessions. Webhooks are not built yet.
+//! `tollgate collect create|list|show|update|delete|keys|deliveries`:
+//! public-key collection sessions and their webhooks.
 
 use std::path::Path;
 
@@ -10,6 +10,7 @@ use super::{load, print_json, CliError, CliResult, Output, EXIT_NOT_FOUND};
 use crate::collect::store::{valid_identifier, CollectPatch, CollectSession, NewCollect};
 use crate::config::{parse_duration, ssh_line, Config};
 use crate::journal::now_ms;
+use crate::webhook::{self, Endpoint, NewWebhook};
 
 #[derive(Subcommand, Debug)]
 pub enum CollectCmd {
@@ -23,6 +24,8 @@ pub enum CollectCmd {
     Update(UpdateArgs),
     /// Delete a collect session: its identifier is refused from then on.
     Delete { id: String },
+    /// Webhook deliveries of a collect session and every attempt.
+    Deliveries { id: String },
     /// The keys collected, ready to paste.
     Keys {
         id: String,
@@ -69,6 +72,152 @@ pub struct CreateArgs {
     /// Expire at this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub expires_at: Option<String>,
+    /// Call this http:// or https:// URL on collect events (repeatable; the
+    /// --webhook-* options apply to each).
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
+    #[command(flatten)]
+    pub webhook: WebhookOpts,
+}
+
+/// How the webhooks added by one command are called.
+#[derive(clap::Args, Debug, Default)]
+pub struct WebhookOpts {
+    /// post, put or patch.
+    #[arg(long, value_name = "METHOD", default_value = "post")]
+    pub webhook_method: String,
+    /// An extra request header, "Name: value" (repeatable).
+    #[arg(long, value_name = "HEADER")]
+    pub webhook_header: Vec<String>,
+    /// key_collected, new_connection or status_changed (repeatable; none: all).
+    #[arg(long, value_name = "EVENT")]
+    pub webhook_event: Vec<String>,
+    /// Attempts after the first failed one.
+    #[arg(long, value_name = "N", default_value_t = webhook::DEFAULT_RETRIES)]
+    pub webhook_retries: u32,
+    /// Seconds before the first retry (at least 1).
+    #[arg(long, value_name = "SECS", default_value_t = webhook::DEFAULT_INITIAL_BACKOFF)]
+    pub webhook_initial_backoff: u32,
+    /// Each further retry waits this many times longer (at least 1).
+    #[arg(long, value_name = "X", default_value_t = webhook::DEFAULT_BACKOFF_MULTIPLIER)]
+    pub webhook_backoff_multiplier: f64,
+    /// Sign each delivery with the secret in this file (HMAC-SHA256 in X-Tollgate-Signature).
+    #[arg(long, value_name = "FILE", conflicts_with = "webhook_secret_env")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Sign each delivery with the secret in this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub webhook_secret_env: Option<String>,
+}
+
+impl WebhookOpts {
+    /// Whether any option was given (they mean nothing without a webhook).
+    fn any_given(&self) -> bool {
+        self.webhook_method != "post"
+            || !self.webhook_header.is_empty()
+            || !self.webhook_event.is_empty()
+            || self.webhook_retries != webhook::DEFAULT_RETRIES
+            || self.webhook_initial_backoff != webhook::DEFAULT_INITIAL_BACKOFF
+            || self.webhook_backoff_multiplier != webhook::DEFAULT_BACKOFF_MULTIPLIER
+            || self.webhook_secret_file.is_some()
+            || self.webhook_secret_env.is_some()
+    }
+
+    /// One checked webhook per URL; errors name the option and the value.
+    fn build(&self, flag: &str, urls: &[String]) -> Result<Vec<NewWebhook>, CliError> {
+        if urls.is_empty() {
+            if self.any_given() {
+                return Err(CliError::usage(format!(
+                    "--webhook-* options need a webhook: give {flag} URL"
+                )));
+            }
+            return Ok(Vec::new());
+        }
+        let method = self.webhook_method.to_ascii_lowercase();
+        if !["post", "put", "patch"].contains(&method.as_str()) {
+            return Err(CliError::usage(format!(
+                "--webhook-method: \"{}\" is not post, put or patch",
+                self.webhook_method
+            )));
+        }
+        let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for h in &self.webhook_header {
+            let (name, value) = webhook::parse_header(h)
+                .map_err(|e| CliError::usage(format!("--webhook-header: {e}")))?;
+            headers.entry(name).or_default().push(value);
+        }
+        let mut events = Vec::new();
+        for e in &self.webhook_event {
+            if !webhook::EVENTS.contains(&e.as_str()) {
+                return Err(CliError::usage(format!(
+                    "--webhook-event: \"{e}\" is not one of {}",
+                    webhook::EVENTS.join(", ")
+                )));
+            }
+            if !events.contains(e) {
+                events.push(e.clone());
+            }
+        }
+        if self.webhook_retries > webhook::MAX_RETRIES {
+            return Err(CliError::usage(format!(
+                "--webhook-retries: {} is more than {}",
+                self.webhook_retries,
+                webhook::MAX_RETRIES
+            )));
+        }
+        if self.webhook_initial_backoff < 1 {
+            return Err(CliError::usage(
+                "--webhook-initial-backoff: must be at least 1 (second)",
+            ));
+        }
+        let m = self.webhook_backoff_multiplier;
+        if !(m.is_finite() && (1.0..=100.0).contains(&m)) {
+            return Err(CliError::usage(format!(
+                "--webhook-backoff-multiplier: {m} is not between 1 and 100"
+            )));
+        }
+        let secret = self.secret()?;
+        urls.iter()
+            .map(|u| {
+                Endpoint::parse(u).map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
+                Ok(NewWebhook {
+                    url: u.clone(),
+                    method: method.clone(),
+                    headers: headers.clone(),
+                    events: events.clone(),
+                    retries: self.webhook_retries,
+                    initial_backoff: self.webhook_initial_backoff,
+                    backoff_multiplier: m,
+                    secret: secret.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The signing secret, from a file (one trailing newline dropped) or
+    /// the environment: never from the command line, where `ps` shows it.
+    fn secret(&self) -> Result<Option<String>, CliError> {
+        let (what, value) = if let Some(f) = &self.webhook_secret_file {
+            let v = std::fs::read_to_string(f).map_err(|e| {
+                CliError::usage(format!("--webhook-secret-file: {}: {e}", f.display()))
+            })?;
+            ("--webhook-secret-file", v)
+        } else if let Some(var) = &self.webhook_secret_env {
+            let v = std::env::var(var).map_err(|_| {
+                CliError::usage(format!(
+                    "--webhook-secret-env: ${var} is not set (or not UTF-8)"
+                ))
+            })?;
+            ("--webhook-secret-env", v)
+        } else {
+            return Ok(None);
+        };
+        let v = value.strip_suffix('\n').unwrap_or(&value);
+        let v = v.strip_suffix('\r').unwrap_or(v);
+        if v.is_empty() {
+            return Err(CliError::usage(format!("{what}: the secret is empty")));
+        }
+        Ok(Some(v.to_string()))
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +244,14 @@ pub struct UpdateArgs {
     /// Never expire.
     #[arg(long)]
     pub no_expiry: bool,
+    /// Add a webhook (repeatable; the --webhook-* options apply to each).
+    #[arg(long = "add-webhook", value_name = "URL")]
+    pub add_webhooks: Vec<String>,
+    /// Remove a webhook by its id; its pending deliveries are canceled (repeatable).
+    #[arg(long = "remove-webhook", value_name = "WEBHOOK_ID")]
+    pub remove_webhooks: Vec<String>,
+    #[command(flatten)]
+    pub webhook: WebhookOpts,
 }
 
 fn not_found(id: &str) -> CliError {
@@ -153,11 +310,9 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
                 ssh_banner: a.banner.clone(),
                 ssh_message: a.message.clone(),
                 expires_at: expiry(a.timeout.as_deref(), a.expires_at.as_deref())?,
+                webhooks: a.webhook.build("--webhook", &a.webhooks)?,
             };
-            let s = journal.collect_create(&n).map_err(|e| match e {
-                crate::collect::store::CollectError::IdentifierTaken(_) => CliError::usage(e),
-                other => CliError::failure(other),
-            })?;
+            let s = journal.collect_create(&n).map_err(collect_error)?;
             print_created(&config, &s, output);
             Ok(())
         }
@@ -207,9 +362,12 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
                 ssh_banner: a.banner.map(Some),
                 ssh_message: a.message.map(Some),
                 expires_at,
+                add_webhooks: a.webhook.build("--add-webhook", &a.add_webhooks)?,
+                remove_webhooks: a.remove_webhooks,
             };
             let s = journal
-                .collect_update(&a.id, &p)?
+                .collect_update(&a.id, &p)
+                .map_err(collect_error)?
                 .ok_or_else(|| not_found(&a.id))?;
             match output {
                 Output::Json => print_json(&s),
@@ -224,6 +382,44 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
             match output {
                 Output::Json => print_json(&json!({"id": id, "deleted": true})),
                 Output::Text => println!("deleted {id}"),
+            }
+            Ok(())
+        }
+        CollectCmd::Deliveries { id } => {
+            let s = journal.collect_get(&id)?.ok_or_else(|| not_found(&id))?;
+            let all = journal.webhook_deliveries(&s.id)?;
+            match output {
+                Output::Json => print_json(&all),
+                Output::Text => {
+                    println!(
+                        "{:<20} {:<20} {:<15} {:<9} {:>8} {:<10} {:<24}",
+                        "DELIVERY", "WEBHOOK", "EVENT", "STATUS", "ATTEMPTS", "LAST", "NEXT"
+                    );
+                    for d in &all {
+                        let last = d.attempts.last().map_or("-".to_string(), |a| {
+                            a.status_code
+                                .map_or_else(|| "error".to_string(), |c| c.to_string())
+                        });
+                        println!(
+                            "{:<20} {:<20} {:<15} {:<9} {:>8} {:<10} {:<24}",
+                            d.id,
+                            d.webhook_id,
+                            d.event,
+                            d.status,
+                            d.attempts.len(),
+                            last,
+                            d.next_attempt_at.as_deref().unwrap_or("-")
+                        );
+                        for a in d.attempts.iter().filter(|a| a.error.is_some()) {
+                            println!(
+                                "  attempt {} at {}: {}",
+                                a.n,
+                                a.started_at,
+                                a.error.as_deref().unwrap_or_default()
+                            );
+                        }
+                    }
+                }
             }
             Ok(())
         }
@@ -244,6 +440,16 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
             }
             Ok(())
         }
+    }
+}
+
+/// A request the journal refused for a reason the person can fix is a
+/// usage error; anything else is a failure.
+fn collect_error(e: crate::collect::store::CollectError) -> CliError {
+    use crate::collect::store::CollectError as E;
+    match e {
+        E::IdentifierTaken(_) | E::NoSuchWebhook(_) => CliError::usage(e),
+        E::Journal(j) => CliError::failure(j),
     }
 }
 
@@ -268,6 +474,9 @@ fn print_created(config: &Config, s: &CollectSession, output: Output) {
             println!("identifier  {}", s.connection_identifier);
             println!("expires     {}", s.expired_at.as_deref().unwrap_or("never"));
             println!("send        {}", ssh(config, s));
+            for w in &s.webhooks {
+                println!("webhook     {} {}", w.id, w.url);
+            }
         }
     }
 }
@@ -291,6 +500,24 @@ fn print_text(config: &Config, s: &CollectSession) {
         s.multi_connection, s.multi_key, s.must_confirm
     );
     println!("ssh                 {}", ssh(config, s));
+    for w in &s.webhooks {
+        let events = if w.events.is_empty() {
+            "all events".to_string()
+        } else {
+            w.events.join(",")
+        };
+        println!(
+            "webhook {} {} {} ({}; retries {}, backoff {}s x{}{})",
+            w.id,
+            w.method.to_ascii_uppercase(),
+            w.url,
+            events,
+            w.retries,
+            w.initial_backoff,
+            w.backoff_multiplier,
+            if w.has_secret { ", signed" } else { "" }
+        );
+    }
     for c in &s.connections {
         println!(
             "connection {} from {} ({}) at {}",

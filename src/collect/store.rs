@@ -1,12 +1,15 @@
 //! Collect sessions in the journal: the object the CLI prints (and webhooks
 //! will carry), its connections and the keys kept from each.
 
-use rusqlite::{params, OptionalExtension, Row};
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::json;
 
 use super::keys::KeyForms;
 use crate::journal::{append_event, fmt_time, now_ms, Journal, JournalError};
+use crate::webhook::NewWebhook;
 
 /// What `collect create` asks for.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +24,7 @@ pub struct NewCollect {
     pub ssh_message: Option<String>,
     /// Milliseconds since the epoch; `None`: never expires.
     pub expires_at: Option<i64>,
+    pub webhooks: Vec<NewWebhook>,
 }
 
 /// The fields `collect update` may change; `None` leaves one as it is.
@@ -33,6 +37,9 @@ pub struct CollectPatch {
     pub ssh_banner: Option<Option<String>>,
     pub ssh_message: Option<Option<String>>,
     pub expires_at: Option<Option<i64>>,
+    pub add_webhooks: Vec<NewWebhook>,
+    /// Webhook ids to remove (their pending deliveries are canceled).
+    pub remove_webhooks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,8 +57,26 @@ pub struct CollectSession {
     pub ssh_banner: Option<String>,
     pub ssh_message: Option<String>,
     pub connections: Vec<CollectConnection>,
+    pub webhooks: Vec<Webhook>,
     #[serde(skip)]
     pub expires_at_ms: Option<i64>,
+}
+
+/// A webhook as shown: the secret itself is never printed or sent, only
+/// whether there is one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Empty: every event.
+    pub events: Vec<String>,
+    pub retries: u32,
+    pub initial_backoff: u32,
+    pub backoff_multiplier: f64,
+    pub has_secret: bool,
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +144,7 @@ fn session_row(r: &Row) -> rusqlite::Result<CollectSession> {
         ssh_banner: r.get(10)?,
         ssh_message: r.get(11)?,
         connections: Vec::new(),
+        webhooks: Vec::new(),
         expires_at_ms: expires,
     })
 }
@@ -128,6 +154,8 @@ fn session_row(r: &Row) -> rusqlite::Result<CollectSession> {
 pub enum CollectError {
     #[error("--identifier: \"{0}\" is already used by another collect session")]
     IdentifierTaken(String),
+    #[error("--remove-webhook: \"{0}\" is not a webhook of this collect session")]
+    NoSuchWebhook(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -163,12 +191,15 @@ impl Journal {
             params![id, ident, now, n.expires_at, n.external_id, n.multi_connection, n.multi_key,
                     n.must_confirm, n.ssh_banner, n.ssh_message],
         )?;
+        for w in &n.webhooks {
+            add_webhook(&tx, &id, w, now)?;
+        }
         append_event(
             &tx,
             now,
             None,
             "collect.created",
-            &json!({"collect": id, "connection_identifier": ident}),
+            &json!({"collect": id, "connection_identifier": ident, "webhooks": n.webhooks.len()}),
         )?;
         tx.commit()?;
         Ok(self.collect_get(&id)?.expect("just created"))
@@ -176,60 +207,110 @@ impl Journal {
 
     /// One collect session (not deleted) by id or identifier, whole.
     pub fn collect_get(&self, id: &str) -> Result<Option<CollectSession>, JournalError> {
-        let s = self
-            .conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM collect_sessions WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL"),
-                [id],
-                session_row,
-            )
-            .optional()?;
-        let Some(mut s) = s else { return Ok(None) };
-        s.connections = self.collect_connections(&s.id)?;
-        Ok(Some(s))
+        load(&self.conn, id)
     }
+}
 
-    fn collect_connections(
-        &self,
-        collect_id: &str,
-    ) -> Result<Vec<CollectConnection>, JournalError> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, client_version, ip_address, created_at FROM collect_connections WHERE collect_id = ?1 ORDER BY created_at, rowid",
-        )?;
-        let mut conns = st
-            .query_map([collect_id], |r| {
-                Ok(CollectConnection {
+/// One collect session (not deleted) by id or identifier, whole, on any
+/// connection (or savepoint).
+fn load(conn: &Connection, id: &str) -> Result<Option<CollectSession>, JournalError> {
+    let s = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM collect_sessions WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL"),
+            [id],
+            session_row,
+        )
+        .optional()?;
+    let Some(mut s) = s else { return Ok(None) };
+    s.connections = connections(conn, &s.id)?;
+    s.webhooks = webhooks(conn, &s.id)?;
+    Ok(Some(s))
+}
+
+fn webhooks(conn: &Connection, collect_id: &str) -> Result<Vec<Webhook>, JournalError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, url, method, headers, events, retries, initial_backoff, backoff_multiplier, secret IS NOT NULL, created_at
+         FROM collect_webhooks WHERE collect_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid",
+    )?;
+    let rows = st
+        .query_map([collect_id], |r| {
+            let headers: String = r.get(3)?;
+            let events: String = r.get(4)?;
+            Ok(Webhook {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                method: r.get(2)?,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                events: serde_json::from_str(&events).unwrap_or_default(),
+                retries: r.get(5)?,
+                initial_backoff: r.get(6)?,
+                backoff_multiplier: r.get(7)?,
+                has_secret: r.get(8)?,
+                created_at: fmt_time(r.get(9)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn add_webhook(
+    conn: &Connection,
+    collect_id: &str,
+    w: &NewWebhook,
+    now: i64,
+) -> Result<String, JournalError> {
+    let id = new_id("whk_")?;
+    conn.execute(
+        "INSERT INTO collect_webhooks (id, collect_id, url, method, headers, events, retries, initial_backoff,
+             backoff_multiplier, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![id, collect_id, w.url, w.method, json!(w.headers).to_string(), json!(w.events).to_string(),
+                w.retries, w.initial_backoff, w.backoff_multiplier, w.secret, now],
+    )?;
+    Ok(id)
+}
+
+fn connections(
+    conn: &Connection,
+    collect_id: &str,
+) -> Result<Vec<CollectConnection>, JournalError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, client_version, ip_address, created_at FROM collect_connections WHERE collect_id = ?1 ORDER BY created_at, rowid",
+    )?;
+    let mut conns = st
+        .query_map([collect_id], |r| {
+            Ok(CollectConnection {
+                id: r.get(0)?,
+                client_version: r.get(1)?,
+                ip_address: r.get(2)?,
+                created_at: fmt_time(r.get(3)?),
+                keys: Vec::new(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut st = conn.prepare_cached(
+        "SELECT id, created_at, public_key_algorithm, public_key_md5, public_key_sha256, public_key_pem,
+                public_key_ssh, public_key_openssh FROM collect_keys WHERE connection_id = ?1 ORDER BY created_at, rowid",
+    )?;
+    for c in &mut conns {
+        c.keys = st
+            .query_map([&c.id], |r| {
+                Ok(CollectedKey {
                     id: r.get(0)?,
-                    client_version: r.get(1)?,
-                    ip_address: r.get(2)?,
-                    created_at: fmt_time(r.get(3)?),
-                    keys: Vec::new(),
+                    created_at: fmt_time(r.get(1)?),
+                    public_key_algorithm: r.get(2)?,
+                    public_key_md5: r.get(3)?,
+                    public_key_sha256: r.get(4)?,
+                    public_key_pem: r.get(5)?,
+                    public_key_ssh: r.get(6)?,
+                    public_key_openssh: r.get(7)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, created_at, public_key_algorithm, public_key_md5, public_key_sha256, public_key_pem,
-                    public_key_ssh, public_key_openssh FROM collect_keys WHERE connection_id = ?1 ORDER BY created_at, rowid",
-        )?;
-        for c in &mut conns {
-            c.keys = st
-                .query_map([&c.id], |r| {
-                    Ok(CollectedKey {
-                        id: r.get(0)?,
-                        created_at: fmt_time(r.get(1)?),
-                        public_key_algorithm: r.get(2)?,
-                        public_key_md5: r.get(3)?,
-                        public_key_sha256: r.get(4)?,
-                        public_key_pem: r.get(5)?,
-                        public_key_ssh: r.get(6)?,
-                        public_key_openssh: r.get(7)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-        }
-        Ok(conns)
     }
+    Ok(conns)
+}
 
+impl Journal {
     /// Every collect session not deleted, newest first, whole.
     pub fn collect_list(&self) -> Result<Vec<CollectSession>, JournalError> {
         let ids: Vec<String> = self
@@ -253,7 +334,7 @@ impl Journal {
         &mut self,
         id: &str,
         p: &CollectPatch,
-    ) -> Result<Option<CollectSession>, JournalError> {
+    ) -> Result<Option<CollectSession>, CollectError> {
         let Some(cur) = self.collect_get(id)? else {
             return Ok(None);
         };
@@ -274,15 +355,32 @@ impl Journal {
                 now
             ],
         )?;
+        for w in &p.remove_webhooks {
+            let n = tx.execute(
+                "UPDATE collect_webhooks SET removed_at = ?3 WHERE id = ?1 AND collect_id = ?2 AND removed_at IS NULL",
+                params![w, cur.id, now],
+            )?;
+            if n == 0 {
+                return Err(CollectError::NoSuchWebhook(w.clone()));
+            }
+            tx.execute(
+                "UPDATE webhook_deliveries SET status = 'canceled', next_attempt_at = NULL, updated_at = ?2
+                 WHERE webhook_id = ?1 AND status = 'pending'",
+                params![w, now],
+            )?;
+        }
+        for w in &p.add_webhooks {
+            add_webhook(&tx, &cur.id, w, now)?;
+        }
         append_event(
             &tx,
             now,
             None,
             "collect.updated",
-            &json!({"collect": cur.id}),
+            &json!({"collect": cur.id, "webhooks_added": p.add_webhooks.len(), "webhooks_removed": p.remove_webhooks}),
         )?;
         tx.commit()?;
-        self.collect_get(&cur.id)
+        Ok(self.collect_get(&cur.id)?)
     }
 
     /// Deletes (its identifier is refused from then on, and never reused).
@@ -348,8 +446,10 @@ impl Journal {
             "collect.new_connection",
             &json!({"collect": s.id, "connection": conn_id, "ip_address": ip_address, "client_version": client_version}),
         )?;
+        let mut key_ids = Vec::with_capacity(keys.len());
         for k in keys {
             let key_id = new_id("key_")?;
+            key_ids.push(key_id.clone());
             tx.execute(
                 "INSERT INTO collect_keys (id, collect_id, connection_id, created_at, public_key_algorithm, public_key_md5,
                      public_key_sha256, public_key_pem, public_key_ssh, public_key_openssh)
@@ -366,7 +466,8 @@ impl Journal {
                         "public_key_algorithm": k.public_key_algorithm, "public_key_sha256": k.public_key_sha256}),
             )?;
         }
-        if !keys.is_empty() && !s.multi_connection {
+        let completed = !keys.is_empty() && !s.multi_connection;
+        if completed {
             tx.execute(
                 "UPDATE collect_sessions SET status = 'completed', updated_at = ?2 WHERE id = ?1",
                 params![s.id, now],
@@ -384,12 +485,55 @@ impl Journal {
                 params![s.id, now],
             )?;
         }
+        let whole = load(&tx, &s.id)?.expect("live a moment ago");
+        let connection = whole.connections.iter().find(|c| c.id == conn_id).cloned();
+        if let Some(c) = &connection {
+            let mut due = vec![("new_connection", json!({"connection": c}))];
+            for k in &c.keys {
+                due.push(("key_collected", json!({"connection": c, "key": k})));
+            }
+            if completed {
+                due.push(("status_changed", json!({"previous_status": "pending"})));
+            }
+            for (event, extra) in due {
+                enqueue(&tx, &whole, event, extra, now)?;
+            }
+        }
         tx.commit()?;
-        Ok(self
-            .collect_connections(&s.id)?
-            .into_iter()
-            .find(|c| c.id == conn_id))
+        Ok(connection)
     }
+}
+
+/// Creates a delivery of `event` for every webhook of `s` that wants it.
+/// The body is fixed now: retries send the same bytes and delivery id.
+fn enqueue(
+    conn: &Connection,
+    s: &CollectSession,
+    event: &str,
+    extra: serde_json::Value,
+    now: i64,
+) -> Result<(), JournalError> {
+    for w in &s.webhooks {
+        if !w.events.is_empty() && !w.events.iter().any(|e| e == event) {
+            continue;
+        }
+        let id = new_id("dlv_")?;
+        let mut body = json!({
+            "id": id,
+            "event": event,
+            "created_at": fmt_time(now),
+            "collect_session": s,
+        });
+        if let (Some(b), serde_json::Value::Object(more)) = (body.as_object_mut(), extra.clone()) {
+            b.extend(more);
+        }
+        conn.execute(
+            "INSERT INTO webhook_deliveries (id, webhook_id, collect_id, event, body, status, attempts, next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+            params![id, w.id, s.id, event, body.to_string(), now],
+        )?;
+    }
+    Ok(())
 }
 
 fn io(e: std::io::Error) -> CollectError {

@@ -49,6 +49,21 @@ pub fn target(
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let server_name = ServerName::try_from(host.to_string())
         .map_err(|_| TlsError::Url(format!("\"{host}\" is not a host name or IP address")))?;
+    Ok(TlsTarget {
+        addr: host_port.to_string(),
+        server_name,
+        config: client_config(ca_file, client)?,
+        ca_file: ca_file.to_path_buf(),
+        client_cert: client.map(|(c, _)| c.to_path_buf()),
+    })
+}
+
+/// A client that trusts the CAs in `ca_file` and, with `client`, presents
+/// that certificate and key. Errors say which file and why.
+pub fn client_config(
+    ca_file: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     let certs = read_certs(ca_file).map_err(TlsError::CaFile)?;
     let (added, _) = roots.add_parsable_certificates(certs);
@@ -81,13 +96,7 @@ pub fn target(
                 .map_err(|e| TlsError::ClientKey(format!("does not fit the certificate: {e}")))?
         }
     };
-    Ok(TlsTarget {
-        addr: host_port.to_string(),
-        server_name,
-        config: Arc::new(config),
-        ca_file: ca_file.to_path_buf(),
-        client_cert: client.map(|(c, _)| c.to_path_buf()),
-    })
+    Ok(Arc::new(config))
 }
 
 /// What is wrong with a TLS drain's settings; the variant names the key.

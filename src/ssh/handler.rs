@@ -304,6 +304,9 @@ impl russh::server::Handler for Handler {
                 .db
                 .call(move |j| j.collect_keep(&ident, &version, &ip, &keys))
                 .await;
+            if matches!(kept, Ok(Some(_))) {
+                self.shared.webhooks.notify_one();
+            }
             c.last_line = Some(match kept {
                 Ok(Some(conn)) if !conn.keys.is_empty() => format!(
                     "tollgate: {} public key{} recorded for {}. You can close this connection.",

@@ -366,3 +366,253 @@ pub fn read_until(r: &mut impl BufRead, needle: &str) -> String {
 pub fn buffered<R: std::io::Read>(r: R) -> BufReader<R> {
     BufReader::new(r)
 }
+
+/// A real terminal (a tmux server of its own) running one command.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Writes `cmd` (its environment and arguments) as a script at
+    /// `script` and runs it in a new `cols`×`rows` tmux window named `tg`.
+    pub fn start(script: &Path, cmd: &Command, cols: u16, rows: u16) -> Tmux {
+        let mut text = String::from("#!/bin/sh\nexec env");
+        // env's -u options come before its NAME=VALUE arguments.
+        for (k, v) in cmd.get_envs() {
+            if v.is_none() {
+                text.push_str(&format!(" -u {}", k.to_string_lossy()));
+            }
+        }
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                text.push_str(&format!(
+                    " {}={}",
+                    k.to_string_lossy(),
+                    shell_quote(&v.to_string_lossy())
+                ));
+            }
+        }
+        text.push(' ');
+        text.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
+        for a in cmd.get_args() {
+            text.push(' ');
+            text.push_str(&shell_quote(&a.to_string_lossy()));
+        }
+        text.push('\n');
+        std::fs::write(script, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let t = Tmux {
+            socket: format!(
+                "tg-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ),
+        };
+        let (c, r) = (cols.to_string(), rows.to_string());
+        // The window stays after the command ends, so its last words can
+        // still be read.
+        t.run(&[
+            "start-server",
+            ";",
+            "set-option",
+            "-g",
+            "remain-on-exit",
+            "on",
+            ";",
+            "new-session",
+            "-d",
+            "-s",
+            "tg",
+            "-x",
+            &c,
+            "-y",
+            &r,
+            script.to_str().unwrap(),
+        ]);
+        t
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    }
+
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "tg"])
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let mut a = vec!["send-keys", "-t", "tg"];
+        a.extend_from_slice(keys);
+        self.run(&a);
+    }
+
+    pub fn wait_for(&self, needle: &str) -> String {
+        let mut last = String::new();
+        let ok = eventually(Duration::from_secs(10), || {
+            last = self.screen();
+            last.contains(needle)
+        });
+        assert!(ok.is_some(), "screen never showed {needle:?}:\n{last}");
+        last
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A new key pair without passphrase at `dir/name` (and `.pub`).
+pub fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let mut a = vec!["-q", "-N", "", "-C", name, "-f", path.to_str().unwrap()];
+    a.extend_from_slice(args);
+    let out = Command::new("ssh-keygen").args(&a).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    path
+}
+
+/// `ssh-keygen -l -E HASH`: the fingerprint alone.
+pub fn fingerprint(pub_path: &Path, hash: &str) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", hash, "-f", pub_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// `ssh IDENT@server` offering exactly `keys`, no agent.
+pub fn collect_ssh(s: &Server, ident: &str, keys: &[&Path]) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null"]) // LogLevel INFO: OpenSSH logs keyboard-interactive instructions at INFO
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PasswordAuthentication=no",
+        ])
+        .args(["-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=20"])
+        .args(["-p", &s.port.to_string()]);
+    for k in keys {
+        c.arg("-i").arg(k);
+    }
+    c.arg(format!("{ident}@127.0.0.1"))
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("DISPLAY")
+        .env_remove("SSH_ASKPASS");
+    c
+}
+
+/// [`collect_ssh`] without a terminal: its output.
+pub fn collect_connect(s: &Server, ident: &str, keys: &[&Path]) -> Output {
+    collect_ssh(s, ident, keys)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A test CA (and an unrelated one), a server certificate for 127.0.0.1
+/// and a client certificate, made with openssl.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+impl Pki {
+    pub fn make(dir: &Path) -> Pki {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let mut a = vec!["req", "-x509"];
+            a.extend(ec);
+            let (key, out) = (format!("{ca}.key"), format!("{ca}.pem"));
+            let subj = format!("/CN=tollgate test {ca}");
+            a.extend(["-keyout", &key, "-out", &out, "-days", "2", "-subj", &subj]);
+            openssl(dir, &a);
+        }
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            let mut a = vec!["req"];
+            a.extend(ec);
+            let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+            let subj = format!("/CN=tollgate test {name}");
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(dir, &a);
+            let (pem, extf) = (format!("{name}.pem"), format!("{name}.ext"));
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extf,
+                ],
+            );
+        }
+        Pki {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Webhook deliveries in the journal: which are due, what each attempt
+//! came to, and what `tollgate collect deliveries` shows. A delivery is
+//! `pending` until an attempt succeeds (`delivered`), its retries are spent
+//! (`failed`) or its webhook is removed (`canceled`).
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::journal::{append_event, fmt_time, now_ms, Journal, JournalError};
+use crate::webhook::{backoff, Attempt, Due};
+
+/// One delivery with every attempt, for the CLI.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub event: String,
+    pub status: String,
+    pub attempts: Vec<AttemptRow>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub n: u32,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}
+
+impl Journal {
+    /// Up to `limit` pending deliveries due at `now`, oldest first, and
+    /// when the next one not yet due falls due.
+    pub fn webhooks_due(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<(Vec<Due>, Option<i64>), JournalError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT d.id, d.webhook_id, d.event, d.body, d.attempts, w.url, w.method, w.headers, w.secret
+             FROM webhook_deliveries d JOIN collect_webhooks w ON w.id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+             ORDER BY d.next_attempt_at, d.rowid LIMIT ?2",
+        )?;
+        let due = st
+            .query_map(params![now, limit as i64], |r| {
+                let headers: String = r.get(7)?;
+                Ok(Due {
+                    delivery_id: r.get(0)?,
+                    webhook_id: r.get(1)?,
+                    event: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    url: r.get(5)?,
+                    method: r.get(6)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    secret: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let next: Option<i64> = self.conn.query_row(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
+            [now],
+            |r| r.get(0),
+        )?;
+        Ok((due, next))
+    }
+
+    /// Records an attempt and moves the delivery on: `delivered`, `failed`
+    /// once its retries are spent, or `pending` until the next backoff.
+    /// Returns that status (`gone` when the delivery no longer waits).
+    pub fn webhook_attempted(
+        &mut self,
+        delivery_id: &str,
+        a: &Attempt,
+    ) -> Result<&'static str, JournalError> {
+        let tx = self.conn.savepoint()?;
+        let row: Option<(String, String, u32, u32, u32, f64, String)> = tx
+            .query_row(
+                "SELECT d.webhook_id, d.collect_id, d.attempts, w.retries, w.initial_backoff, w.backoff_multiplier, d.event
+                 FROM webhook_deliveries d JOIN collect_webhooks w ON w.id = d.webhook_id
+                 WHERE d.id = ?1 AND d.status = 'pending'",
+                [delivery_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .optional()?;
+        let Some((webhook_id, collect_id, before, retries, initial, multiplier, event)) = row
+        else {
+            return Ok("gone");
+        };
+        let n = before + 1;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO webhook_attempts (delivery_id, n, started_at, duration_ms, status_code, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![delivery_id, n, a.started_at, a.duration_ms, a.status_code, a.error],
+        )?;
+        let detail = json!({"collect": collect_id, "webhook": webhook_id, "delivery": delivery_id,
+                            "event": event, "attempts": n, "status_code": a.status_code, "error": a.error});
+        let (status, next) = if a.succeeded() {
+            append_event(&tx, now, None, "collect.webhook_delivered", &detail)?;
+            ("delivered", None)
+        } else if n > retries {
+            append_event(&tx, now, None, "collect.webhook_failed", &detail)?;
+            ("failed", None)
+        } else {
+            let wait = backoff(initial, multiplier, n);
+            ("pending", Some(now + wait.as_millis() as i64))
+        };
+        tx.execute(
+            "UPDATE webhook_deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, updated_at = ?5 WHERE id = ?1",
+            params![delivery_id, n, status, next, now],
+        )?;
+        tx.commit()?;
+        Ok(status)
+    }
+
+    /// Every delivery of a collect session with its attempts, oldest first.
+    pub fn webhook_deliveries(&self, collect_id: &str) -> Result<Vec<Delivery>, JournalError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, webhook_id, event, status, next_attempt_at, created_at, updated_at
+             FROM webhook_deliveries WHERE collect_id = ?1 ORDER BY created_at, rowid",
+        )?;
+        let mut out = st
+            .query_map([collect_id], |r| {
+                let next: Option<i64> = r.get(4)?;
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    webhook_id: r.get(1)?,
+                    event: r.get(2)?,
+                    status: r.get(3)?,
+                    attempts: Vec::new(),
+                    next_attempt_at: next.map(fmt_time),
+                    created_at: fmt_time(r.get(5)?),
+                    updated_at: fmt_time(r.get(6)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT n, started_at, duration_ms, status_code, error FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY n",
+        )?;
+        for d in &mut out {
+            d.attempts = st
+                .query_map([&d.id], |r| {
+                    Ok(AttemptRow {
+                        n: r.get(0)?,
+                        started_at: fmt_time(r.get(1)?),
+                        duration_ms: r.get(2)?,
+                        status_code: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+        Ok(out)
+    }
+}
