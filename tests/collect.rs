@@ -294,3 +294,37 @@ fn rfc4716_body(s: &str) -> String {
         .filter(|l| !l.starts_with("----") && !l.contains(':') && !l.ends_with('\\'))
         .collect()
 }
+
+#[test]
+fn a_key_offered_but_never_signed_for_is_not_recorded() {
+    let s = Server::start("collect-unsigned");
+    let d = TempDir::new("collect-unsigned-keys");
+    // The client has only the public half of this one: it offers it (and
+    // gets PK_OK) but cannot sign.
+    let offered = keygen(d.path(), "offered", &["-t", "ed25519"]);
+    std::fs::remove_file(&offered).unwrap();
+    let held = keygen(d.path(), "held", &["-t", "ed25519"]);
+    s.cli_json(&[
+        "collect",
+        "create",
+        "--multi-key",
+        "--identifier",
+        "half-keys",
+    ]);
+    let out = collect_connect(&s, "half-keys", &[&offered.with_extension("pub"), &held]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 public key recorded"),
+        "{}",
+        text(&out.stdout)
+    );
+    let shown = s.cli_json(&["collect", "show", "half-keys"]);
+    let keys = shown["connections"][0]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{shown:#}");
+    assert_eq!(
+        keys[0]["public_key_sha256"],
+        fingerprint(&held.with_extension("pub"), "sha256")
+    );
+    let offered_fp = fingerprint(&offered.with_extension("pub"), "sha256");
+    assert!(!shown.to_string().contains(&offered_fp), "{shown:#}");
+}
