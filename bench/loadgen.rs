@@ -333,6 +333,8 @@ fn issue(a: Args) {
             reason: Some("benchmark"),
             ttl: Duration::from_secs(3600),
             max_duration: Duration::from_secs(3600),
+            target: None,
+            connection_limit: None,
         })
         .collect();
     for chunk in batch.chunks(1000) {
@@ -370,6 +372,8 @@ fn redeem(a: Args) {
             reason: None,
             ttl: Duration::from_secs(3600),
             max_duration: Duration::from_secs(3600),
+            target: None,
+            connection_limit: None,
         })
         .collect();
     j.issue_many(&batch).unwrap();

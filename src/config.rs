@@ -28,6 +28,22 @@ pub struct Config {
     /// `[[drains]]`, in file order.
     pub drains: Vec<DrainConfig>,
     pub webhooks: Webhooks,
+    /// `[targets.NAME]`: what tunnel tokens may reach.
+    pub targets: BTreeMap<String, Target>,
+}
+
+/// `[targets.NAME]`: one service a tunnel token reaches, and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The only host the bastion resolves and dials for it.
+    pub host: String,
+    pub port: u16,
+    /// Session lifetime for its tokens (default: `sessions.max_duration`).
+    pub max_duration: Option<Duration>,
+    /// Forwarded connections open at once per session (`None`: unlimited).
+    pub connection_limit: Option<u32>,
+    /// An SSH server: `session issue` also prints the `-J` form.
+    pub ssh: bool,
 }
 
 /// `[webhooks]`: how collect sessions' webhooks are called.
@@ -449,8 +465,11 @@ fn string_array(
     Some(out)
 }
 
-const TOP_KEYS: &[&str] = &["server", "sessions", "profiles", "drains", "webhooks"];
+const TOP_KEYS: &[&str] = &[
+    "server", "sessions", "profiles", "drains", "webhooks", "targets",
+];
 const WEBHOOKS_KEYS: &[&str] = &["ca_file", "timeout"];
+const TARGET_KEYS: &[&str] = &["host", "port", "max_duration", "connection_limit", "ssh"];
 const DRAIN_KEYS: &[&str] = &[
     "name",
     "url",
@@ -536,6 +555,21 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
             _ => ctx.at(v.span(), "drains must be written as [[drains]] tables"),
         }
     }
+    let mut targets = BTreeMap::new();
+    if let Some(t) = sub_table(ctx, doc, "targets") {
+        for (name, v) in t.iter() {
+            let DeValue::Table(tt) = v.get_ref() else {
+                ctx.at(
+                    v.span(),
+                    format!("targets.{} must be a table", name.get_ref()),
+                );
+                continue;
+            };
+            if let Some(target) = walk_target(ctx, name.get_ref(), name.span(), tt) {
+                targets.insert(name.get_ref().to_string(), target);
+            }
+        }
+    }
     let webhooks = match sub_table(ctx, doc, "webhooks") {
         Some(t) => walk_webhooks(ctx, t),
         None => Webhooks::default(),
@@ -547,6 +581,7 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
         profiles,
         drains,
         webhooks,
+        targets,
     }
 }
 
@@ -907,6 +942,83 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
     }
 }
 
+fn walk_target(ctx: &mut Ctx, name: &str, name_span: Range<usize>, t: &DeTable) -> Option<Target> {
+    let section = format!("targets.{name}");
+    let s = section.as_str();
+    check_keys(ctx, t, s, TARGET_KEYS);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        ctx.at(
+            name_span.clone(),
+            format!("target name \"{name}\" may only use letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let host = match string(ctx, s, t, "host") {
+        Some(h) if !h.is_empty() && !h.contains(|c: char| c.is_whitespace() || c == '/') => Some(h),
+        Some(h) => {
+            let span = get(t, "host")
+                .map(|v| v.span())
+                .unwrap_or(name_span.clone());
+            ctx.at(
+                span,
+                format!("{s}.host: \"{h}\" is not a host name or address"),
+            );
+            None
+        }
+        None => {
+            if get(t, "host").is_none() {
+                ctx.at(name_span.clone(), format!("{s}.host is required"));
+            }
+            None
+        }
+    };
+    let port = match integer(ctx, s, t, "port") {
+        Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+        Some(p) => {
+            let span = get(t, "port")
+                .map(|v| v.span())
+                .unwrap_or(name_span.clone());
+            ctx.at(span, format!("{s}.port: {p} is not 1-65535"));
+            None
+        }
+        None => {
+            if get(t, "port").is_none() {
+                ctx.at(name_span.clone(), format!("{s}.port is required"));
+            }
+            None
+        }
+    };
+    let max_duration = duration(ctx, s, t, "max_duration");
+    if max_duration.is_some_and(|d| d.is_zero()) {
+        let span = get(t, "max_duration").map(|v| v.span()).unwrap_or(0..0);
+        ctx.at(span, format!("{s}.max_duration must be more than 0s"));
+    }
+    let connection_limit = match integer(ctx, s, t, "connection_limit") {
+        None => None,
+        Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+        Some(n) => {
+            let span = get(t, "connection_limit").map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(
+                span,
+                format!("{s}.connection_limit: {n} must be at least 1"),
+            );
+            None
+        }
+    };
+    let (host, port) = (host?, port?);
+    let ssh = boolean(ctx, s, t, "ssh").unwrap_or(port == 22);
+    Some(Target {
+        host,
+        port,
+        max_duration,
+        connection_limit,
+        ssh,
+    })
+}
+
 fn walk_webhooks(ctx: &mut Ctx, t: &DeTable) -> Webhooks {
     const S: &str = "webhooks";
     check_keys(ctx, t, S, WEBHOOKS_KEYS);
@@ -1167,6 +1279,22 @@ mod tests {
         assert_eq!(c.server.max_auth_tries, 6);
         assert_eq!(c.sessions.token_ttl, Duration::from_secs(900));
         assert!(c.sessions.idle_timeout.is_none());
+    }
+
+    #[test]
+    fn targets_are_checked_with_positions() {
+        let p = problems(
+            "[targets.db]\nhost = \"db.internal\"\nport = 70000\nconnection_limit = 0\n\n[targets.x]\nport = 22\nmax_duration = \"0s\"\n",
+        );
+        let joined = p.join("\n");
+        for want in [
+            "t.toml:3:8: targets.db.port: 70000 is not 1-65535",
+            "t.toml:4:20: targets.db.connection_limit: 0 must be at least 1",
+            "t.toml:6:10: targets.x.host is required",
+            "t.toml:8:16: targets.x.max_duration must be more than 0s",
+        ] {
+            assert!(joined.contains(want), "{want} not in:\n{joined}");
+        }
     }
 
     #[test]

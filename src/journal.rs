@@ -178,6 +178,11 @@ CREATE TABLE webhook_attempts (
     PRIMARY KEY (delivery_id, n)
 );
 "#,
+    r#"
+ALTER TABLE sessions ADD COLUMN target TEXT;
+ALTER TABLE sessions ADD COLUMN connection_limit INTEGER;
+ALTER TABLE sessions ADD COLUMN forwards INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// One drain as the daemon last recorded it (`tollgate drain status`).
@@ -221,9 +226,14 @@ pub struct SessionRow {
     pub client_addr: Option<String>,
     pub bytes_in: i64,
     pub bytes_out: i64,
+    /// Tunnel sessions: the target, its per-session connection limit, and
+    /// how many connections were forwarded.
+    pub target: Option<String>,
+    pub connection_limit: Option<u32>,
+    pub forwards: i64,
 }
 
-const SESSION_COLUMNS: &str = "id, kind, state, profile, login_user, command, reason, created_at, expires_at, max_duration_ms, started_at, ended_at, end_reason, exit_status, exit_signal, client_addr, bytes_in, bytes_out";
+const SESSION_COLUMNS: &str = "id, kind, state, profile, login_user, command, reason, created_at, expires_at, max_duration_ms, started_at, ended_at, end_reason, exit_status, exit_signal, client_addr, bytes_in, bytes_out, target, connection_limit, forwards";
 
 fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
     let opt_time = |i: usize| -> rusqlite::Result<Option<String>> {
@@ -248,6 +258,9 @@ fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
         client_addr: r.get(15)?,
         bytes_in: r.get(16)?,
         bytes_out: r.get(17)?,
+        target: r.get(18)?,
+        connection_limit: r.get(19)?,
+        forwards: r.get(20)?,
     })
 }
 
@@ -282,6 +295,9 @@ pub struct NewSession<'a> {
     pub reason: Option<&'a str>,
     pub ttl: Duration,
     pub max_duration: Duration,
+    /// A tunnel session: the target's name (then `profile` is empty).
+    pub target: Option<&'a str>,
+    pub connection_limit: Option<u32>,
 }
 
 /// What a successful redemption hands to the daemon.
@@ -291,6 +307,8 @@ pub struct Redeemed {
     pub profile: String,
     pub command: Option<String>,
     pub max_duration: Duration,
+    pub target: Option<String>,
+    pub connection_limit: Option<u32>,
 }
 
 /// How a session ended.
@@ -301,6 +319,8 @@ pub struct Ending {
     pub exit_signal: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Connections forwarded (tunnel sessions).
+    pub forwards: u64,
 }
 
 /// Result of `cancel`.
@@ -468,7 +488,7 @@ impl Journal {
             .prepare_cached(
                 "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
                  WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
-                 RETURNING id, profile, command, max_duration_ms",
+                 RETURNING id, profile, command, max_duration_ms, target, connection_limit",
             )?
             .query_row(
                 params![now, client_addr, token_sha256, login_user],
@@ -478,6 +498,8 @@ impl Journal {
                         profile: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
                         command: r.get(2)?,
                         max_duration: Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                        target: r.get(4)?,
+                        connection_limit: r.get(5)?,
                     })
                 },
             )
@@ -520,7 +542,7 @@ impl Journal {
         let tx = self.conn.savepoint()?;
         tx.prepare_cached(
             "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
-                    exit_signal = ?5, bytes_in = ?6, bytes_out = ?7
+                    exit_signal = ?5, bytes_in = ?6, bytes_out = ?7, forwards = ?8
              WHERE id = ?1 AND state IN ('active', 'canceling')",
         )?
         .execute(params![
@@ -530,7 +552,8 @@ impl Journal {
                 end.exit_status,
                 end.exit_signal,
                 end.bytes_in as i64,
-                end.bytes_out as i64
+                end.bytes_out as i64,
+                end.forwards as i64
             ],
         )?;
         if end.exit_status.is_some() || end.exit_signal.is_some() {
@@ -765,18 +788,22 @@ impl Journal {
 fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, JournalError> {
     let now = now_ms();
     tx.execute(
-        "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at, max_duration_ms)
-         VALUES (?1, 'ephemeral', 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at,
+             max_duration_ms, target, connection_limit)
+         VALUES (?1, ?10, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?12)",
         params![
             s.id,
             s.token_sha256,
-            s.profile,
+            (!s.profile.is_empty()).then_some(s.profile),
             s.login_user,
             s.command,
             s.reason,
             now,
             now + s.ttl.as_millis() as i64,
-            s.max_duration.as_millis() as i64
+            s.max_duration.as_millis() as i64,
+            if s.target.is_some() { "tunnel" } else { "ephemeral" },
+            s.target,
+            s.connection_limit
         ],
     )?;
     append_event(
@@ -784,8 +811,9 @@ fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, Journal
         now,
         Some(s.id),
         "session.issued",
-        &json!({"profile": s.profile, "login_user": s.login_user, "command": s.command, "reason": s.reason,
-                "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
+        &json!({"profile": (!s.profile.is_empty()).then_some(s.profile), "target": s.target,
+                "connection_limit": s.connection_limit, "login_user": s.login_user, "command": s.command,
+                "reason": s.reason, "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
     )?;
     let row = tx.query_row(
         &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
@@ -847,6 +875,8 @@ mod tests {
             reason: None,
             ttl,
             max_duration: Duration::from_secs(60),
+            target: None,
+            connection_limit: None,
         })
         .unwrap();
     }

@@ -89,12 +89,10 @@ allow_exec = true
         &config,
         &mut journal,
         &IssueArgs {
-            profile: "dev".into(),
+            profile: Some("dev".into()),
             login_user: me.name.clone(),
-            ttl: None,
-            max_duration: None,
-            command: None,
             reason: Some("tollgate dev".into()),
+            ..IssueArgs::default()
         },
     )?;
     drop(journal);

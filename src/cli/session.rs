@@ -28,11 +28,18 @@ pub enum SessionCmd {
     Cancel { id: String },
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
+#[command(group(clap::ArgGroup::new("grant").required(true).args(["profile", "target"])))]
 pub struct IssueArgs {
-    /// Profile from the config file.
+    /// Profile from the config file: a command in a PTY.
     #[arg(long)]
-    pub profile: String,
+    pub profile: Option<String>,
+    /// Target from the config file ([targets.NAME]): a tunnel to it and nothing else.
+    #[arg(long, conflicts_with_all = ["profile", "command"])]
+    pub target: Option<String>,
+    /// Tunnels: forwarded connections open at once (default: the target's connection_limit).
+    #[arg(long, value_name = "N", requires = "target")]
+    pub connection_limit: Option<u32>,
     /// SSH user name the person must connect as.
     #[arg(long)]
     pub login_user: String,
@@ -133,22 +140,47 @@ pub struct Issued {
     pub row: SessionRow,
     pub token: Token,
     pub ssh: String,
+    /// Tunnels to SSH targets: the `-J` form.
+    pub jump: Option<String>,
 }
 
 /// Validates the request against the config and writes the pending session.
 pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Issued, CliError> {
-    if config.profile(&a.profile).is_none() {
-        let known: Vec<&str> = config.profiles.keys().map(String::as_str).collect();
-        return Err(CliError::usage(format!(
-            "--profile: no profile \"{}\" in {} (known: {})",
-            a.profile,
+    let unknown = |flag: &str, what: &str, name: &str, known: Vec<&str>| {
+        CliError::usage(format!(
+            "{flag}: no {what} \"{name}\" in {} (known: {})",
             config.path.display(),
             if known.is_empty() {
                 "none".to_string()
             } else {
                 known.join(", ")
             }
-        )));
+        ))
+    };
+    let target = match (&a.profile, &a.target) {
+        (Some(p), _) if config.profile(p).is_none() => {
+            return Err(unknown(
+                "--profile",
+                "profile",
+                p,
+                config.profiles.keys().map(String::as_str).collect(),
+            ))
+        }
+        (_, Some(t)) => match config.targets.get(t) {
+            Some(target) => Some((t.as_str(), target)),
+            None => {
+                return Err(unknown(
+                    "--target",
+                    "target",
+                    t,
+                    config.targets.keys().map(String::as_str).collect(),
+                ))
+            }
+        },
+        _ => None,
+    };
+    if a.connection_limit == Some(0) {
+        return Err(CliError::usage("--connection-limit: must be at least 1"));
     }
     let u = &a.login_user;
     if u.is_empty()
@@ -175,7 +207,9 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
     let max_duration = dur(
         "--max-duration",
         &a.max_duration,
-        config.sessions.max_duration,
+        target
+            .and_then(|(_, t)| t.max_duration)
+            .unwrap_or(config.sessions.max_duration),
     )?;
     if let Some(c) = &a.command {
         if c.trim().is_empty() || c.contains('\0') {
@@ -189,19 +223,66 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
     let row = journal.issue(&NewSession {
         id: &id,
         token_sha256: &token.hash(),
-        profile: &a.profile,
+        profile: a.profile.as_deref().unwrap_or_default(),
         login_user: u,
         command: a.command.as_deref(),
         reason: a.reason.as_deref(),
         ttl,
         max_duration,
+        target: target.map(|(name, _)| name),
+        connection_limit: a
+            .connection_limit
+            .or(target.and_then(|(_, t)| t.connection_limit)),
     })?;
     let (host, port) = config.ssh_destination();
+    let base = ssh_line(&host, port, u);
+    let (ssh, jump) = match target {
+        None => (base, None),
+        Some((name, t)) => tunnel_lines(&host, port, u, name, t),
+    };
     Ok(Issued {
         row,
         token,
-        ssh: ssh_line(&host, port, u),
+        ssh,
+        jump,
     })
+}
+
+/// The `-N -L` line for a tunnel, and for an SSH target the `-J` line.
+/// The local port is the target's own when that needs no privilege,
+/// otherwise 10000 more (22 → 10022).
+fn tunnel_lines(
+    host: &str,
+    port: u16,
+    user: &str,
+    name: &str,
+    t: &crate::config::Target,
+) -> (String, Option<String>) {
+    let local = if t.port >= 1024 {
+        t.port
+    } else {
+        t.port + 10000
+    };
+    let p = if port == 22 {
+        String::new()
+    } else {
+        format!(" -p {port}")
+    };
+    let l = format!("ssh -N -L {local}:{name}:{}{p} {user}@{host}", t.port);
+    let jump = t.ssh.then(|| {
+        let jp = if port == 22 {
+            String::new()
+        } else {
+            format!(":{port}")
+        };
+        let tp = if t.port == 22 {
+            String::new()
+        } else {
+            format!(" -p {}", t.port)
+        };
+        format!("ssh -J {user}@{host}{jp}{tp} USER@{name}")
+    });
+    (l, jump)
 }
 
 /// Prints an issued session; the only place a token is ever shown.
@@ -211,7 +292,8 @@ pub fn print_issued(i: &Issued, output: Output) {
             "id": i.row.id, "token": i.token.reveal(), "state": i.row.state, "profile": i.row.profile,
             "login_user": i.row.login_user, "command": i.row.command, "reason": i.row.reason,
             "created_at": i.row.created_at, "expires_at": i.row.expires_at,
-            "max_duration_s": i.row.max_duration_s, "ssh": i.ssh,
+            "max_duration_s": i.row.max_duration_s, "ssh": i.ssh, "kind": i.row.kind,
+            "target": i.row.target, "connection_limit": i.row.connection_limit, "ssh_jump": i.jump,
         })),
         Output::Text => {
             println!("session  {}", i.row.id);
@@ -219,6 +301,9 @@ pub fn print_issued(i: &Issued, output: Output) {
             println!("         (shown once: only its hash is stored)");
             println!("expires  {}", i.row.expires_at);
             println!("connect  {}", i.ssh);
+            if let Some(j) = &i.jump {
+                println!("    or   {j}");
+            }
             println!("         and paste the token at the Token: prompt");
         }
     }

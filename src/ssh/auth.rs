@@ -25,6 +25,10 @@ pub struct AuthorizedSession {
     /// When the redemption happened, on the monotonic clock.
     pub started: Instant,
     pub max_duration: Duration,
+    /// A tunnel session: the only target it may reach, and how many
+    /// forwarded connections may be open at once.
+    pub target: Option<String>,
+    pub connection_limit: Option<u32>,
     _proof: Proof,
 }
 
@@ -52,6 +56,8 @@ pub async fn redeem(
             client_addr: peer,
             started,
             max_duration: r.max_duration,
+            target: r.target,
+            connection_limit: r.connection_limit,
             _proof: Proof,
         }),
         Ok(None) => {

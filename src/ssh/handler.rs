@@ -381,18 +381,24 @@ impl russh::server::Handler for Handler {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // The session task decides: a tunnel forwards to its target only.
         if let Some(ctl) = &self.ctl {
-            let _ = ctl.send(Ctl::Refused(format!(
-                "direct-tcpip to {host_to_connect}:{port_to_connect}"
-            )));
+            let _ = ctl.send(Ctl::Forward(super::tunnel::ForwardRequest {
+                channel,
+                host: host_to_connect.to_string(),
+                port: port_to_connect,
+                origin: format!("{originator_address}:{originator_port}"),
+                reply,
+            }));
+            return Ok(());
         }
         reply
             .reject(ChannelOpenFailure::AdministrativelyProhibited)

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod handler;
 pub mod session;
+pub mod tunnel;
 
 use std::borrow::Cow;
 use std::io;

@@ -36,6 +36,8 @@ pub enum Ctl {
     Signal(String),
     /// A request refused by policy, recorded as an event.
     Refused(String),
+    /// A `direct-tcpip` channel (tunnel sessions forward it to their target).
+    Forward(super::tunnel::ForwardRequest),
 }
 
 /// Why a session ends, as recorded in the journal.
@@ -192,9 +194,18 @@ pub fn start(
     let (stop_tx, stop_rx) = mpsc::unbounded_channel();
     shared.register(&auth.id, stop_tx);
     let task_gate = gate.clone();
+    let tunnel = auth.target.as_ref().and_then(|name| {
+        let t = shared.config.targets.get(name)?;
+        Some(super::tunnel::Tunnel::new(
+            name.clone(),
+            t.clone(),
+            auth.connection_limit,
+        ))
+    });
     tokio::spawn(async move {
         let id = auth.id.clone();
         let task = Task {
+            tunnel,
             shared: shared.clone(),
             auth,
             handle,
@@ -221,6 +232,8 @@ struct Running {
 }
 
 struct Task {
+    /// Tunnel sessions: their forwarded connections.
+    tunnel: Option<super::tunnel::Tunnel>,
     shared: Arc<Shared>,
     auth: AuthorizedSession,
     handle: Handle,
@@ -303,8 +316,10 @@ impl Task {
                 self.reply(ok).await;
             }
             Ctl::Env(k, v) => self.client_env.push((k, v)),
+            Ctl::Shell | Ctl::Exec(_) if self.auth.target.is_some() => self.explain_tunnel().await,
             Ctl::Shell => return self.start_process(None).await,
             Ctl::Exec(cmd) => return self.start_process(Some(cmd)).await,
+            Ctl::Forward(f) => self.forward(f).await,
             Ctl::Data(d) => {
                 self.touch();
                 self.activity
@@ -324,6 +339,8 @@ impl Task {
                     let _ = r.input.send(None);
                 }
             }
+            // A tunnel outlives its (optional) session channel.
+            Ctl::Close if self.auth.target.is_some() => {}
             Ctl::Close => return Err(EndReason::Disconnected),
             Ctl::WindowChange(cols, rows, pw, ph) => {
                 if let Some(m) = self.running.as_ref().and_then(|r| r.master.clone()) {
@@ -350,6 +367,64 @@ impl Task {
             }
         }
         Ok(())
+    }
+
+    /// A `direct-tcpip` request: forwarded on a tunnel session to its
+    /// target, refused (and recorded) everywhere else.
+    async fn forward(&mut self, f: super::tunnel::ForwardRequest) {
+        let Some(tunnel) = self.tunnel.as_mut() else {
+            let what = format!("{f:?}");
+            f.reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            self.event("session.request_refused", json!({"request": what}))
+                .await;
+            return;
+        };
+        let (activity, epoch) = (self.activity.clone(), self.epoch);
+        let on_bytes: super::tunnel::OnBytes = Arc::new(move |up, down| {
+            activity.bytes_in.fetch_add(up, Ordering::Relaxed);
+            activity.bytes_out.fetch_add(down, Ordering::Relaxed);
+            activity
+                .last_ms
+                .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        });
+        tunnel
+            .request(&self.shared, &self.auth.id, f, on_bytes)
+            .await;
+    }
+
+    /// A shell or exec request on a tunnel token: how to use it instead,
+    /// then the channel closes (the tunnel stays).
+    async fn explain_tunnel(&mut self) {
+        let Some(ch) = self.channel else { return };
+        self.reply(true).await;
+        let text = match &self.tunnel {
+            Some(t) => {
+                let (host, port) = self.shared.config.ssh_destination();
+                super::tunnel::explanation(&t.name, &t.target, &self.auth.login_user, &host, port)
+            }
+            None => "This token's target is no longer configured.\n".to_string(),
+        };
+        let text = if self.pty.is_some() {
+            text.replace('\n', "\r\n")
+        } else {
+            text
+        };
+        let handle = &self.handle;
+        let _ = bounded(async {
+            let _ = handle.data(ch, text.into_bytes()).await;
+            let _ = handle.exit_status_request(ch, 0).await;
+            let _ = handle.eof(ch).await;
+            let _ = handle.close(ch).await;
+        })
+        .await;
+        self.channel = None;
+        self.event(
+            "session.request_refused",
+            json!({"request": "session channel on a tunnel token (explained)"}),
+        )
+        .await;
     }
 
     async fn reply(&self, ok: bool) {
@@ -648,9 +723,17 @@ impl Task {
             })
             .await;
         }
+        let forwards = match self.tunnel.as_mut() {
+            Some(t) => {
+                t.close_all().await;
+                t.count()
+            }
+            None => 0,
+        };
         let ending = {
             use std::os::unix::process::ExitStatusExt;
             Ending {
+                forwards,
                 reason: reason.as_str().to_string(),
                 exit_status: status.and_then(|s| s.code()).map(i64::from),
                 exit_signal: status.and_then(|s| s.signal()).map(exec::signal_name),
