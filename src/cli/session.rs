@@ -238,7 +238,7 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
     let base = ssh_line(&host, port, u);
     let (ssh, jump) = match target {
         None => (base, None),
-        Some((name, t)) => tunnel_lines(&host, port, u, name, t),
+        Some((name, t)) => crate::ssh::tunnel::lines(&host, port, u, name, t),
     };
     Ok(Issued {
         row,
@@ -246,43 +246,6 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
         ssh,
         jump,
     })
-}
-
-/// The `-N -L` line for a tunnel, and for an SSH target the `-J` line.
-/// The local port is the target's own when that needs no privilege,
-/// otherwise 10000 more (22 → 10022).
-fn tunnel_lines(
-    host: &str,
-    port: u16,
-    user: &str,
-    name: &str,
-    t: &crate::config::Target,
-) -> (String, Option<String>) {
-    let local = if t.port >= 1024 {
-        t.port
-    } else {
-        t.port + 10000
-    };
-    let p = if port == 22 {
-        String::new()
-    } else {
-        format!(" -p {port}")
-    };
-    let l = format!("ssh -N -L {local}:{name}:{}{p} {user}@{host}", t.port);
-    let jump = t.ssh.then(|| {
-        let jp = if port == 22 {
-            String::new()
-        } else {
-            format!(":{port}")
-        };
-        let tp = if t.port == 22 {
-            String::new()
-        } else {
-            format!(" -p {}", t.port)
-        };
-        format!("ssh -J {user}@{host}{jp}{tp} USER@{name}")
-    });
-    (l, jump)
 }
 
 /// Prints an issued session; the only place a token is ever shown.

@@ -217,8 +217,16 @@ async fn record(shared: &Shared, session: &str, kind: &'static str, detail: serd
     }
 }
 
-/// What a session channel on a tunnel token shows before it closes.
-pub fn explanation(name: &str, t: &Target, user: &str, host: &str, port: u16) -> String {
+/// The `-N -L` line for a tunnel, and for an SSH target the `-J` line.
+/// The local port is the target's own when that needs no privilege,
+/// otherwise 10000 more (22 → 10022).
+pub fn lines(
+    host: &str,
+    port: u16,
+    user: &str,
+    name: &str,
+    t: &Target,
+) -> (String, Option<String>) {
     let local = if t.port >= 1024 {
         t.port
     } else {
@@ -229,20 +237,39 @@ pub fn explanation(name: &str, t: &Target, user: &str, host: &str, port: u16) ->
     } else {
         format!(" -p {port}")
     };
-    let mut s = format!(
-        "This token opens a tunnel to {name} ({}:{}) and nothing else: no shell, no commands.\n\
-         Keep this running and connect to localhost:{local}:\n\n    ssh -N -L {local}:{name}:{}{p} {user}@{host}\n",
-        t.host, t.port, t.port
-    );
-    if t.ssh {
+    let l = format!("ssh -N -L {local}:{name}:{}{p} {user}@{host}", t.port);
+    let jump = t.ssh.then(|| {
         let jp = if port == 22 {
             String::new()
         } else {
             format!(":{port}")
         };
+        let tp = if t.port == 22 {
+            String::new()
+        } else {
+            format!(" -p {}", t.port)
+        };
+        format!("ssh -J {user}@{host}{jp}{tp} USER@{name}")
+    });
+    (l, jump)
+}
+
+/// What a session channel on a tunnel token shows before it closes.
+pub fn explanation(name: &str, t: &Target, user: &str, host: &str, port: u16) -> String {
+    let (l, jump) = lines(host, port, user, name, t);
+    let local = l
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split(':').next())
+        .unwrap_or("");
+    let mut s = format!(
+        "This token opens a tunnel to {name} ({}:{}) and nothing else: no shell, no commands.\n\
+         Keep this running and connect to localhost:{local}:\n\n    {l}\n",
+        t.host, t.port
+    );
+    if let Some(j) = jump {
         s.push_str(&format!(
-            "\nor log in to it through the bastion:\n\n    ssh -J {user}@{host}{jp} -p {} USER@{name}\n",
-            t.port
+            "\nor log in to it through the bastion:\n\n    {j}\n"
         ));
     }
     s
