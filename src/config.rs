@@ -516,21 +516,7 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
     if let Some(t) = sub_table(ctx, doc, "sessions") {
         walk_sessions(ctx, t, &mut sessions);
     }
-    let mut profiles = BTreeMap::new();
-    if let Some(t) = sub_table(ctx, doc, "profiles") {
-        for (name, v) in t.iter() {
-            let DeValue::Table(pt) = v.get_ref() else {
-                ctx.at(
-                    v.span(),
-                    format!("profiles.{} must be a table", name.get_ref()),
-                );
-                continue;
-            };
-            if let Some(p) = walk_profile(ctx, name.get_ref(), name.span(), pt) {
-                profiles.insert(name.get_ref().to_string(), p);
-            }
-        }
-    }
+    let profiles = named_tables(ctx, doc, "profiles", walk_profile);
     let mut drains: Vec<DrainConfig> = Vec::new();
     if let Some(v) = get(doc, "drains") {
         match v.get_ref() {
@@ -555,21 +541,7 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
             _ => ctx.at(v.span(), "drains must be written as [[drains]] tables"),
         }
     }
-    let mut targets = BTreeMap::new();
-    if let Some(t) = sub_table(ctx, doc, "targets") {
-        for (name, v) in t.iter() {
-            let DeValue::Table(tt) = v.get_ref() else {
-                ctx.at(
-                    v.span(),
-                    format!("targets.{} must be a table", name.get_ref()),
-                );
-                continue;
-            };
-            if let Some(target) = walk_target(ctx, name.get_ref(), name.span(), tt) {
-                targets.insert(name.get_ref().to_string(), target);
-            }
-        }
-    }
+    let targets = named_tables(ctx, doc, "targets", walk_target);
     let webhooks = match sub_table(ctx, doc, "webhooks") {
         Some(t) => walk_webhooks(ctx, t),
         None => Webhooks::default(),
@@ -940,6 +912,31 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
             }
         }
     }
+}
+
+/// `[SECTION.NAME]` tables, each read by `walk` (name, its span, table).
+fn named_tables<T>(
+    ctx: &mut Ctx,
+    doc: &DeTable,
+    section: &str,
+    walk: fn(&mut Ctx, &str, Range<usize>, &DeTable) -> Option<T>,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    if let Some(t) = sub_table(ctx, doc, section) {
+        for (name, v) in t.iter() {
+            let DeValue::Table(tt) = v.get_ref() else {
+                ctx.at(
+                    v.span(),
+                    format!("{section}.{} must be a table", name.get_ref()),
+                );
+                continue;
+            };
+            if let Some(x) = walk(ctx, name.get_ref(), name.span(), tt) {
+                out.insert(name.get_ref().to_string(), x);
+            }
+        }
+    }
+    out
 }
 
 fn walk_target(ctx: &mut Ctx, name: &str, name_span: Range<usize>, t: &DeTable) -> Option<Target> {
