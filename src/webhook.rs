@@ -36,16 +36,24 @@ const IN_FLIGHT: usize = 16;
 /// webhook's secret.
 pub const SIGNATURE_HEADER: &str = "X-Tollgate-Signature";
 
-/// A webhook as `collect create`/`update` asks for it, already checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewWebhook {
+/// How a webhook is called: everything about it but its secret, as stored
+/// and as shown.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WebhookSpec {
     pub url: String,
     pub method: String,
     pub headers: BTreeMap<String, Vec<String>>,
+    /// Empty: every event.
     pub events: Vec<String>,
     pub retries: u32,
     pub initial_backoff: u32,
     pub backoff_multiplier: f64,
+}
+
+/// A webhook as `collect create`/`update` asks for it, already checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWebhook {
+    pub spec: WebhookSpec,
     pub secret: Option<String>,
 }
 

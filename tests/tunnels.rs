@@ -133,16 +133,6 @@ fn closed_within(c: &mut TcpStream, limit: Duration) -> bool {
         }
 }
 
-fn events(s: &Server, id: &str, kind: &str) -> Vec<Value> {
-    s.cli_json(&["events", "--session", id])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn local_forward_reaches_the_target_only_within_its_limit_and_counts_bytes() {
     let echo = Echo::start();
@@ -199,7 +189,7 @@ fn local_forward_reaches_the_target_only_within_its_limit_and_counts_bytes() {
     assert_eq!(v["bytes_out"], sent, "{v:#}");
     assert_eq!(v["forwards"], 3, "{v:#}");
     assert_eq!(echo.received.load(Ordering::SeqCst), sent as u64);
-    let closed = events(&s, &id, "tunnel.closed");
+    let closed = s.events_of(Some(&id), "tunnel.closed");
     let mut per: Vec<u64> = closed
         .iter()
         .map(|e| e["detail"]["bytes_from_client"].as_u64().unwrap())
@@ -212,7 +202,7 @@ fn local_forward_reaches_the_target_only_within_its_limit_and_counts_bytes() {
             e["detail"]["bytes_to_client"]
         );
     }
-    let refused = events(&s, &id, "tunnel.refused");
+    let refused = s.events_of(Some(&id), "tunnel.refused");
     let reasons: Vec<&str> = refused
         .iter()
         .map(|e| e["detail"]["reason"].as_str().unwrap())
@@ -227,7 +217,7 @@ fn local_forward_reaches_the_target_only_within_its_limit_and_counts_bytes() {
         reasons.iter().any(|r| r.contains("only echo (127.0.0.1:")),
         "{refused:#?}"
     );
-    let other_refused = events(&s, &id, "session.request_refused");
+    let other_refused = s.events_of(Some(&id), "session.request_refused");
     assert!(
         other_refused.iter().any(|e| e["detail"]["request"]
             .as_str()
@@ -267,7 +257,7 @@ fn stdio_forward_and_a_shell_request_on_a_tunnel_token() {
         said.contains("opens a tunnel to echo") && said.contains("ssh -N -L"),
         "{said}"
     );
-    assert!(!events(&s, &id, "session.request_refused").is_empty());
+    assert!(!s.events_of(Some(&id), "session.request_refused").is_empty());
 }
 
 #[test]

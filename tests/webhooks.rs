@@ -184,16 +184,6 @@ fn hmac_hex(secret: &str, body: &str) -> String {
         .collect()
 }
 
-fn events_of(s: &Server, kind: &str) -> Vec<Value> {
-    let v = s.cli_json(&["events"]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn deliveries_are_filtered_signed_retried_and_journaled() {
     let r = Receiver::start(|path, earlier| match path {
@@ -376,7 +366,7 @@ fn deliveries_are_filtered_signed_retried_and_journaled() {
             assert_eq!(codes, [204], "{d:#}");
         }
     }
-    assert_eq!(events_of(&s, "collect.webhook_delivered").len(), 6);
+    assert_eq!(s.events_of(None, "collect.webhook_delivered").len(), 6);
     let text_out = text(&s.cli(&["collect", "deliveries", &id]).stdout);
     assert!(text_out.contains("HTTP status 503"), "{text_out}");
 }
@@ -453,10 +443,10 @@ fn pending_deliveries_survive_a_crash_and_spent_retries_fail_loudly() {
 
     // The broken one gives up after 1 + 1 attempts, loudly.
     let ok = eventually(Duration::from_secs(10), || {
-        !events_of(&s, "collect.webhook_failed").is_empty()
+        !s.events_of(None, "collect.webhook_failed").is_empty()
     });
     assert!(ok.is_some());
-    let failed = &events_of(&s, "collect.webhook_failed")[0];
+    let failed = &s.events_of(None, "collect.webhook_failed")[0];
     assert_eq!(failed["detail"]["attempts"], 2, "{failed:#}");
     assert_eq!(failed["detail"]["status_code"], 500);
     assert_eq!(broken.requests("/broken").len(), 2);

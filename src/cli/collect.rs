@@ -10,7 +10,7 @@ use super::{load, print_json, CliError, CliResult, Output, EXIT_NOT_FOUND};
 use crate::collect::store::{valid_identifier, CollectPatch, CollectSession, NewCollect};
 use crate::config::{parse_duration, ssh_line, Config};
 use crate::journal::now_ms;
-use crate::webhook::{self, Endpoint, NewWebhook};
+use crate::webhook::{self, Endpoint, NewWebhook, WebhookSpec};
 
 #[derive(Subcommand, Debug)]
 pub enum CollectCmd {
@@ -180,13 +180,15 @@ impl WebhookOpts {
             .map(|u| {
                 Endpoint::parse(u).map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
                 Ok(NewWebhook {
-                    url: u.clone(),
-                    method: method.clone(),
-                    headers: headers.clone(),
-                    events: events.clone(),
-                    retries: self.webhook_retries,
-                    initial_backoff: self.webhook_initial_backoff,
-                    backoff_multiplier: m,
+                    spec: WebhookSpec {
+                        url: u.clone(),
+                        method: method.clone(),
+                        headers: headers.clone(),
+                        events: events.clone(),
+                        retries: self.webhook_retries,
+                        initial_backoff: self.webhook_initial_backoff,
+                        backoff_multiplier: m,
+                    },
                     secret: secret.clone(),
                 })
             })
@@ -475,7 +477,7 @@ fn print_created(config: &Config, s: &CollectSession, output: Output) {
             println!("expires     {}", s.expired_at.as_deref().unwrap_or("never"));
             println!("send        {}", ssh(config, s));
             for w in &s.webhooks {
-                println!("webhook     {} {}", w.id, w.url);
+                println!("webhook     {} {}", w.id, w.spec.url);
             }
         }
     }
@@ -500,7 +502,8 @@ fn print_text(config: &Config, s: &CollectSession) {
         s.multi_connection, s.multi_key, s.must_confirm
     );
     println!("ssh                 {}", ssh(config, s));
-    for w in &s.webhooks {
+    for wh in &s.webhooks {
+        let w = &wh.spec;
         let events = if w.events.is_empty() {
             "all events".to_string()
         } else {
@@ -508,14 +511,14 @@ fn print_text(config: &Config, s: &CollectSession) {
         };
         println!(
             "webhook {} {} {} ({}; retries {}, backoff {}s x{}{})",
-            w.id,
+            wh.id,
             w.method.to_ascii_uppercase(),
             w.url,
             events,
             w.retries,
             w.initial_backoff,
             w.backoff_multiplier,
-            if w.has_secret { ", signed" } else { "" }
+            if wh.has_secret { ", signed" } else { "" }
         );
     }
     for c in &s.connections {

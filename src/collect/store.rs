@@ -1,15 +1,13 @@
 //! Collect sessions in the journal: the object the CLI prints (and webhooks
 //! will carry), its connections and the keys kept from each.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::json;
 
 use super::keys::KeyForms;
 use crate::journal::{append_event, fmt_time, now_ms, Journal, JournalError};
-use crate::webhook::NewWebhook;
+use crate::webhook::{NewWebhook, WebhookSpec};
 
 /// What `collect create` asks for.
 #[derive(Debug, Clone, Default)]
@@ -67,14 +65,8 @@ pub struct CollectSession {
 #[derive(Debug, Clone, Serialize)]
 pub struct Webhook {
     pub id: String,
-    pub url: String,
-    pub method: String,
-    pub headers: BTreeMap<String, Vec<String>>,
-    /// Empty: every event.
-    pub events: Vec<String>,
-    pub retries: u32,
-    pub initial_backoff: u32,
-    pub backoff_multiplier: f64,
+    #[serde(flatten)]
+    pub spec: WebhookSpec,
     pub has_secret: bool,
     pub created_at: String,
 }
@@ -238,13 +230,15 @@ fn webhooks(conn: &Connection, collect_id: &str) -> Result<Vec<Webhook>, Journal
             let events: String = r.get(4)?;
             Ok(Webhook {
                 id: r.get(0)?,
-                url: r.get(1)?,
-                method: r.get(2)?,
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                events: serde_json::from_str(&events).unwrap_or_default(),
-                retries: r.get(5)?,
-                initial_backoff: r.get(6)?,
-                backoff_multiplier: r.get(7)?,
+                spec: WebhookSpec {
+                    url: r.get(1)?,
+                    method: r.get(2)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    events: serde_json::from_str(&events).unwrap_or_default(),
+                    retries: r.get(5)?,
+                    initial_backoff: r.get(6)?,
+                    backoff_multiplier: r.get(7)?,
+                },
                 has_secret: r.get(8)?,
                 created_at: fmt_time(r.get(9)?),
             })
@@ -263,8 +257,9 @@ fn add_webhook(
     conn.execute(
         "INSERT INTO collect_webhooks (id, collect_id, url, method, headers, events, retries, initial_backoff,
              backoff_multiplier, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![id, collect_id, w.url, w.method, json!(w.headers).to_string(), json!(w.events).to_string(),
-                w.retries, w.initial_backoff, w.backoff_multiplier, w.secret, now],
+        params![id, collect_id, w.spec.url, w.spec.method, json!(w.spec.headers).to_string(),
+                json!(w.spec.events).to_string(), w.spec.retries, w.spec.initial_backoff,
+                w.spec.backoff_multiplier, w.secret, now],
     )?;
     Ok(id)
 }
@@ -514,7 +509,8 @@ fn enqueue(
     now: i64,
 ) -> Result<(), JournalError> {
     for w in &s.webhooks {
-        if !w.events.is_empty() && !w.events.iter().any(|e| e == event) {
+        let events = &w.spec.events;
+        if !events.is_empty() && !events.iter().any(|e| e == event) {
             continue;
         }
         let id = new_id("dlv_")?;

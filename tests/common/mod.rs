@@ -217,6 +217,21 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
         )
     }
 
+    /// Journal events of one `kind` (of one session when given), oldest first.
+    pub fn events_of(&self, session: Option<&str>, kind: &str) -> Vec<Value> {
+        let mut a = vec!["events"];
+        if let Some(id) = session {
+            a.extend(["--session", id]);
+        }
+        self.cli_json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+
     pub fn show(&self, id: &str) -> Value {
         self.cli_json(&["session", "show", id])
     }
