@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs tollgate's whole test suite on a fresh Debian machine: installs what
 # the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
-# for throwaway certificates) when missing, then
+# for throwaway certificates, sshd as a tunnel's SSH target) when missing, then
 # checks formatting, lints, and runs unit and black-box tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +13,23 @@ command -v ps >/dev/null 2>&1 || need+=(procps)
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ] || need+=(rsyslog-gnutls)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
+  # The packages' own services (sshd on port 22, rsyslog) are not started:
+  # the tests run their own, on loopback.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ -z "$policy" ] || { $sudo rm -f "$policy"; trap - EXIT; }
 fi
 if ! id nobody >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "the tests run sessions as 'nobody' when run as root, and there is no such account" >&2

@@ -20,7 +20,7 @@ use tollgate::{config, daemon};
     version,
     about,
     long_about = None,
-    after_help = "Exit status: 0 ok, 1 failure, 2 usage or invalid input (a bad config included), 4 no such session or collect session.\nSee tollgate(8) and tollgate.toml(5)."
+    after_help = "Exit status: 0 ok, 1 failure, 2 usage or invalid input (a bad config included), 4 no such session or collect session; `connect` exits with ssh's own status.\nSee tollgate(8) and tollgate.toml(5)."
 )]
 struct Args {
     /// Configuration file.
@@ -53,9 +53,15 @@ enum Command {
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(cli::config::ConfigCmd),
+    /// Client side: run the local ssh to the bastion with the token from a file or variable, never in argv.
+    Connect(cli::connect::ConnectArgs),
 }
 
 fn main() -> ExitCode {
+    // Run by ssh as `tollgate connect`'s askpass program: answer and go.
+    if let Some(code) = cli::connect::askpass_if_asked() {
+        return code;
+    }
     let args = Args::parse();
     let config_path = args
         .config
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         Command::Collect(c) => cli::collect::run(c, &config_path, args.output),
         Command::Drain(c) => cli::drain::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
+        Command::Connect(a) => cli::connect::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

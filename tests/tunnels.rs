@@ -70,11 +70,16 @@ fn server(echo: &Echo, extra: &str) -> Server {
 }
 
 fn issue_tunnel(s: &Server, extra: &[&str]) -> (String, String, Value) {
+    issue_tunnel_to(s, "echo", extra)
+}
+
+/// `session issue --target TARGET --login-user ops`: (id, token, the JSON).
+fn issue_tunnel_to(s: &Server, target: &str, extra: &[&str]) -> (String, String, Value) {
     let mut a = vec![
         "session",
         "issue",
         "--target",
-        "echo",
+        target,
         "--login-user",
         "ops",
     ];
@@ -248,16 +253,42 @@ fn stdio_forward_and_a_shell_request_on_a_tunnel_token() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "through the bastion\n");
 
-    // A shell request gets the explanation and closes.
+    // A shell request, with -A and a real agent, gets the explanation and
+    // closes; the agent request is refused and recorded.
+    let dir = TempDir::new("tunnels-agent");
+    let sock = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || sock.exists()).is_some());
     let (id, token, _) = issue_tunnel(&s, &[]);
-    let out = s.ssh_run("ops", &token, &[], "");
+    let out = s
+        .ssh("ops", &token)
+        .arg("-A")
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
         said.contains("opens a tunnel to echo") && said.contains("ssh -N -L"),
         "{said}"
     );
-    assert!(!s.events_of(Some(&id), "session.request_refused").is_empty());
+    let refused: Vec<Value> = s
+        .events_of(Some(&id), "session.request_refused")
+        .into_iter()
+        .map(|e| e["detail"]["request"].clone())
+        .collect();
+    assert!(
+        refused.contains(&Value::from("agent forwarding")),
+        "{refused:?}"
+    );
+    assert!(refused.len() >= 2, "the shell request too: {refused:?}");
 }
 
 #[test]
@@ -301,4 +332,315 @@ fn cancel_and_max_duration_close_every_forward_within_a_second() {
         let _ = child.kill();
         child.wait().unwrap();
     }
+}
+
+/// A real OpenSSH server on loopback, as the SSH target behind the bastion:
+/// its own host key, one client key authorized, no password logins. As
+/// root it logs in root (by key); otherwise only the invoking user.
+struct Sshd {
+    port: u16,
+    child: Child,
+    key: std::path::PathBuf,
+    login: String,
+}
+
+impl Sshd {
+    fn start(dir: &std::path::Path) -> Sshd {
+        let host = keygen(dir, "sshd_host", &["-t", "ed25519"]);
+        let key = keygen(dir, "client", &["-t", "ed25519"]);
+        let auth = dir.join("authorized_keys");
+        std::fs::copy(dir.join("client.pub"), &auth).unwrap();
+        let port = free_port();
+        let cfg = dir.join("sshd_config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 StrictModes no\nUsePAM no\nPidFile none\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
+                host.display(),
+                auth.display()
+            ),
+        )
+        .unwrap();
+        let root = nix::unistd::Uid::effective().is_root();
+        if root {
+            // Its privilege separation directory, as the package's unit makes it.
+            std::fs::create_dir_all("/run/sshd").unwrap();
+        }
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("/usr/sbin/sshd (openssh-server; scripts/test.sh installs it)");
+        let up = eventually(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up.is_some(),
+            "sshd did not listen: {}",
+            std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+        let login = invoking_user();
+        Sshd {
+            port,
+            child,
+            key,
+            login,
+        }
+    }
+
+    /// An ssh_config for a client reaching the target `inner` through the
+    /// bastion at 127.0.0.1: given with -F, OpenSSH hands it to the -J child.
+    fn client_config(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("ssh_config");
+        std::fs::write(
+            &path,
+            format!(
+                "Host inner\n  Port {}\n  IdentityFile {}\n  IdentitiesOnly yes\n  BatchMode yes\n\
+                 Host 127.0.0.1\n  PubkeyAuthentication no\n  NumberOfPasswordPrompts 1\n\
+                 Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+                self.port,
+                self.key.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(pid, command line)` of every process whose argv contains `needle`.
+fn cmdlines_containing(needle: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push((name, cmd));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn jump_and_stdio_forward_log_in_to_a_real_ssh_target() {
+    let sshd_dir = TempDir::new("tunnels-sshd");
+    let sshd = Sshd::start(sshd_dir.path());
+    let s = Server::start_with(
+        "tunnels-jump",
+        Opts {
+            tail: format!(
+                "[targets.inner]\nhost = \"127.0.0.1\"\nport = {}\nssh = true\n",
+                sshd.port
+            ),
+            ..Opts::default()
+        },
+    );
+    let cfg = sshd.client_config(sshd_dir.path());
+    let cfg = cfg.to_str().unwrap();
+    let (id, token, v) = issue_tunnel_to(&s, "inner", &[]);
+    let jump = v["ssh_jump"].as_str().unwrap();
+    assert!(jump.contains("-J ops@"), "{jump}");
+
+    // -J: OpenSSH's own ProxyJump child asks the bastion for the token.
+    let target = format!("{}@inner", sshd.login);
+    let askpass = askpass_script(&sshd_dir.path().join("askpass"), &token);
+    let out = std::process::Command::new("ssh")
+        .args(["-F", cfg, "-J", &format!("ops@127.0.0.1:{}", s.port)])
+        .arg(&target)
+        .arg("echo logged-in-as-$(id -un)")
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        format!("logged-in-as-{}\n", sshd.login),
+        "{}\n{}",
+        text(&out.stderr),
+        s.log_text()
+    );
+    let opened = s.events_of(Some(&id), "tunnel.opened");
+    assert_eq!(opened.len(), 1, "{opened:#?}");
+    let closed = s.events_of(Some(&id), "tunnel.closed");
+    assert!(
+        closed.len() == 1 && closed[0]["detail"]["bytes_to_client"].as_u64() > Some(1000),
+        "{closed:#?}"
+    );
+
+    // -W, from `tollgate connect` as the ProxyCommand, the token in a variable.
+    let (_, token2, _) = issue_tunnel_to(&s, "inner", &[]);
+    let proxy = format!(
+        "{BIN} connect --server 127.0.0.1:{} --login-user ops --token-env TG_TEST_TOKEN -- -F {cfg} -W %h:%p",
+        s.port
+    );
+    let out = std::process::Command::new("ssh")
+        .args(["-F", cfg, "-o", &format!("ProxyCommand={proxy}")])
+        .arg(&target)
+        .arg("echo via-connect")
+        .env("TG_TEST_TOKEN", &token2)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("SSH_ASKPASS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "via-connect\n",
+        "{}\n{}",
+        text(&out.stderr),
+        s.log_text()
+    );
+}
+
+#[test]
+fn connect_feeds_the_token_from_a_file_or_a_variable_never_argv() {
+    let echo = Echo::start();
+    let s = server(&echo, "");
+    let tmp = TempDir::new("tunnels-connect");
+    let client_opts = [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ];
+    let connect = |source: &[&str], extra: &[&str]| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["connect", "--server", &format!("127.0.0.1:{}", s.port)])
+            .args(["--login-user", "ops"])
+            .args(source)
+            .arg("--")
+            .args(client_opts)
+            .args(extra)
+            .env_remove("SSH_ASKPASS")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null());
+        c
+    };
+
+    // From a file: a -L tunnel, alive while /proc is searched.
+    let (id, token, _) = issue_tunnel(&s, &[]);
+    let file = tmp.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let lp = free_port();
+    let fwd = format!("{lp}:echo:{}", echo.port);
+    let mut child = connect(
+        &["--token-file", file.to_str().unwrap()],
+        &["-N", "-L", &fwd],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut c = dial(lp);
+    roundtrip(&mut c, 5000, 9);
+    s.wait_state(&id, "active", Duration::from_secs(5));
+    assert_eq!(cmdlines_containing(&token), Vec::<(String, String)>::new());
+    // connect became ssh (same pid), given the file's path, not the token.
+    let pid = child.id();
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(argv.starts_with(b"ssh\0-l\0ops\0"), "{}", text(&argv));
+    let environ = text(&std::fs::read(format!("/proc/{pid}/environ")).unwrap());
+    assert!(environ.contains(file.to_str().unwrap()) && !environ.contains(&token));
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.wait_state(&id, "terminated", Duration::from_secs(10));
+
+    // From a variable: a command session; ssh's exit status is connect's.
+    let (id, token) = s.issue("ops", &[]);
+    let child = connect(&["--token-env", "TG_TOKEN"], &["-T", "sleep 1; exit 3"])
+        .env("TG_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.wait_state(&id, "active", Duration::from_secs(10));
+    assert_eq!(cmdlines_containing(&token), Vec::<(String, String)>::new());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    // A used token fails like any other bad login: ssh's 255, no hanging prompt.
+    let out = connect(&["--token-env", "TG_TOKEN"], &["-T", "true"])
+        .env("TG_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Usage errors: 2, with the reason.
+    let usage = |c: &mut std::process::Command, says: &str| {
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    };
+    usage(
+        connect(&["--token-env", "TG_TOKEN"], &[]).env("PATH", "/nonexistent"),
+        "local ssh client not found",
+    );
+    usage(
+        connect(&["--token-env", "TG_UNSET_VARIABLE"], &[]).env_remove("TG_UNSET_VARIABLE"),
+        "TG_UNSET_VARIABLE is not set",
+    );
+    usage(
+        &mut connect(&["--token-file", "/nonexistent/token"], &[]),
+        "cannot read token file /nonexistent/token",
+    );
+    usage(
+        std::process::Command::new(BIN).args([
+            "connect",
+            "--server",
+            "bastion:0",
+            "--login-user",
+            "ops",
+        ]),
+        "--server \"bastion:0\"",
+    );
+}
+
+#[test]
+fn connect_leaves_other_questions_to_the_person_at_the_terminal() {
+    // ssh asks everything through askpass when it is forced: a new host
+    // key is asked at the terminal; the token prompt is answered silently.
+    let s = Server::start("tunnels-connect-tty");
+    let (id, token) = s.issue("ops", &[]);
+    let tmp = TempDir::new("tunnels-connect-tty");
+    let kh = tmp.path().join("known_hosts");
+    let mut c = std::process::Command::new(BIN);
+    c.args(["connect", "--server", &format!("127.0.0.1:{}", s.port)])
+        .args(["--login-user", "ops", "--token-env", "TG_TOKEN", "--"])
+        .args(["-F", "/dev/null", "-o"])
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .env("TG_TOKEN", &token)
+        .env_remove("SSH_AUTH_SOCK");
+    let t = Tmux::start(&tmp.path().join("connect.sh"), &c, 120, 30);
+    t.wait_for("Are you sure you want to continue connecting");
+    t.keys(&["yes", "Enter"]);
+    s.wait_state(&id, "active", Duration::from_secs(10));
+    t.keys(&["echo tg-$((6*7))", "Enter"]);
+    let screen = t.wait_for("tg-42");
+    assert!(!screen.contains(&token), "{screen}");
+    assert!(text(&std::fs::read(&kh).unwrap()).contains("ssh-ed25519"));
 }

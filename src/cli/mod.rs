@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod connect;
 pub mod dev;
 pub mod drain;
 pub mod events;

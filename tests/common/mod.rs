@@ -46,11 +46,24 @@ pub fn session_user() -> String {
     if nix::unistd::Uid::effective().is_root() {
         "nobody".into()
     } else {
-        nix::unistd::User::from_uid(nix::unistd::Uid::effective())
-            .unwrap()
-            .unwrap()
-            .name
+        invoking_user()
     }
+}
+
+/// The name of the account running the tests.
+pub fn invoking_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap()
+        .name
+}
+
+/// An SSH_ASKPASS program at `path` that answers every prompt with `token`.
+pub fn askpass_script(path: &Path, token: &str) -> PathBuf {
+    std::fs::write(path, format!("#!/bin/sh\necho {}\n", shell_quote(token))).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    path.to_path_buf()
 }
 
 /// A free loopback port (the OS picks; tollgate binds it right after).
@@ -263,12 +276,7 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
     pub fn ssh_opts(&self, user: &str, token: &str, first: &[&str]) -> Command {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let tok = self.dir.path().join(format!("token-{n}"));
-        std::fs::write(&tok, format!("{token}\n")).unwrap();
-        let askpass = self.dir.path().join(format!("askpass-{n}"));
-        std::fs::write(&askpass, format!("#!/bin/sh\ncat '{}'\n", tok.display())).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let askpass = askpass_script(&self.dir.path().join(format!("askpass-{n}")), token);
         let mut c = Command::new("ssh");
         c.args(["-F", "/dev/null"])
             .args(first)
