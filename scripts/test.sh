@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs tollgate's whole test suite on a fresh Debian machine: installs what
 # the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
-# for throwaway certificates, sshd as a tunnel's SSH target) when missing, then
+# for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
+# and man to check the unit) when missing, then
 # checks formatting, lints, and runs unit and black-box tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ command -v ps >/dev/null 2>&1 || need+=(procps)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ] || need+=(rsyslog-gnutls)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v man >/dev/null 2>&1 || need+=(man-db)
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

@@ -92,6 +92,10 @@ pub struct Server {
     pub public_host: Option<String>,
     /// Ciphers offered, in order (names from [`CIPHERS`]).
     pub ciphers: Vec<String>,
+    /// What the daemon logs: a level or tracing directives (`info`,
+    /// `debug`, `info,tollgate::ssh=debug`); `TOLLGATE_LOG` or `RUST_LOG`
+    /// override it.
+    pub log_level: String,
 }
 
 /// Ciphers tollgate can offer. The default offers AES-GCM only: clients
@@ -146,6 +150,7 @@ impl Default for Server {
             max_auth_tries: 6,
             public_host: None,
             ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
+            log_level: "info".into(),
         }
     }
 }
@@ -494,6 +499,7 @@ const SERVER_KEYS: &[&str] = &[
     "max_auth_tries",
     "public_host",
     "ciphers",
+    "log_level",
 ];
 const SESSIONS_KEYS: &[&str] = &["token_ttl", "max_duration", "idle_timeout", "kill_grace"];
 const PROFILE_KEYS: &[&str] = &[
@@ -903,6 +909,16 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         }
         server.login_grace_time = d;
     }
+    if let Some(level) = string(ctx, S, t, "log_level") {
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+            let span = get(t, "log_level").map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(
+                span,
+                format!("server.log_level: {e} (use error, warn, info, debug or trace)"),
+            );
+        }
+        server.log_level = level;
+    }
     if let Some(n) = integer(ctx, S, t, "max_auth_tries") {
         match u32::try_from(n) {
             Ok(n) if (1..=100).contains(&n) => server.max_auth_tries = n,
@@ -1268,6 +1284,52 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.to_string().lines().map(String::from).collect(),
         }
+    }
+
+    /// tollgate.toml(5) documents every key the parser accepts, each in its
+    /// table's section (as `.B key` or `.BR key ...`): the page stays true.
+    #[test]
+    fn every_key_is_in_the_manual_page() {
+        let page = include_str!("../man/tollgate.toml.5");
+        let tables: &[(&str, &str, &[&str])] = &[
+            ("server", "[server]", SERVER_KEYS),
+            ("sessions", "[sessions]", SESSIONS_KEYS),
+            ("profiles", "[profiles.NAME]", PROFILE_KEYS),
+            ("targets", "[targets.NAME]", TARGET_KEYS),
+            ("drains", "[[drains]]", DRAIN_KEYS),
+            ("webhooks", "[webhooks]", WEBHOOKS_KEYS),
+        ];
+        let mut missing = Vec::new();
+        for top in TOP_KEYS {
+            if !tables.iter().any(|(t, _, _)| t == top) {
+                missing.push(format!("table {top} has no entry in this test"));
+            }
+        }
+        for (_, header, keys) in tables {
+            let Some(start) = page.find(&format!("\n.SH {header}\n")) else {
+                missing.push(format!("section .SH {header}"));
+                continue;
+            };
+            let body = &page[start + 1..];
+            let body = &body[..body[1..].find("\n.SH ").map_or(body.len(), |e| e + 1)];
+            // An item's tag: the line after `.TP` (`.B key`, or `.BR a ", " b`).
+            let lines: Vec<&str> = body.lines().collect();
+            let tags: Vec<&str> = lines
+                .windows(2)
+                .filter(|w| w[0] == ".TP" && (w[1].starts_with(".B ") || w[1].starts_with(".BR ")))
+                .flat_map(|w| w[1].split_whitespace().skip(1))
+                .collect();
+            for key in *keys {
+                let documented = tags.contains(key);
+                if !documented {
+                    missing.push(format!("{header} {key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not in man/tollgate.toml.5: {missing:?}"
+        );
     }
 
     #[test]

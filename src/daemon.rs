@@ -114,22 +114,27 @@ fn journal_gone() -> JournalError {
     }
 }
 
-/// State every connection can reach.
+/// State every connection can reach. A reload makes a new one (new config,
+/// drains and SSH settings) around the same journal, live-session registry
+/// and webhook wake-up; a connection keeps the one it was accepted under,
+/// so a reload never changes a live session.
 pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     /// Every configured drain, and how messages say where they come from.
     pub drains: Arc<Vec<Sink>>,
     pub origin: Arc<Origin>,
+    /// russh's settings: host keys, ciphers, authentication attempts.
+    pub russh: Arc<russh::server::Config>,
     /// Per drain (same order): journal events up to this sequence number
     /// were delivered by an earlier run and are not offered again.
     resume_after: Vec<i64>,
     /// The last journal event offered to the drains.
-    sent_seq: Mutex<i64>,
+    sent_seq: Arc<Mutex<i64>>,
     /// Live sessions by id: where to send a request to end.
-    live: Mutex<HashMap<String, UnboundedSender<EndReason>>>,
+    live: Arc<Mutex<HashMap<String, UnboundedSender<EndReason>>>>,
     /// Wakes the webhook worker when a collect step created deliveries.
-    pub webhooks: tokio::sync::Notify,
+    pub webhooks: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -164,31 +169,106 @@ impl Shared {
     fn live_count(&self) -> usize {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// The same daemon under `config`: drains whose settings did not change
+    /// keep their queue and connection, new ones start with the events from
+    /// now on.
+    fn next(&self, config: Arc<Config>, russh: russh::server::Config) -> Shared {
+        let now = *self.sent_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let (drains, resume_after) = config
+            .drains
+            .iter()
+            .map(|d| {
+                let kept = self
+                    .config
+                    .drains
+                    .iter()
+                    .zip(self.drains.iter().zip(&self.resume_after))
+                    .find(|(old, _)| {
+                        old.spec == d.spec
+                            && old.target == d.target
+                            && old.queue_bytes == d.queue_bytes
+                    });
+                match kept {
+                    Some((_, (sink, &after))) => (sink.clone(), after),
+                    None => (start_sink(d), now),
+                }
+            })
+            .unzip();
+        Shared {
+            config,
+            db: self.db.clone(),
+            drains: Arc::new(drains),
+            origin: self.origin.clone(),
+            russh: Arc::new(russh),
+            resume_after,
+            sent_seq: self.sent_seq.clone(),
+            live: self.live.clone(),
+            webhooks: self.webhooks.clone(),
+        }
+    }
+}
+
+fn start_sink(d: &crate::config::DrainConfig) -> Sink {
+    Sink {
+        spec: d.spec.clone(),
+        drain: Drain::start(d.target.clone(), d.queue_bytes),
+    }
+}
+
+/// The [`Shared`] new connections get: replaced whole by a reload.
+pub struct Current(std::sync::RwLock<Arc<Shared>>);
+
+impl Current {
+    pub fn get(&self) -> Arc<Shared> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, s: Arc<Shared>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
 }
 
 /// Entry point of `tollgate serve`.
 pub fn serve_from_file(path: &Path) -> CliResult {
     let config = Config::load(path)?;
-    init_logging();
+    init_logging(&config.server.log_level);
     serve(config, |_| {})
 }
 
-/// Sets up human-readable logs on stderr (journald adds timestamps).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+/// Logs on stderr. Under systemd (stderr is the journal, `JOURNAL_STREAM`)
+/// without timestamps and with `<N>` priority prefixes, so `journalctl -p`
+/// works; elsewhere human-readable with times. The filter is
+/// `TOLLGATE_LOG`, else `RUST_LOG`, else `level` (server.log_level).
+pub fn init_logging(level: &str) {
+    let spec = ["TOLLGATE_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // Whatever TOLLGATE_LOG says: the SSH library's debug output is
+        // Whatever the filter says: the SSH library's debug output is
         // never needed in production and must not be a way to log auth data.
         .add_directive("russh=warn".parse().expect("literal directive"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if crate::logging::stderr_is_journal() {
+        builder
+            .without_time()
+            .with_ansi(false)
+            .event_format(crate::logging::JournalFormat)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. `on_ready` is called once every
-/// listener is bound, with the addresses actually bound.
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
+/// `on_ready` is called once every listener is bound, with the addresses
+/// actually bound.
 pub fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -197,10 +277,52 @@ pub fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     runtime.block_on(run(config, on_ready))
 }
 
+/// One listening address and its accept loop.
+struct Listener {
+    bound: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+/// Listeners by configured address.
+type Listeners = std::collections::BTreeMap<std::net::SocketAddr, Listener>;
+
+/// Binds each of `addrs` not in `have`; all or nothing.
+async fn bind_new(
+    addrs: &[std::net::SocketAddr],
+    have: &Listeners,
+) -> Result<Vec<(std::net::SocketAddr, tokio::net::TcpListener)>, String> {
+    let mut out = Vec::new();
+    for addr in addrs.iter().filter(|a| !have.contains_key(a)) {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        out.push((*addr, l));
+    }
+    Ok(out)
+}
+
+fn start_listeners(
+    new: Vec<(std::net::SocketAddr, tokio::net::TcpListener)>,
+    current: &Arc<Current>,
+    into: &mut Listeners,
+) {
+    for (addr, l) in new {
+        let bound = l.local_addr().unwrap_or(addr);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::ssh::accept_loop(l, current.clone(), stop_rx));
+        tracing::info!(address = %bound, "listening");
+        into.insert(addr, Listener { bound, task, stop });
+    }
+}
+
 async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
     raise_fd_limit();
+    let notifier = crate::notify::Notifier::from_env();
+    let mut signals = Signals::install().map_err(CliError::failure)?;
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
     let mut journal = Journal::open(&config.server.journal)?;
+    let journal_file = file_id(&config.server.journal);
     for (id, pid) in journal.recover_stale()? {
         let killed = pid.map_or(0, |p| crate::exec::kill_orphans(&id, p as i32));
         tracing::warn!(session = %id, ?pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
@@ -229,16 +351,7 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         .map(|(_, &r)| r)
         .min()
         .unwrap_or(newest_event);
-    let drains: Arc<Vec<Sink>> = Arc::new(
-        config
-            .drains
-            .iter()
-            .map(|d| Sink {
-                spec: d.spec.clone(),
-                drain: Drain::start(d.target.clone(), d.queue_bytes),
-            })
-            .collect(),
-    );
+    let drains: Arc<Vec<Sink>> = Arc::new(config.drains.iter().map(start_sink).collect());
     let origin = Arc::new(Origin {
         hostname: nix::unistd::gethostname()
             .ok()
@@ -248,59 +361,92 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         procid: std::process::id().to_string(),
     });
     let shared = Arc::new(Shared {
+        russh: Arc::new(crate::ssh::russh_config(&config, keys)),
         config: config.clone(),
         db: Db::new(journal),
         drains,
         origin,
         resume_after,
-        sent_seq: Mutex::new(event_cursor),
-        live: Mutex::new(HashMap::new()),
-        webhooks: tokio::sync::Notify::new(),
+        sent_seq: Arc::new(Mutex::new(event_cursor)),
+        live: Arc::new(Mutex::new(HashMap::new())),
+        webhooks: Arc::new(tokio::sync::Notify::new()),
     });
-    let russh_config = Arc::new(crate::ssh::russh_config(&config, keys));
+    let current = Arc::new(Current(std::sync::RwLock::new(shared)));
 
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for addr in &config.server.listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))?;
-        bound.push(l.local_addr().map_err(CliError::failure)?);
-        listeners.push(l);
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accepts = Vec::new();
-    for l in listeners {
-        accepts.push(tokio::spawn(crate::ssh::accept_loop(
-            l,
-            shared.clone(),
-            russh_config.clone(),
-            stop_rx.clone(),
-        )));
-    }
+    let mut listeners = Listeners::new();
+    let new = bind_new(&config.server.listen, &listeners)
+        .await
+        .map_err(CliError::failure)?;
+    start_listeners(new, &current, &mut listeners);
     let watcher = tokio::spawn(watch_journal(
         config.server.journal.clone(),
-        shared.clone(),
+        current.clone(),
         event_cursor,
     ));
     // Deliveries left pending by an earlier run resume at once.
-    let webhooks = tokio::spawn(crate::webhook::worker(shared.clone()));
-    for a in &bound {
-        tracing::info!(address = %a, "listening");
-    }
+    let webhooks = tokio::spawn(crate::webhook::worker(current.clone()));
+    let bound: Vec<_> = listeners.values().map(|l| l.bound).collect();
     on_ready(&bound);
+    // Only now: the journal is open and every listener accepts.
+    notifier.ready(&status_line(&current.get(), &listeners));
+    let mut last_status = String::new();
 
-    wait_for_stop_signal().await;
+    let watchdog = crate::notify::watchdog_interval().filter(|_| notifier.enabled());
+    let mut next_ping = tokio::time::Instant::now();
+    let mut unhealthy = false;
+    let mut tick = tokio::time::interval(
+        watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
+    );
+    loop {
+        tokio::select! {
+            sig = signals.next() => match sig {
+                Sig::Stop => break,
+                Sig::Reload => {
+                    notifier.reloading();
+                    reload(&current, &mut listeners).await;
+                    notifier.ready(&status_line(&current.get(), &listeners));
+                }
+            },
+            _ = tick.tick() => {
+                let shared = current.get();
+                let status = status_line(&shared, &listeners);
+                if status != last_status {
+                    notifier.status(&status);
+                    last_status = status;
+                }
+                if watchdog.is_some() && tokio::time::Instant::now() >= next_ping {
+                    next_ping = tokio::time::Instant::now() + watchdog.unwrap_or_default();
+                    match health(&shared, &listeners, journal_file).await {
+                        Ok(()) => {
+                            if std::mem::take(&mut unhealthy) {
+                                tracing::info!("health check passes again; watchdog pings resume");
+                            }
+                            notifier.watchdog();
+                        }
+                        Err(e) => {
+                            if !std::mem::replace(&mut unhealthy, true) {
+                                tracing::error!(problem = %e, "health check failed: no watchdog ping (systemd restarts the service when the watchdog runs out)");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    notifier.stopping();
     tracing::info!("stopping: no new connections; ending live sessions");
-    let _ = stop_tx.send(true);
-    for a in accepts {
-        let _ = a.await;
+    for l in listeners.values() {
+        let _ = l.stop.send(true);
+    }
+    for (_, l) in listeners {
+        let _ = l.task.await;
     }
     watcher.abort();
     // A delivery cut short here was not recorded: it is sent again next run.
     webhooks.abort();
+    let shared = current.get();
     shared.end_all(EndReason::DaemonStopped);
-    let limit = config.sessions.kill_grace + Duration::from_secs(3);
+    let limit = shared.config.sessions.kill_grace + Duration::from_secs(3);
     let start = std::time::Instant::now();
     while shared.live_count() > 0 && start.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -309,7 +455,7 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
         tracing::error!(count = shared.live_count(), "sessions did not end in time");
     }
     // The events of the shutdown itself, then whatever the drains still hold.
-    if let Ok(j) = Journal::open(&config.server.journal) {
+    if let Ok(j) = Journal::open(&shared.config.server.journal) {
         let mut cursor =
             (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
         forward_events(&j, &shared, &mut cursor);
@@ -352,6 +498,157 @@ async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> 
     Ok(())
 }
 
+/// What `systemctl status` shows beside the unit.
+fn status_line(shared: &Shared, listeners: &Listeners) -> String {
+    let connected = shared
+        .drains
+        .iter()
+        .filter(|s| s.drain.stats().connected)
+        .count();
+    let n = shared.live_count();
+    format!(
+        "{n} active session{}; {connected} of {} drains connected; listening on {}",
+        if n == 1 { "" } else { "s" },
+        shared.drains.len(),
+        listeners
+            .values()
+            .map(|l| l.bound.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The journal file's identity, to notice it being replaced or removed.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// What the watchdog pings vouch for: every accept loop runs, the journal
+/// takes a durable write, and it is still the file the admin CLI opens.
+async fn health(
+    shared: &Shared,
+    listeners: &Listeners,
+    journal_file: Option<(u64, u64)>,
+) -> Result<(), String> {
+    if let Some(l) = listeners.values().find(|l| l.task.is_finished()) {
+        return Err(format!("the accept loop for {} has ended", l.bound));
+    }
+    let path = &shared.config.server.journal;
+    if file_id(path) != journal_file {
+        return Err(format!(
+            "{} is no longer the file the daemon has open (removed or replaced)",
+            path.display()
+        ));
+    }
+    let pid = std::process::id();
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        shared.db.call(move |j| j.record_health(pid)),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the journal does not take writes: {e}")),
+        Err(_) => Err("a journal write took more than 5 s".into()),
+    }
+}
+
+/// SIGHUP: reads the config again. New connections get the new profiles,
+/// targets, drains, banner, limits and host keys; live ones keep theirs.
+/// Listen addresses are added and removed. A config that does not pass
+/// `config check`, or cannot be put in force, leaves the old one in force.
+async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
+    let old = current.get();
+    let path = old.config.path.clone();
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let outcome = async {
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        if config.server.journal != old.config.server.journal {
+            return Err(format!(
+                "{}: server.journal cannot change while the daemon runs (restart it to use {})",
+                path.display(),
+                config.server.journal.display()
+            ));
+        }
+        let keys =
+            crate::ssh::load_host_keys(&config.server.host_keys).map_err(|e| e.to_string())?;
+        let new = bind_new(&config.server.listen, listeners).await?;
+        let russh = crate::ssh::russh_config(&config, keys);
+        Ok((Arc::new(config), russh, new))
+    }
+    .await;
+    let (config, russh, new) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            // One line each: journald gives every line its own priority.
+            for line in e.lines() {
+                tracing::error!("reload failed: {line}");
+            }
+            tracing::error!("reload failed; the configuration in force stays");
+            let detail = serde_json::json!({"config": path, "error": e});
+            if let Err(e) = old
+                .db
+                .call(move |j| j.event(None, "daemon.reload_failed", detail))
+                .await
+            {
+                tracing::error!(error = %e, "could not record daemon.reload_failed");
+            }
+            return;
+        }
+    };
+    let next = Arc::new(old.next(config.clone(), russh));
+    current.set(next.clone());
+    start_listeners(new, current, listeners);
+    let gone: Vec<_> = listeners
+        .keys()
+        .filter(|a| !config.server.listen.contains(a))
+        .copied()
+        .collect();
+    for a in &gone {
+        if let Some(l) = listeners.remove(a) {
+            let _ = l.stop.send(true);
+            tracing::info!(address = %l.bound, "no longer listening");
+        }
+    }
+    // Drains no longer configured finish with the sessions that use them.
+    let retired: Vec<Sink> = old
+        .drains
+        .iter()
+        .filter(|s| !next.drains.iter().any(|n| n.drain.same(&s.drain)))
+        .cloned()
+        .collect();
+    if !retired.is_empty() {
+        let old_drains = old.drains.clone();
+        drop(old);
+        tokio::spawn(async move {
+            // This task's reference is the last once those sessions end.
+            while Arc::strong_count(&old_drains) > 1 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            for s in retired {
+                let (left, _) = s.drain.close(Duration::from_secs(3)).await;
+                tracing::info!(drain = %s.spec.name, unsent = left, "drain removed from the configuration closed");
+            }
+        });
+    }
+    let detail = serde_json::json!({
+        "config": path,
+        "listen": config.server.listen,
+        "profiles": config.profiles.keys().collect::<Vec<_>>(),
+        "targets": config.targets.keys().collect::<Vec<_>>(),
+        "drains": config.drains.iter().map(|d| &d.spec.name).collect::<Vec<_>>(),
+    });
+    tracing::info!(%detail, "configuration reloaded");
+    if let Err(e) = next
+        .db
+        .call(move |j| j.event(None, "daemon.reloaded", detail))
+        .await
+    {
+        tracing::error!(error = %e, "could not record daemon.reloaded");
+    }
+}
+
 /// Each session holds a socket and two to four descriptors for its process:
 /// use every descriptor the hard limit allows (systemd's LimitNOFILE).
 fn raise_fd_limit() {
@@ -365,25 +662,43 @@ fn raise_fd_limit() {
     }
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// What a signal asks of the daemon.
+enum Sig {
+    Stop,
+    Reload,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installed before anything else, so a signal that arrives during
+    /// start-up is acted on, not fatal.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.term.recv() => Sig::Stop,
+            _ = self.int.recv() => Sig::Stop,
+            _ = self.hup.recv() => Sig::Reload,
+        }
     }
 }
 
 /// Notices what other processes (the admin CLI) wrote: cancels within a
 /// second, and moves tokens past their TTL to `expired`. Uses its own
 /// connection so `data_version` sees every commit not made through it.
-async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>, mut cursor: i64) {
+async fn watch_journal(path: std::path::PathBuf, current: Arc<Current>, mut cursor: i64) {
     // Reads only, on a connection of its own: never in the writer's batches.
     let conn = match tokio::task::spawn_blocking(move || Journal::open(&path)).await {
         Ok(Ok(j)) => Arc::new(Mutex::new(j)),
@@ -392,11 +707,12 @@ async fn watch_journal(path: std::path::PathBuf, shared: Arc<Shared>, mut cursor
     };
     let mut last_version = -1;
     let mut last_drop_report = std::time::Instant::now();
-    let mut failures_seen: Vec<(u64, bool)> = vec![(0, false); shared.drains.len()];
+    let mut failures_seen: HashMap<String, (u64, bool)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
+        let shared = current.get();
         n += 1;
         let periodic = n % 5 == 0;
         let version = match read(&conn, |j| j.data_version()).await {
@@ -559,8 +875,9 @@ fn drain_row(shared: &Shared, sink: &Sink, event_seq: i64, st: &Stats) -> DrainR
 /// Records a `drain.error` event when a drain could not connect or lost
 /// its connection since the last look (once per run of failures with the
 /// same cause, not once per retry), and `drain.connected` when it is back.
-async fn report_links(shared: &Shared, seen: &mut [(u64, bool)]) {
-    for (sink, seen) in shared.drains.iter().zip(seen.iter_mut()) {
+async fn report_links(shared: &Shared, seen: &mut HashMap<String, (u64, bool)>) {
+    for sink in shared.drains.iter() {
+        let seen = seen.entry(sink.spec.name.clone()).or_default();
         let st = sink.drain.stats();
         let (failures_before, troubled) = *seen;
         let mut event = None;

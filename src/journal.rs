@@ -183,6 +183,13 @@ ALTER TABLE sessions ADD COLUMN target TEXT;
 ALTER TABLE sessions ADD COLUMN connection_limit INTEGER;
 ALTER TABLE sessions ADD COLUMN forwards INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE daemon_health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    checked_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// One drain as the daemon last recorded it (`tollgate drain status`).
@@ -705,6 +712,16 @@ impl Journal {
 
     /// Records the drains' state (replacing what an earlier run recorded
     /// under the same names). `updated_at` is set here.
+    /// The watchdog's proof that the journal takes writes: one row, rewritten.
+    pub fn record_health(&self, pid: u32) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO daemon_health (id, pid, checked_at) VALUES (1, ?1, ?2)",
+            )?
+            .execute(params![pid, now_ms()])?;
+        Ok(())
+    }
+
     pub fn save_drains(&self, rows: &[DrainRow]) -> Result<(), JournalError> {
         let now = now_ms();
         let mut st = self.conn.prepare_cached(

@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod drain;
 pub mod exec;
 pub mod journal;
+pub mod logging;
+pub mod notify;
 pub mod ssh;
 pub mod token;
 pub mod webhook;

@@ -80,10 +80,62 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !e.message.is_empty() {
-                eprintln!("{}", e.message);
+            // Under systemd each line is its own journal entry: an error.
+            let prefix = if tollgate::logging::stderr_is_journal() {
+                "<3>"
+            } else {
+                ""
+            };
+            for line in e.message.lines() {
+                eprintln!("{prefix}{line}");
             }
             ExitCode::from(e.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// tollgate(8) names every subcommand in its SYNOPSIS (`.B tollgate
+    /// PATH`) and every long option somewhere (`\-\-name`), so the page
+    /// stays true as the command line grows.
+    #[test]
+    fn every_subcommand_and_option_is_in_the_manual_page() {
+        let page = include_str!("../man/tollgate.8");
+        let mut missing = Vec::new();
+        fn walk(cmd: &clap::Command, path: &str, page: &str, missing: &mut Vec<String>) {
+            if !path.is_empty() && !cmd.has_subcommands() {
+                let synopsis = format!(".B tollgate {path}");
+                if !page
+                    .lines()
+                    .any(|l| l == synopsis || l.starts_with(&format!("{synopsis} ")))
+                {
+                    missing.push(synopsis);
+                }
+            }
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version"].contains(&long) {
+                    continue;
+                }
+                let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+                if !page.contains(&escaped) {
+                    missing.push(format!("{path}: --{long}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let p = if path.is_empty() {
+                    sub.get_name().to_string()
+                } else {
+                    format!("{path} {}", sub.get_name())
+                };
+                walk(sub, &p, page, &mut *missing);
+            }
+        }
+        walk(&Args::command(), "", page, &mut missing);
+        assert!(missing.is_empty(), "not in man/tollgate.8: {missing:#?}");
     }
 }

@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::Webhooks;
-use crate::daemon::Shared;
 use crate::journal::now_ms;
 
 /// The events a webhook may ask for; none listed means all of them.
@@ -390,10 +389,12 @@ fn status_code(line: &str) -> Option<u16> {
 /// The daemon's delivery worker: sends what is due (at once when told a
 /// collect step created deliveries, otherwise when the next retry falls
 /// due), one delivery per webhook at a time, and records each attempt.
-pub async fn worker(shared: Arc<Shared>) {
+pub async fn worker(current: Arc<crate::daemon::Current>) {
     let busy = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     loop {
+        // A reload's new [webhooks] settings apply from the next attempt.
+        let shared = current.get();
         let now = now_ms();
         let due = shared.db.call(move |j| j.webhooks_due(now, 256)).await;
         let (due, next) = match due {

@@ -101,7 +101,7 @@ allow_exec = true
         &format!("ssh -o UserKnownHostsFile={} ", known_hosts.display()),
         1,
     );
-    crate::daemon::init_logging();
+    crate::daemon::init_logging(&config.server.log_level);
     let config_shown = config_path.clone();
     crate::daemon::serve(config, move |_| {
         print_issued(&issued, output);

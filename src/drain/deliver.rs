@@ -105,6 +105,11 @@ impl Drain {
         d
     }
 
+    /// Whether both are the same drain (one queue, one connection).
+    pub fn same(&self, other: &Drain) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -17,7 +17,7 @@ pub enum Format {
 }
 
 /// How one drain wants its messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub name: String,
     pub format: Format,
@@ -67,6 +67,7 @@ fn lower_thread_priority(nice: i32) {
 }
 
 /// A configured drain and its delivery.
+#[derive(Clone)]
 pub struct Sink {
     pub spec: Spec,
     pub drain: Drain,

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::daemon::Shared;
+use crate::daemon::{Current, Shared};
 
 /// The version string we announce: no library name or version to fingerprint.
 pub const SERVER_ID: &str = "SSH-2.0-tollgate";
@@ -94,11 +94,11 @@ fn cipher_name(name: &str) -> Option<russh::cipher::Name> {
     .find(|n| n.as_ref() == name)
 }
 
-/// Accepts on one listener until `stop` flips.
+/// Accepts on one listener until `stop` flips. Each connection runs under
+/// the configuration current when it was accepted.
 pub async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
-    russh_config: Arc<russh::server::Config>,
+    current: Arc<Current>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -106,7 +106,7 @@ pub async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, peer, shared.clone(), russh_config.clone()));
+                    tokio::spawn(connection(stream, peer, current.get()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -123,8 +123,8 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
-    russh_config: Arc<russh::server::Config>,
 ) {
+    let russh_config = shared.russh.clone();
     let grace = shared.config.server.login_grace_time;
     let began = Instant::now();
     let authenticated = Arc::new(AtomicBool::new(false));

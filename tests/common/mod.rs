@@ -112,6 +112,13 @@ impl Server {
     }
 
     pub fn start_with(tag: &str, o: Opts) -> Server {
+        let mut s = Self::configure(tag, o);
+        s.spawn();
+        s
+    }
+
+    /// Writes the config (and picks the port) without starting the daemon.
+    pub fn configure(tag: &str, o: Opts) -> Server {
         let dir = TempDir::new(tag);
         let port = free_port();
         let d = dir.path().display().to_string();
@@ -144,34 +151,41 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
         )
         .unwrap();
         let log = dir.path().join("serve.log");
-        let mut s = Server {
+        Server {
             dir,
             port,
             config,
             child: None,
             log,
-        };
-        s.spawn();
-        s
+        }
     }
 
-    /// Starts (or restarts) the daemon and waits until it accepts.
-    pub fn spawn(&mut self) {
+    /// `tollgate serve` for this config, logging to `serve.log`.
+    pub fn serve_command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
-            .arg("--config")
+        let mut c = Command::new(BIN);
+        c.arg("--config")
             .arg(&self.config)
             .arg("serve")
             .env("TOLLGATE_LOG", "info,tollgate=debug")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        c
+    }
+
+    /// Starts (or restarts) the daemon and waits until it accepts.
+    pub fn spawn(&mut self) {
+        let child = self.serve_command().spawn().unwrap();
         self.child = Some(child);
+        self.wait_listening();
+    }
+
+    /// Waits until the daemon accepts on its port (panics if it exits).
+    pub fn wait_listening(&mut self) {
         let until = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -214,11 +228,21 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
 
     /// Issues a token for the `console` profile; returns (id, token).
     pub fn issue(&self, login_user: &str, extra: &[&str]) -> (String, String) {
+        self.issue_profile("console", login_user, extra)
+    }
+
+    /// Issues a token for `profile`; returns (id, token).
+    pub fn issue_profile(
+        &self,
+        profile: &str,
+        login_user: &str,
+        extra: &[&str],
+    ) -> (String, String) {
         let mut a = vec![
             "session",
             "issue",
             "--profile",
-            "console",
+            profile,
             "--login-user",
             login_user,
         ];
