@@ -3,7 +3,8 @@
 # the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
 # for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
 # and man to check the unit) when missing, then
-# checks formatting, lints, and runs unit and black-box tests.
+# checks formatting, lints, runs unit and black-box tests, and builds and
+# checks the Debian package (scripts/deb.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +49,10 @@ status=0
 cargo test --locked 2>&1 | tee "$log" || status=$?
 # cargo's last summary is the (empty) doc-test run: close with the total.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+# The Debian package: built with cargo-deb, its contents checked.
+if deb=$(./scripts/deb.sh); then
+  echo "deb: $deb holds the binary, the unit, both manual pages and the config (a conffile)"
+else
+  status=1
+fi
 exit "$status"

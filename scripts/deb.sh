@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds tollgate's Debian package with cargo-deb (installed when missing)
+# from the [package.metadata.deb] in Cargo.toml, and checks what it holds:
+# the binary, the systemd unit (enabled by postinst), both manual pages, and
+# the example config as a conffile. Prints the package's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb --no-default-features
+out=target/debian/tollgate.deb
+cargo deb --locked --quiet --strip --output "$out" >/dev/null
+
+contents=$(dpkg-deb --contents "$out")
+fail=0
+for f in ./usr/sbin/tollgate ./usr/lib/systemd/system/tollgate.service \
+  ./usr/share/man/man8/tollgate.8 ./usr/share/man/man5/tollgate.toml.5 \
+  ./etc/tollgate/tollgate.toml; do
+  if ! grep -Eq " $f(\.gz)?\$" <<<"$contents"; then
+    echo "deb: $f is missing from $out" >&2
+    fail=1
+  fi
+done
+if ! dpkg-deb --info "$out" conffiles | grep -qx /etc/tollgate/tollgate.toml; then
+  echo "deb: /etc/tollgate/tollgate.toml is not a conffile" >&2
+  fail=1
+fi
+if ! dpkg-deb --info "$out" postinst | grep -q "deb-systemd-helper enable"; then
+  echo "deb: postinst does not enable tollgate.service" >&2
+  fail=1
+fi
+[ "$fail" = 0 ] || exit 1
+echo "$out"
