@@ -233,7 +233,7 @@ impl Current {
 pub fn serve_from_file(path: &Path) -> CliResult {
     let config = Config::load(path)?;
     init_logging(&config.server.log_level);
-    serve(config, |_| {})
+    serve(config, OnHangup::Reload, |_| {})
 }
 
 /// Logs on stderr. Under systemd (stderr is the journal, `JOURNAL_STREAM`)
@@ -269,12 +269,16 @@ pub fn init_logging(level: &str) {
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
 /// `on_ready` is called once every listener is bound, with the addresses
 /// actually bound.
-pub fn serve(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
+pub fn serve(
+    config: Config,
+    hangup: OnHangup,
+    on_ready: impl FnOnce(&[std::net::SocketAddr]),
+) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::failure)?;
-    runtime.block_on(run(config, on_ready))
+    runtime.block_on(run(config, hangup, on_ready))
 }
 
 /// One listening address and its accept loop.
@@ -316,10 +320,14 @@ fn start_listeners(
     }
 }
 
-async fn run(config: Config, on_ready: impl FnOnce(&[std::net::SocketAddr])) -> CliResult {
+async fn run(
+    config: Config,
+    hangup: OnHangup,
+    on_ready: impl FnOnce(&[std::net::SocketAddr]),
+) -> CliResult {
     raise_fd_limit();
     let notifier = crate::notify::Notifier::from_env();
-    let mut signals = Signals::install().map_err(CliError::failure)?;
+    let mut signals = Signals::install(hangup).map_err(CliError::failure)?;
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
     let mut journal = Journal::open(&config.server.journal)?;
     let journal_file = file_id(&config.server.journal);
@@ -672,17 +680,27 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    hangup: OnHangup,
+}
+
+/// What SIGHUP means: a reload for the service, the end for `tollgate dev`
+/// (its terminal went away).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnHangup {
+    Reload,
+    Stop,
 }
 
 impl Signals {
     /// Installed before anything else, so a signal that arrives during
     /// start-up is acted on, not fatal.
-    fn install() -> std::io::Result<Signals> {
+    fn install(hangup: OnHangup) -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            hangup,
         })
     }
 
@@ -690,7 +708,10 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => Sig::Stop,
             _ = self.int.recv() => Sig::Stop,
-            _ = self.hup.recv() => Sig::Reload,
+            _ = self.hup.recv() => match self.hangup {
+                OnHangup::Reload => Sig::Reload,
+                OnHangup::Stop => Sig::Stop,
+            },
         }
     }
 }

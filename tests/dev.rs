@@ -52,12 +52,22 @@ fn dev_prints_a_token_and_an_ssh_line_that_work() {
         .unwrap();
     assert_eq!(text(&ran.stdout), "pasted-2\n", "{}", text(&ran.stderr));
 
+    // Its terminal going away (SIGHUP) stops it cleanly, as Ctrl-C does;
+    // only `serve` reloads on SIGHUP.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dev.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    assert_eq!(dev.wait().unwrap().code(), Some(0));
+    let mut ended = None;
+    eventually(std::time::Duration::from_secs(10), || {
+        ended = dev.try_wait().unwrap().map(|st| st.code());
+        ended.is_some()
+    });
+    if ended.is_none() {
+        let _ = dev.kill();
+    }
+    assert_eq!(ended, Some(Some(0)), "dev did not stop on SIGHUP");
     // The printed config works with the admin CLI.
     let list = Command::new(BIN)
         .arg("--config")

@@ -103,7 +103,7 @@ allow_exec = true
     );
     crate::daemon::init_logging(&config.server.log_level);
     let config_shown = config_path.clone();
-    crate::daemon::serve(config, move |_| {
+    crate::daemon::serve(config, crate::daemon::OnHangup::Stop, move |_| {
         print_issued(&issued, output);
         if output == Output::Text {
             println!();
