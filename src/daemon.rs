@@ -415,15 +415,16 @@ async fn run(
                     notifier.ready(&status_line(&current.get(), &listeners));
                 }
             },
-            _ = tick.tick() => {
+            // Status and pings only matter to a service manager.
+            _ = tick.tick(), if notifier.enabled() => {
                 let shared = current.get();
                 let status = status_line(&shared, &listeners);
                 if status != last_status {
                     notifier.status(&status);
                     last_status = status;
                 }
-                if watchdog.is_some() && tokio::time::Instant::now() >= next_ping {
-                    next_ping = tokio::time::Instant::now() + watchdog.unwrap_or_default();
+                if let Some(every) = watchdog.filter(|_| tokio::time::Instant::now() >= next_ping) {
+                    next_ping = tokio::time::Instant::now() + every;
                     match health(&shared, &listeners, journal_file).await {
                         Ok(()) => {
                             if std::mem::take(&mut unhealthy) {
