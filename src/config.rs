@@ -137,6 +137,8 @@ pub struct Profile {
     /// `None`: the account's home directory, falling back to `/`.
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
+    /// Per-session resource limits, in force in a delegated cgroup.
+    pub limits: crate::exec::cgroup::Limits,
 }
 
 impl Default for Server {
@@ -510,6 +512,10 @@ const PROFILE_KEYS: &[&str] = &[
     "allow_exec",
     "cwd",
     "env",
+    "memory_max",
+    "pids_max",
+    "cpu_weight",
+    "cpu_max",
 ];
 
 fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
@@ -1213,7 +1219,70 @@ fn walk_profile(
         allow_exec: boolean(ctx, s, t, "allow_exec").unwrap_or(false),
         cwd,
         env,
+        limits: walk_limits(ctx, s, t),
     })
+}
+
+/// `memory_max`, `pids_max`, `cpu_weight` and `cpu_max` of a profile.
+fn walk_limits(ctx: &mut Ctx, s: &str, t: &DeTable) -> crate::exec::cgroup::Limits {
+    let memory_max = get(t, "memory_max").and_then(|v| {
+        let bytes = match v.get_ref() {
+            DeValue::String(text) => parse_size(text).map(|n| n as u64),
+            DeValue::Integer(_) => integer(ctx, s, t, "memory_max")
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| "must not be negative".to_string()),
+            _ => Err("must be a size such as \"512MiB\"".to_string()),
+        };
+        match bytes {
+            // Below this, a shell cannot start: a typo, not a limit.
+            Ok(n) if n < 1 << 20 => {
+                ctx.at(v.span(), format!("{s}.memory_max must be at least 1MiB"));
+                None
+            }
+            Ok(n) => Some(n),
+            Err(e) => {
+                ctx.at(v.span(), format!("{s}.memory_max: {e}"));
+                None
+            }
+        }
+    });
+    let mut ranged = |key: &str, lo: i64, hi: i64, what: &str| {
+        let n = integer(ctx, s, t, key)?;
+        if (lo..=hi).contains(&n) {
+            Some(n as u64)
+        } else {
+            let span = get(t, key).map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(span, format!("{s}.{key} must be {what}"));
+            None
+        }
+    };
+    let pids_max = ranged("pids_max", 1, 4_194_304, "between 1 and 4194304");
+    let cpu_weight = ranged(
+        "cpu_weight",
+        1,
+        10_000,
+        "between 1 and 10000 (100 is the default share)",
+    );
+    let cpu_max_percent = string(ctx, s, t, "cpu_max").and_then(|text| {
+        let n = text
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .filter(|n| (1..=100_000).contains(n));
+        if n.is_none() {
+            let span = get(t, "cpu_max").map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(
+                span,
+                format!("{s}.cpu_max must be a percentage of one CPU such as \"50%\" or \"200%\""),
+            );
+        }
+        n
+    });
+    crate::exec::cgroup::Limits {
+        memory_max,
+        pids_max,
+        cpu_weight,
+        cpu_max_percent,
+    }
 }
 
 /// Splits a command line into words the way a POSIX shell would for simple
@@ -1374,6 +1443,46 @@ mod tests {
         assert!(p[0].starts_with("t.toml:2:13: sessions.token_ttl: invalid duration"));
         assert!(p[1].starts_with("t.toml:4:10: server.listen must name"));
         assert!(p[2].starts_with("t.toml:5:11: server.journal must be an absolute path"));
+    }
+
+    #[test]
+    fn session_limits_parse_and_bad_ones_are_placed() {
+        let base = "[profiles.a]\nuser = \"nobody\"\ncommand = \"/bin/sh\"\n";
+        let c = Config::parse(
+            Path::new("t.toml"),
+            &format!("{base}memory_max = \"512MiB\"\npids_max = 64\ncpu_weight = 20\ncpu_max = \"150%\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.profiles["a"].limits,
+            crate::exec::cgroup::Limits {
+                memory_max: Some(512 << 20),
+                pids_max: Some(64),
+                cpu_weight: Some(20),
+                cpu_max_percent: Some(150),
+            }
+        );
+        let c = Config::parse(
+            Path::new("t.toml"),
+            &format!("{base}memory_max = 2000000\n"),
+        )
+        .unwrap();
+        assert_eq!(c.profiles["a"].limits.memory_max, Some(2_000_000));
+        assert_eq!(
+            problems(&format!(
+                "{base}memory_max = \"12 bananas\"\npids_max = 0\ncpu_weight = 10001\ncpu_max = \"1.5\"\n"
+            )),
+            vec![
+                "t.toml:4:14: profiles.a.memory_max: invalid size unit \"bananas\" in \"12 bananas\" (B, KiB, MiB, GiB, KB, MB, GB)",
+                "t.toml:5:12: profiles.a.pids_max must be between 1 and 4194304",
+                "t.toml:6:14: profiles.a.cpu_weight must be between 1 and 10000 (100 is the default share)",
+                "t.toml:7:11: profiles.a.cpu_max must be a percentage of one CPU such as \"50%\" or \"200%\"",
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{base}memory_max = \"64KiB\"\n")),
+            vec!["t.toml:4:14: profiles.a.memory_max must be at least 1MiB"]
+        );
     }
 
     #[test]

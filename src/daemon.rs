@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::drain::deliver::{Drain, Stats};
 use crate::drain::syslog::Origin;
 use crate::drain::tee::{encode_event, Sink};
+use crate::exec::cgroup::Containment;
 use crate::journal::{DrainRow, Journal, JournalError};
 use crate::ssh::session::EndReason;
 
@@ -135,6 +136,8 @@ pub struct Shared {
     live: Arc<Mutex<HashMap<String, UnboundedSender<EndReason>>>>,
     /// Wakes the webhook worker when a collect step created deliveries.
     pub webhooks: Arc<tokio::sync::Notify>,
+    /// Per-session cgroups or process groups, decided at startup.
+    pub containment: Arc<Containment>,
 }
 
 impl Shared {
@@ -205,6 +208,7 @@ impl Shared {
             sent_seq: self.sent_seq.clone(),
             live: self.live.clone(),
             webhooks: self.webhooks.clone(),
+            containment: self.containment.clone(),
         }
     }
 }
@@ -306,6 +310,16 @@ async fn bind_new(
     Ok(out)
 }
 
+/// Profiles whose limits cannot be put in force here, once per profile
+/// and limit (at startup and after a reload).
+fn warn_unenforced(config: &Config, containment: &Containment) {
+    for (name, p) in &config.profiles {
+        for (key, why) in containment.unenforceable(&p.limits) {
+            tracing::warn!(profile = %name, "profiles.{name}.{key} is not enforced: {why}");
+        }
+    }
+}
+
 fn start_listeners(
     new: Vec<(std::net::SocketAddr, tokio::net::TcpListener)>,
     current: &Arc<Current>,
@@ -331,6 +345,15 @@ async fn run(
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
     let mut journal = Journal::open(&config.server.journal)?;
     let journal_file = file_id(&config.server.journal);
+    let containment = Arc::new(Containment::detect());
+    tracing::info!("sessions are contained by {}", containment.describe());
+    if containment.leftovers_killed() > 0 {
+        tracing::warn!(
+            sessions = containment.leftovers_killed(),
+            "killed what was left of an earlier run's sessions in their cgroups"
+        );
+    }
+    warn_unenforced(&config, &containment);
     for (id, pid) in journal.recover_stale()? {
         let killed = pid.map_or(0, |p| crate::exec::kill_orphans(&id, p as i32));
         tracing::warn!(session = %id, ?pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
@@ -378,6 +401,7 @@ async fn run(
         sent_seq: Arc::new(Mutex::new(event_cursor)),
         live: Arc::new(Mutex::new(HashMap::new())),
         webhooks: Arc::new(tokio::sync::Notify::new()),
+        containment,
     });
     let current = Arc::new(Current(std::sync::RwLock::new(shared)));
 
@@ -608,6 +632,7 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
     };
     let next = Arc::new(old.next(config.clone(), russh));
     current.set(next.clone());
+    warn_unenforced(&config, &next.containment);
     start_listeners(new, current, listeners);
     let gone: Vec<_> = listeners
         .keys()

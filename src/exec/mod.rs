@@ -20,6 +20,7 @@ use nix::unistd::{Gid, Pid, Uid, User};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
+pub mod cgroup;
 mod pty;
 pub use pty::PtyMaster;
 
@@ -109,6 +110,9 @@ pub struct Spec {
     pub account: Account,
     pub allow_root: bool,
     pub pty: Option<PtyRequest>,
+    /// The session's cgroup directory ([`cgroup::SessionCgroup::open`]):
+    /// the process starts in it.
+    pub cgroup: Option<OwnedFd>,
 }
 
 /// The parent's ends of the child's standard streams.
@@ -278,27 +282,44 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
         groups: spec.account.groups.iter().map(|g| g.as_raw()).collect(),
     });
     let cwd_required = spec.cwd_required;
+    let cgroup = spec.cgroup;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tollgate-spawn".into())
-        // It only switches credentials and calls posix_spawn.
+        // It only switches credentials and calls posix_spawn or clone3.
         .stack_size(64 * 1024)
         .spawn(move || {
-            let r = spawn_as(creds, &program, &argv, &envp, &cwd, cwd_required, &child_io);
+            let child = Child {
+                program: &program,
+                argv: &argv,
+                envp: &envp,
+                cwd: &cwd,
+                cwd_required,
+                io: &child_io,
+            };
+            let r = match &cgroup {
+                Some(dir) => clone_into(creds, &child, dir),
+                None => spawn_as(creds, &child).map(|pid| (pid, None)),
+            };
             drop(child_io);
             let _ = tx.send(r);
         })?;
-    let pid = rx
+    let (pid, pidfd) = rx
         .await
         .map_err(|_| io::Error::other("spawner thread died"))??;
 
-    // SAFETY: pidfd_open returns a new descriptor that we own, or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let pidfd = match pidfd {
+        Some(fd) => fd,
+        None => {
+            // SAFETY: pidfd_open returns a new descriptor that we own, or -1.
+            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        }
+    };
     // SAFETY: the OwnedFd moves into the AsyncFd and stays open while registered.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -341,17 +362,28 @@ enum ParentIo {
     Pipes(OwnedFd, OwnedFd, OwnedFd),
 }
 
+/// Everything the child needs, prepared before it exists: between clone
+/// and exec nothing may be allocated.
+struct Child<'a> {
+    program: &'a CString,
+    argv: &'a [CString],
+    envp: &'a [CString],
+    cwd: &'a CString,
+    cwd_required: bool,
+    io: &'a ChildIo,
+}
+
 /// Runs on a thread of its own, which it leaves with the account's
 /// credentials: never call it on a thread that lives on.
-fn spawn_as(
-    creds: Option<Creds>,
-    program: &CString,
-    argv: &[CString],
-    envp: &[CString],
-    cwd: &CString,
-    cwd_required: bool,
-    io: &ChildIo,
-) -> io::Result<i32> {
+fn spawn_as(creds: Option<Creds>, child: &Child) -> io::Result<i32> {
+    let Child {
+        program,
+        argv,
+        envp,
+        cwd,
+        cwd_required,
+        io,
+    } = *child;
     let check = |r: libc::c_long| {
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -455,6 +487,282 @@ fn spawn_as(
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::posix_spawnattr_destroy(&mut attr);
         result
+    }
+}
+
+/// `struct clone_args` of clone3(2), the fields this module uses and the
+/// ones before them.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Like [`spawn_as`], but the child starts inside the cgroup `dir` (there is
+/// no moment at which it, or anything it forks, is outside). posix_spawn
+/// cannot do that, so this forks with clone3 and the child sets itself up
+/// with raw system calls only: it is a copy of a multi-threaded process in
+/// which another thread may have held a lock. Called as root when `creds`
+/// is set (moving into the cgroup needs the daemon's rights); the child
+/// takes on the account's before anything else.
+fn clone_into(
+    creds: Option<Creds>,
+    child: &Child,
+    dir: &OwnedFd,
+) -> io::Result<(i32, Option<OwnedFd>)> {
+    let mut argv_p: Vec<*const libc::c_char> = child.argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = child.envp.iter().map(|e| e.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let tty: Option<&CStr> = match child.io {
+        ChildIo::Tty { path, .. } => Some(path),
+        ChildIo::Pipes(_) => None,
+    };
+    let pipes: [RawFd; 3] = match child.io {
+        ChildIo::Pipes(fds) => [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()],
+        ChildIo::Tty { .. } => [-1; 3],
+    };
+    // The child reports a failed step here; a successful exec closes it.
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: signal masks of this (short-lived) thread, into locals.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        // No handler of the daemon's may run in the child.
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: clone3 without CLONE_VM: the child gets a copy of this
+    // address space and returns here with 0, then only runs `exec_child`.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: in the child; everything it touches was prepared above.
+        unsafe {
+            exec_child(
+                creds.as_ref(),
+                child,
+                tty,
+                pipes,
+                &argv_p,
+                &envp_p,
+                err_w.as_raw_fd(),
+            )
+        }
+    }
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: restores this thread's own mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(err_w);
+    if pid < 0 {
+        return Err(clone_error);
+    }
+    let pid = pid as i32;
+    // SAFETY: clone3 stored a new descriptor that we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match nix::unistd::read(&err_r, &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if got == 0 {
+        return Ok((pid, Some(pidfd)));
+    }
+    // The child failed before exec and exits 127: reap it.
+    let mut raw = 0;
+    // SAFETY: waitpid on our own child, into a local.
+    unsafe { libc::waitpid(pid, &mut raw, 0) };
+    let step = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+    let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+    let e = io::Error::from_raw_os_error(errno);
+    let what = match step {
+        STEP_CREDS => "switching to the account",
+        STEP_SETSID => "starting a session",
+        STEP_TTY => "opening the terminal",
+        STEP_STDIO => "connecting standard streams",
+        STEP_CWD => "changing to the working directory",
+        STEP_FDS => "closing descriptors",
+        _ => return Err(e),
+    };
+    Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+}
+
+const STEP_CREDS: i32 = 1;
+const STEP_SETSID: i32 = 2;
+const STEP_TTY: i32 = 3;
+const STEP_STDIO: i32 = 4;
+const STEP_CWD: i32 = 5;
+const STEP_FDS: i32 = 6;
+const STEP_EXEC: i32 = 7;
+
+/// The child's side of [`clone_into`]: the same setup posix_spawn does in
+/// [`spawn_as`], one raw system call at a time, then exec. Never returns.
+///
+/// # Safety
+/// Only in a child fresh from clone3, with every pointer prepared by the
+/// parent (no allocation, no locks, no Rust runtime past this point).
+unsafe fn exec_child(
+    creds: Option<&Creds>,
+    child: &Child,
+    tty: Option<&CStr>,
+    pipes: [RawFd; 3],
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    report: RawFd,
+) -> ! {
+    let fail = |step: i32| -> ! {
+        let errno = *libc::__errno_location();
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&step.to_ne_bytes());
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(report, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    };
+    if let Some(c) = creds {
+        // Raw calls: glibc's wrappers would try to reach the parent's threads.
+        if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0
+            || libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid) < 0
+            || libc::syscall(libc::SYS_setresuid, c.uid, c.uid, c.uid) < 0
+        {
+            fail(STEP_CREDS);
+        }
+    }
+    if libc::setsid() < 0 {
+        fail(STEP_SETSID);
+    }
+    match tty {
+        // Opened after setsid, without O_NOCTTY: it becomes the controlling terminal.
+        Some(path) => {
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                fail(STEP_TTY);
+            }
+            for target in 0..3 {
+                if fd != target && libc::dup2(fd, target) < 0 {
+                    fail(STEP_STDIO);
+                }
+            }
+        }
+        None => {
+            for (target, fd) in pipes.iter().enumerate() {
+                if libc::dup2(*fd, target as libc::c_int) < 0 {
+                    fail(STEP_STDIO);
+                }
+            }
+        }
+    }
+    // Checked as the account: a home it cannot enter falls back to `/`.
+    let cwd = child.cwd.as_ptr();
+    if child.cwd_required || libc::access(cwd, libc::X_OK) == 0 {
+        if libc::chdir(cwd) < 0 {
+            fail(STEP_CWD);
+        }
+    } else if libc::chdir(c"/".as_ptr()) < 0 {
+        fail(STEP_CWD);
+    }
+    // Nothing of the daemon's beyond 0-2 reaches the session (the report
+    // pipe stays open until exec succeeds).
+    if libc::syscall(
+        libc::SYS_close_range,
+        3u32,
+        u32::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) < 0
+    {
+        fail(STEP_FDS);
+    }
+    // SIGPIPE in particular: Rust ignores it, a shell must not.
+    for sig in 1..=libc::SIGRTMAX() {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+    let mut none: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut none);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    libc::execve(child.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail(STEP_EXEC)
+}
+
+/// Everything a session started: its process group and session, or its
+/// cgroup when it has one (then nothing it forked can be missed).
+pub struct Tree {
+    leader: i32,
+    cgroup: Option<cgroup::SessionCgroup>,
+}
+
+impl Tree {
+    pub fn new(leader: i32, cgroup: Option<cgroup::SessionCgroup>) -> Tree {
+        Tree { leader, cgroup }
+    }
+
+    /// The session's cgroup directory, when it has one.
+    pub fn cgroup(&self) -> Option<&std::path::Path> {
+        self.cgroup.as_ref().map(|c| c.path())
+    }
+
+    /// Sends each of `sigs` to every process of the session; SIGKILL to a
+    /// cgroup is `cgroup.kill`.
+    pub fn signal(&self, sigs: &[Signal]) {
+        match &self.cgroup {
+            Some(cg) => sigs.iter().for_each(|&s| cg.signal(s)),
+            None => signal_tree(self.leader, sigs),
+        }
+    }
+
+    /// True while any process of the session is alive. Cheap with a cgroup
+    /// (one small file); reads /proc without.
+    pub fn alive(&self) -> bool {
+        match &self.cgroup {
+            Some(cg) => cg.populated(),
+            None => tree_alive(self.leader),
+        }
+    }
+
+    /// Like [`Tree::alive`], but without a cgroup only the leader's process
+    /// group is looked at (no /proc).
+    pub fn maybe_alive(&self) -> bool {
+        match &self.cgroup {
+            Some(cg) => cg.populated(),
+            None => group_alive(self.leader),
+        }
+    }
+
+    /// Removes the session's cgroup once it is empty.
+    pub async fn release(self) {
+        if let Some(cg) = self.cgroup {
+            cg.remove(std::time::Duration::from_secs(2)).await;
+        }
     }
 }
 

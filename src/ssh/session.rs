@@ -226,6 +226,7 @@ pub fn start(
 struct Running {
     exit: exec::ExitWatcher,
     pid: i32,
+    tree: exec::Tree,
     master: Option<Arc<PtyMaster>>,
     input: UnboundedSender<Option<Vec<u8>>>,
     pumps: Vec<JoinHandle<()>>,
@@ -543,7 +544,41 @@ impl Task {
         env.retain(|(k, _)| seen.insert(k.clone()));
         env.reverse();
 
+        let cgroup = match self
+            .shared
+            .containment
+            .session(&self.auth.id, &profile.limits)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(session = %self.auth.id, error = %e, "could not make the session's cgroup");
+                return self
+                    .refuse(
+                        "the session's command could not be started",
+                        "session.error",
+                        json!({"error": format!("cgroup: {e}")}),
+                    )
+                    .await;
+            }
+        };
+        let cgroup_fd = match cgroup.as_ref().map(|c| c.open()).transpose() {
+            Ok(fd) => fd,
+            Err(e) => {
+                if let Some(c) = cgroup {
+                    c.remove(Duration::ZERO).await;
+                }
+                tracing::error!(session = %self.auth.id, error = %e, "could not open the session's cgroup");
+                return self
+                    .refuse(
+                        "the session's command could not be started",
+                        "session.error",
+                        json!({"error": format!("cgroup: {e}")}),
+                    )
+                    .await;
+            }
+        };
         let spec = Spec {
+            cgroup: cgroup_fd,
             argv: argv.clone(),
             env,
             cwd: profile.cwd.clone().unwrap_or_else(|| account.home.clone()),
@@ -556,6 +591,9 @@ impl Task {
         let spawned = match exec::spawn(spec).await {
             Ok(s) => s,
             Err(e) => {
+                if let Some(c) = cgroup {
+                    c.remove(Duration::ZERO).await;
+                }
                 tracing::error!(session = %self.auth.id, error = %e, "could not start the session's command");
                 return self
                     .refuse(
@@ -631,9 +669,12 @@ impl Task {
             }
         };
         let pid = spawned.pid;
+        let tree = exec::Tree::new(pid, cgroup);
+        let cgroup_path = tree.cgroup().map(|p| p.display().to_string());
         self.running = Some(Running {
             exit: spawned.exit,
             pid,
+            tree,
             master,
             input: input_tx,
             pumps,
@@ -643,6 +684,7 @@ impl Task {
             "pid": pid, "argv": argv, "user": user, "pty": self.pty.is_some(),
             "term": self.pty.as_ref().map(|p| p.term.clone()),
             "request": if exec_cmd.is_some() { "exec" } else { "shell" },
+            "cgroup": cgroup_path,
         });
         if let Err(e) = self
             .shared
@@ -669,8 +711,8 @@ impl Task {
                     // session's terminal or pipes) and its process group is
                     // empty, there is nothing to look for in /proc.
                     wait_pumps(&mut r.pumps, Duration::from_millis(300)).await;
-                    if !r.pumps.is_empty() || exec::group_alive(r.pid) {
-                        stop_tree(r.pid, grace).await;
+                    if !r.pumps.is_empty() || r.tree.maybe_alive() {
+                        stop_tree(&r.tree, grace).await;
                     }
                 }
                 (EndReason::Exited, Some(status))
@@ -684,7 +726,7 @@ impl Task {
                 let status = match &mut self.running {
                     Some(r) => {
                         let st = kill_and_wait(r, grace).await;
-                        stop_tree(r.pid, grace).await;
+                        stop_tree(&r.tree, grace).await;
                         st
                     }
                     None => None,
@@ -692,11 +734,12 @@ impl Task {
                 (reason, status)
             }
         };
-        if let Some(r) = &mut self.running {
+        if let Some(mut r) = self.running.take() {
             wait_pumps(&mut r.pumps, Duration::from_millis(500)).await;
             for p in &r.pumps {
                 p.abort();
             }
+            r.tree.release().await;
         }
         if let (Some(ch), true) = (self.channel, reason != EndReason::Disconnected) {
             let handle = &self.handle;
@@ -793,11 +836,12 @@ async fn wait_pumps(pumps: &mut Vec<JoinHandle<()>>, limit: Duration) {
 /// SIGHUP and SIGTERM to everything the session started; SIGKILL after `grace`.
 /// Returns the leader's exit status.
 async fn kill_and_wait(r: &mut Running, grace: Duration) -> Option<std::process::ExitStatus> {
-    exec::signal_tree(r.pid, &[Signal::SIGHUP, Signal::SIGCONT, Signal::SIGTERM]);
+    r.tree
+        .signal(&[Signal::SIGHUP, Signal::SIGCONT, Signal::SIGTERM]);
     match tokio::time::timeout(grace, r.exit.wait()).await {
         Ok(Ok(s)) => Some(s),
         _ => {
-            exec::signal_tree(r.pid, &[Signal::SIGKILL]);
+            r.tree.signal(&[Signal::SIGKILL]);
             r.exit.wait().await.ok()
         }
     }
@@ -805,19 +849,19 @@ async fn kill_and_wait(r: &mut Running, grace: Duration) -> Option<std::process:
 
 /// After the leader is gone: anything still in its session gets the same
 /// treatment, so nothing outlives the session.
-async fn stop_tree(leader: i32, grace: Duration) {
-    if !exec::tree_alive(leader) {
+async fn stop_tree(tree: &exec::Tree, grace: Duration) {
+    if !tree.alive() {
         return;
     }
-    exec::signal_tree(leader, &[Signal::SIGHUP, Signal::SIGCONT, Signal::SIGTERM]);
+    tree.signal(&[Signal::SIGHUP, Signal::SIGCONT, Signal::SIGTERM]);
     let until = Instant::now() + grace;
     while Instant::now() < until {
-        if !exec::tree_alive(leader) {
+        if !tree.alive() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    exec::signal_tree(leader, &[Signal::SIGKILL]);
+    tree.signal(&[Signal::SIGKILL]);
 }
 
 fn mark(activity: &Activity, epoch: Instant, n: usize) {

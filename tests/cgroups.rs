@@ -1,0 +1,336 @@
+//! Per-session cgroups (the systemd issue, acceptance 3): in a delegated
+//! cgroup, a session that ran `setsid … &` and disconnected leaves nothing
+//! behind, and the profile's `pids_max` and `memory_max` are in force. The
+//! test makes its own delegated cgroup (marked the way systemd marks one
+//! for `Delegate=yes`) under the cgroup v2 hierarchy when it can, and says
+//! so when it cannot.
+mod common;
+use common::*;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// A cgroup made for one test, removed (with anything left in it) at the end.
+struct TestCgroup {
+    dir: PathBuf,
+}
+
+impl TestCgroup {
+    /// A child of this process's own cgroup v2, marked delegated when asked.
+    fn make(tag: &str, delegated: bool) -> Result<TestCgroup, String> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err("the tests do not run as root".into());
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or("no cgroup v2 hierarchy on this machine")?;
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let mount = mounts
+            .lines()
+            .filter(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|r| r.starts_with("cgroup2 "))
+            })
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(3) == Some(&"/")).then(|| f[4].to_string())
+            })
+            .ok_or("cgroup v2 is not mounted (whole) on this machine")?;
+        let parent = Path::new(&mount).join(rel.trim_start_matches('/'));
+        let dir = parent.join(format!("tollgate-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let cg = TestCgroup { dir };
+        // Offer the session controllers when the parent has them (best effort:
+        // a parent with processes of its own cannot).
+        let offered =
+            std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+        for c in ["cpu", "memory", "pids"] {
+            if offered.split_whitespace().any(|o| o == c) {
+                let _ = std::fs::write(parent.join("cgroup.subtree_control"), format!("+{c}"));
+            }
+        }
+        if delegated {
+            let p = CString::new(cg.dir.as_os_str().as_bytes()).unwrap();
+            // SAFETY: NUL-terminated path and name, a one-byte value.
+            let r = unsafe {
+                libc::setxattr(
+                    p.as_ptr(),
+                    c"trusted.delegate".as_ptr(),
+                    b"1".as_ptr().cast(),
+                    1,
+                    0,
+                )
+            };
+            if r != 0 {
+                return Err(format!(
+                    "cannot mark {} delegated: {}",
+                    cg.dir.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(cg)
+    }
+
+    fn controllers(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cgroup.controllers")).unwrap_or_default()
+    }
+
+    fn has(&self, controller: &str) -> bool {
+        self.controllers()
+            .split_whitespace()
+            .any(|c| c == controller)
+    }
+
+    /// Starts the server's daemon inside this cgroup.
+    fn start(&self, s: &mut Server) {
+        let procs = CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+        let mut c = s.serve_command();
+        // SAFETY: only open/write/close between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        s.child = Some(c.spawn().unwrap());
+        s.wait_listening();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        let empty = || {
+            std::fs::read_to_string(self.dir.join("cgroup.events"))
+                .is_ok_and(|e| e.contains("populated 0"))
+        };
+        eventually(Duration::from_secs(5), empty);
+        if let Ok(d) = std::fs::read_dir(&self.dir) {
+            for e in d.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
+    let cg = match TestCgroup::make("session", true) {
+        Ok(cg) => cg,
+        Err(why) => {
+            println!("NOT TESTED: per-session cgroups (cannot make a delegated cgroup: {why})");
+            return;
+        }
+    };
+    let mut s = Server::configure(
+        "cgroups",
+        Opts {
+            profile_extra:
+                "allow_exec = true\npids_max = 40\nmemory_max = \"64MiB\"\ncpu_weight = 50\n".into(),
+            ..Opts::default()
+        },
+    );
+    cg.start(&mut s);
+    let log = s.log_text();
+    assert!(
+        log.contains(&format!(
+            "sessions are contained by per-session cgroups under {}",
+            cg.dir.display()
+        )),
+        "{log}"
+    );
+    // The daemon moved itself into a leaf of its own.
+    let leaf = std::fs::read_to_string(cg.dir.join("daemon/cgroup.procs")).unwrap();
+    assert!(
+        leaf.split_whitespace().any(|p| p == s.pid().to_string()),
+        "the daemon ({}) is not in daemon/: {leaf:?}",
+        s.pid()
+    );
+
+    // `setsid` and a second fork: a new session id, reparented away from
+    // the session's leader, out of reach of its process group.
+    let (id, mut ssh) = live(&s, "setsid sh -c 'sleep 7301 &'; echo started; sleep 7302");
+    assert!(
+        eventually(Duration::from_secs(5), || pids_matching("sleep 7301").len()
+            == 1)
+        .is_some()
+    );
+    let escaped = pids_matching("sleep 7301")[0];
+    let leader = pids_matching("sleep 7302");
+    let session_cg = cgroup_of(escaped);
+    assert!(
+        session_cg.ends_with(&format!("/{id}")),
+        "the double-forked process is in {session_cg:?}, not the session's cgroup"
+    );
+    assert_ne!(
+        nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(escaped))).unwrap(),
+        nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(leader[0]))).unwrap(),
+        "setsid did not give the background job a session of its own"
+    );
+    let started = s.events_of(Some(&id), "session.started");
+    let dir = cg.dir.join(&id);
+    assert_eq!(started[0]["detail"]["cgroup"], dir.display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cpu.weight"))
+            .ok()
+            .filter(|_| cg.has("cpu")),
+        cg.has("cpu").then(|| "50\n".to_string())
+    );
+
+    ssh.kill().unwrap(); // the client vanishes
+    ssh.wait().unwrap();
+    let gone = eventually(Duration::from_secs(4), || {
+        pids_matching("sleep 7301").is_empty() && pids_matching("sleep 7302").is_empty()
+    });
+    assert!(
+        gone.is_some(),
+        "the setsid'd process survived the disconnect"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || !dir.exists()).is_some(),
+        "the session's cgroup was not removed"
+    );
+    s.wait_state(&id, "terminated", Duration::from_secs(5));
+
+    // pids_max: a session that tries to start 60 background jobs gets no
+    // more than 40 processes at once.
+    if cg.has("pids") {
+        let (id, mut ssh) = live(
+            &s,
+            "( for i in $(seq 60); do sleep 7303 & done ) 2>/dev/null; echo started; sleep 7304",
+        );
+        let dir = cg.dir.join(&id);
+        let running = pids_matching("sleep 7303").len();
+        let max = std::fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
+        let events = std::fs::read_to_string(dir.join("pids.events")).unwrap_or_default();
+        println!("pids_max = 40: {running} of 60 background jobs started; pids.events {events:?}");
+        assert_eq!(max, "40\n");
+        assert!(
+            (1..40).contains(&running),
+            "{running} sleeps ran under pids_max = 40"
+        );
+        assert!(
+            !events.contains("max 0"),
+            "the limit was never hit: {events:?}"
+        );
+        ssh.kill().unwrap();
+        ssh.wait().unwrap();
+        s.wait_state(&id, "terminated", Duration::from_secs(5));
+    } else {
+        println!(
+            "NOT TESTED: pids_max (the pids controller is not available to {}; its cgroup.controllers: {:?})",
+            cg.dir.display(),
+            cg.controllers().trim()
+        );
+        assert!(s
+            .log_text()
+            .contains("profiles.console.pids_max is not enforced"));
+    }
+    // memory_max: a shell that holds 200 MB in a variable is killed.
+    if cg.has("memory") {
+        let (id, tok) = s.issue("ops", &[]);
+        let out = s.ssh_run(
+            "ops",
+            &tok,
+            &[],
+            "cat /proc/self/cgroup; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+        );
+        let v = s.wait_state(&id, "terminated", Duration::from_secs(10));
+        println!(
+            "memory_max = 64MiB: stdout {:?}, exit_signal {}",
+            text(&out.stdout),
+            v["exit_signal"]
+        );
+        assert!(
+            text(&out.stdout).contains(&id),
+            "not in the session's cgroup"
+        );
+        assert!(!text(&out.stdout).contains("survived"));
+        assert_eq!(v["exit_signal"], "KILL");
+    } else {
+        println!(
+            "NOT TESTED: memory_max (the memory controller is not available to {}; its cgroup.controllers: {:?})",
+            cg.dir.display(),
+            cg.controllers().trim()
+        );
+        assert!(s
+            .log_text()
+            .contains("profiles.console.memory_max is not enforced"));
+    }
+}
+
+/// Starts `ssh -tt … CMD` and waits until it prints "started".
+fn live(s: &Server, cmd: &str) -> (String, std::process::Child) {
+    let (id, tok) = s.issue("ops", &[]);
+    let mut ssh = s.ssh("ops", &tok);
+    ssh.args(["-tt", cmd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut ssh = ssh.spawn().unwrap();
+    let mut out = buffered(ssh.stdout.take().unwrap());
+    read_until(&mut out, "started");
+    (id, ssh)
+}
+
+#[test]
+fn a_cgroup_nobody_delegated_is_left_alone() {
+    let cg = match TestCgroup::make("undelegated", false) {
+        Ok(cg) => cg,
+        Err(why) => {
+            println!("NOT TESTED: (cannot make a cgroup: {why})");
+            return;
+        }
+    };
+    let mut s = Server::configure(
+        "cgroups-off",
+        Opts {
+            profile_extra: "allow_exec = true\npids_max = 40\n".into(),
+            ..Opts::default()
+        },
+    );
+    cg.start(&mut s);
+    let log = s.log_text();
+    assert!(
+        log.contains("sessions are contained by process groups (no per-session cgroups:")
+            && log.contains("was not delegated"),
+        "{log}"
+    );
+    assert!(
+        log.contains("profiles.console.pids_max is not enforced"),
+        "{log}"
+    );
+    assert!(
+        !cg.dir.join("daemon").exists(),
+        "it took over a cgroup nobody delegated"
+    );
+    // Sessions still run and end as before.
+    let (id, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &[], "echo ran-$TOLLGATE_SESSION_ID");
+    assert!(text(&out.stdout).contains(&format!("ran-{id}")));
+    let started = s.events_of(Some(&id), "session.started");
+    assert!(started[0]["detail"]["cgroup"].is_null());
+}
