@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds tollgate's Debian package with cargo-deb (installed when missing)
 # from the [package.metadata.deb] in Cargo.toml, and checks what it holds:
-# the binary, the systemd unit (enabled by postinst), both manual pages, and
-# the example config as a conffile. Prints the package's path.
+# the binary, the systemd unit (enabled by postinst), both manual pages, the
+# example config as a conffile, and the tollgate group made by postinst.
+# Prints the package's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +25,17 @@ if ! dpkg-deb --info "$out" conffiles | grep -qx /etc/tollgate/tollgate.toml; th
   echo "deb: /etc/tollgate/tollgate.toml is not a conffile" >&2
   fail=1
 fi
-if ! dpkg-deb --info "$out" postinst | grep -q "deb-systemd-helper enable"; then
+postinst=$(dpkg-deb --info "$out" postinst)
+if ! grep -q "deb-systemd-helper enable" <<<"$postinst"; then
   echo "deb: postinst does not enable tollgate.service" >&2
+  fail=1
+fi
+if ! grep -q "addgroup --system --quiet tollgate" <<<"$postinst"; then
+  echo "deb: postinst does not create the tollgate group" >&2
+  fail=1
+fi
+if ! dpkg-deb --info "$out" postrm | grep -q "dpkg-statoverride --remove"; then
+  echo "deb: postrm does not remove the permission overrides on purge" >&2
   fail=1
 fi
 [ "$fail" = 0 ] || exit 1

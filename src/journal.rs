@@ -24,6 +24,8 @@ pub enum JournalError {
         path: String,
         source: std::io::Error,
     },
+    #[error("journal {path}: permission denied; {hint}")]
+    Denied { path: String, hint: String },
     #[error("journal: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("journal schema version {found} is newer than this tollgate understands ({known})")]
@@ -341,14 +343,77 @@ pub enum CancelOutcome {
     AlreadyOver,
 }
 
+/// A new journal in a directory its group may write (the unit's
+/// `StateDirectory`, group `tollgate`, mode 2770) is that group's too, mode
+/// 0660: its members may run the admin commands. Anywhere else it stays
+/// 0600. SQLite gives the `-wal` and `-shm` files the journal's mode and,
+/// when root makes them, its owner and group.
+fn share_with_group(path: &Path, file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.metadata()?,
+        None => Path::new(".").metadata()?,
+    };
+    if dir.mode() & 0o020 == 0 {
+        return Ok(());
+    }
+    if file.metadata()?.gid() != dir.gid() {
+        std::os::unix::fs::fchown(file, None, Some(dir.gid()))?;
+    }
+    // Explicitly: the unit's UMask=0077 would have taken the group's bits.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o660))
+}
+
+/// When the journal or its directory is out of this user's reach: who may
+/// use it instead.
+fn denied(path: &Path) -> Option<JournalError> {
+    use nix::unistd::{access, AccessFlags};
+    use std::os::unix::fs::MetadataExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let blocked = access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+        .err()
+        .or_else(|| access(path, AccessFlags::R_OK | AccessFlags::W_OK).err());
+    if blocked != Some(nix::errno::Errno::EACCES) {
+        return None;
+    }
+    let meta = dir.metadata().ok();
+    let group = meta
+        .as_ref()
+        .filter(|m| m.mode() & 0o070 == 0o070)
+        .and_then(|m| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten());
+    let hint = match group {
+        Some(g) => format!(
+            "run this as root or as a member of group \"{}\", which may use it",
+            g.name
+        ),
+        None => format!(
+            "only root may use it ({} is not shared with a group; see FILES in tollgate(8))",
+            dir.display()
+        ),
+    };
+    Some(JournalError::Denied {
+        path: path.display().to_string(),
+        hint,
+    })
+}
+
 /// An open journal.
 pub struct Journal {
     pub(crate) conn: Connection,
 }
 
 impl Journal {
-    /// Opens (creating with mode 0600 if missing) and migrates the journal.
+    /// Opens (creating it if missing: mode 0600, or 0660 in a directory its
+    /// group may write) and migrates the journal.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Self::open_as_is(path).map_err(|e| denied(path).unwrap_or(e))
+    }
+
+    fn open_as_is(path: &Path) -> Result<Journal, JournalError> {
         let p = path.display().to_string();
         if !path.exists() {
             if let Some(dir) = path.parent() {
@@ -358,22 +423,24 @@ impl Journal {
                 })?;
             }
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
+            let created = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-                .or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        std::fs::File::open(path)
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(|e| JournalError::Io {
+                .open(path);
+            match created {
+                Ok(file) => share_with_group(path, &file).map_err(|e| JournalError::Io {
                     path: p.clone(),
                     source: e,
-                })?;
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(JournalError::Io {
+                        path: p.clone(),
+                        source: e,
+                    })
+                }
+            }
         }
         let conn = Connection::open(path).map_err(|e| JournalError::Open {
             path: p.clone(),
