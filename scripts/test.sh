@@ -2,7 +2,8 @@
 # Runs tollgate's whole test suite on a fresh Debian machine: installs what
 # the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
 # for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
-# and man to check the unit) when missing, then
+# and man to check the unit, User-Mode Linux for cgroup v2 limits) when
+# missing, then
 # checks formatting, lints, runs unit and black-box tests, and builds and
 # checks the Debian package (scripts/deb.sh).
 set -euo pipefail
@@ -19,6 +20,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v groff >/dev/null 2>&1 || need+=(groff-base)
+# A pure cgroup v2 kernel for the per-session limits, where this one's
+# memory and pids controllers are on cgroup v1.
+[ -x /usr/bin/linux.uml ] || need+=(user-mode-linux)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""
