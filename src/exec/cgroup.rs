@@ -128,9 +128,14 @@ impl Containment {
             .collect()
     }
 
-    /// A cgroup for one session with `limits` in force, or `None` in
-    /// process-group mode.
-    pub fn session(&self, id: &str, limits: &Limits) -> io::Result<Option<SessionCgroup>> {
+    /// A cgroup for one session with `limits` in force, and its directory
+    /// opened for `clone3`'s `CLONE_INTO_CGROUP`; `None` in process-group
+    /// mode.
+    pub fn session(
+        &self,
+        id: &str,
+        limits: &Limits,
+    ) -> io::Result<Option<(SessionCgroup, OwnedFd)>> {
         match self {
             Containment::Cgroups(d) => d.session(id, limits).map(Some),
             Containment::ProcessGroups(_) => Ok(None),
@@ -230,7 +235,7 @@ impl Delegated {
         })
     }
 
-    fn session(&self, id: &str, limits: &Limits) -> io::Result<SessionCgroup> {
+    fn session(&self, id: &str, limits: &Limits) -> io::Result<(SessionCgroup, OwnedFd)> {
         if id.is_empty()
             || id == DAEMON_LEAF
             || !id
@@ -245,6 +250,13 @@ impl Delegated {
         let dir = self.root.join(id);
         std::fs::create_dir(&dir)?;
         let cg = SessionCgroup::at(dir);
+        let fd = match cg.open() {
+            Ok(fd) => fd,
+            Err(e) => {
+                cg.remove_blocking(Duration::ZERO);
+                return Err(e);
+            }
+        };
         for (key, controller, file, value) in limits.files() {
             if !self.controllers.iter().any(|c| c == controller) {
                 // Said once at startup and reload, per profile.
@@ -258,7 +270,7 @@ impl Delegated {
                 ));
             }
         }
-        Ok(cg)
+        Ok((cg, fd))
     }
 }
 
@@ -325,8 +337,7 @@ impl SessionCgroup {
         &self.dir
     }
 
-    /// The directory, opened for `clone3`'s `CLONE_INTO_CGROUP`.
-    pub fn open(&self) -> io::Result<OwnedFd> {
+    fn open(&self) -> io::Result<OwnedFd> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY)

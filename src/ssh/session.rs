@@ -544,30 +544,14 @@ impl Task {
         env.retain(|(k, _)| seen.insert(k.clone()));
         env.reverse();
 
-        let cgroup = match self
+        let (cgroup, cgroup_fd) = match self
             .shared
             .containment
             .session(&self.auth.id, &profile.limits)
         {
-            Ok(c) => c,
+            Ok(made) => made.unzip(),
             Err(e) => {
                 tracing::error!(session = %self.auth.id, error = %e, "could not make the session's cgroup");
-                return self
-                    .refuse(
-                        "the session's command could not be started",
-                        "session.error",
-                        json!({"error": format!("cgroup: {e}")}),
-                    )
-                    .await;
-            }
-        };
-        let cgroup_fd = match cgroup.as_ref().map(|c| c.open()).transpose() {
-            Ok(fd) => fd,
-            Err(e) => {
-                if let Some(c) = cgroup {
-                    c.remove(Duration::ZERO).await;
-                }
-                tracing::error!(session = %self.auth.id, error = %e, "could not open the session's cgroup");
                 return self
                     .refuse(
                         "the session's command could not be started",
