@@ -310,7 +310,6 @@ fn the_limits_hold_on_a_pure_cgroup_v2_kernel() {
         println!("NOT TESTED: limits on a pure cgroup v2 kernel (needs root and user-mode-linux)");
         return;
     }
-    // Not under /tmp: the guest mounts a tmpfs of its own there.
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("uml-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -322,11 +321,13 @@ fn the_limits_hold_on_a_pure_cgroup_v2_kernel() {
         format!(
             r#"#!/bin/sh
 # PID 1 of the guest: a minimal machine with cgroup v2 alone, then the test.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TOLLGATE_TEST_LIMITS=1
+# The test's files go to a tmpfs of the guest's own (the checkout itself may
+# be anywhere, /tmp included, and stays visible).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TOLLGATE_TEST_LIMITS=1 TMPDIR=/run/tmp
 mount -t proc proc /proc
 mount -t sysfs sys /sys
-mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
+mkdir /run/tmp
 mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /dev/pts && mount -t devpts -o ptmxmode=0666,newinstance devpts /dev/pts && ln -sf pts/ptmx /dev/ptmx
 mount -t cgroup2 none /sys/fs/cgroup
