@@ -61,11 +61,6 @@ impl Limits {
         }
         out
     }
-
-    /// The profile keys that are set.
-    pub fn keys(&self) -> Vec<&'static str> {
-        self.files().into_iter().map(|(k, ..)| k).collect()
-    }
 }
 
 /// How session processes are contained and ended.
