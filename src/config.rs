@@ -30,6 +30,10 @@ pub struct Config {
     pub webhooks: Webhooks,
     /// `[targets.NAME]`: what tunnel tokens may reach.
     pub targets: BTreeMap<String, Target>,
+    /// What is allowed but will not work as it reads (a profile whose
+    /// commands its account's login shell refuses): `config check` prints
+    /// them, `serve` logs them; neither refuses the file for them.
+    pub warnings: Vec<Problem>,
 }
 
 /// `[targets.NAME]`: one service a tunnel token reaches, and nothing else.
@@ -90,6 +94,10 @@ pub struct Server {
     /// Host name printed in the ssh line of `session issue`; defaults to the
     /// first listen address, or this machine's name when that is a wildcard.
     pub public_host: Option<String>,
+    /// A known_hosts file that the ssh lines the admin commands print tell
+    /// ssh to use (`-o UserKnownHostsFile=FILE`); `tollgate dev` sets it to
+    /// the one it writes for its throwaway host key.
+    pub public_known_hosts: Option<PathBuf>,
     /// Ciphers offered, in order (names from [`CIPHERS`]).
     pub ciphers: Vec<String>,
     /// What the daemon logs: a level or tracing directives (`info`,
@@ -98,20 +106,20 @@ pub struct Server {
     pub log_level: String,
 }
 
-/// Ciphers tollgate can offer. The default offers AES-GCM only: clients
-/// choose by their own order, and OpenSSH puts chacha20-poly1305 first, which
-/// costs this server about twice the CPU per byte of AES-GCM with AES-NI.
+/// Ciphers tollgate can offer.
 pub const CIPHERS: &[&str] = &[
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
     "chacha20-poly1305@openssh.com",
     "aes128-ctr",
     "aes192-ctr",
     "aes256-ctr",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
 ];
 
-/// What `server.ciphers` is when not set.
-pub const DEFAULT_CIPHERS: &[&str] = &["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"];
+/// What `server.ciphers` is when not set: all of them, in sshd's default
+/// order, so every maintained client finds one (Dropbear and paramiko have
+/// no AES-GCM). The client's own order decides which is used.
+pub const DEFAULT_CIPHERS: &[&str] = CIPHERS;
 
 /// `[sessions]`
 #[derive(Debug, Clone)]
@@ -151,6 +159,7 @@ impl Default for Server {
             login_grace_time: Duration::from_secs(30),
             max_auth_tries: 6,
             public_host: None,
+            public_known_hosts: None,
             ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
             log_level: "info".into(),
         }
@@ -228,6 +237,7 @@ impl Config {
         let mut ctx = Ctx {
             src: text,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
         let (doc, syntax) = DeTable::parse_recoverable(text);
         for e in syntax {
@@ -241,8 +251,12 @@ impl Config {
             None
         };
         ctx.problems.sort_by_key(|p| (p.line, p.col));
+        ctx.warnings.sort_by_key(|p| (p.line, p.col));
         match config {
-            Some(c) if ctx.problems.is_empty() => Ok(c),
+            Some(mut c) if ctx.problems.is_empty() => {
+                c.warnings = ctx.warnings;
+                Ok(c)
+            }
             _ => Err(ConfigError {
                 path: path.to_path_buf(),
                 problems: ctx.problems,
@@ -250,13 +264,29 @@ impl Config {
         }
     }
 
+    /// Each warning as `FILE:LINE:COL: warning: message`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|w| {
+                format!(
+                    "{}:{}:{}: warning: {}",
+                    self.path.display(),
+                    w.line,
+                    w.col,
+                    w.message
+                )
+            })
+            .collect()
+    }
+
     /// The profile called `name`.
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.get(name)
     }
 
-    /// The host and port to print in an ssh line.
-    pub fn ssh_destination(&self) -> (String, u16) {
+    /// Where the ssh lines the admin commands print point people.
+    pub fn destination(&self) -> Destination {
         let first = self.server.listen[0];
         let host = match &self.server.public_host {
             Some(h) => h.clone(),
@@ -269,34 +299,93 @@ impl Config {
                 ip => ip.to_string(),
             },
         };
-        (host, first.port())
+        Destination {
+            host,
+            port: first.port(),
+            known_hosts: self.server.public_known_hosts.clone(),
+        }
     }
 }
 
-/// Builds the ssh line a person pastes: `ssh -p 2222 user@host`.
-pub fn ssh_line(host: &str, port: u16, login_user: &str) -> String {
-    if port == 22 {
-        format!("ssh {login_user}@{host}")
+/// `s` as one shell word: as it is when that is safe, else single-quoted.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@,=%".contains(&b))
+    {
+        s.to_string()
     } else {
-        format!("ssh -p {port} {login_user}@{host}")
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// This server as the ssh lines printed for people name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub host: String,
+    pub port: u16,
+    /// Passed as `-o UserKnownHostsFile=…` (see `server.public_known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl Destination {
+    /// `ssh`, with the known_hosts option when there is one.
+    pub fn ssh(&self) -> String {
+        match &self.known_hosts {
+            Some(k) => format!(
+                "ssh -o UserKnownHostsFile={}",
+                shell_word(&k.display().to_string())
+            ),
+            None => "ssh".into(),
+        }
+    }
+
+    /// ` -p PORT` unless it is 22.
+    pub fn port_option(&self) -> String {
+        if self.port == 22 {
+            String::new()
+        } else {
+            format!(" -p {}", self.port)
+        }
+    }
+
+    /// The line a person pastes: `ssh -p 2222 user@host`.
+    pub fn login_line(&self, login_user: &str) -> String {
+        format!(
+            "{}{} {login_user}@{}",
+            self.ssh(),
+            self.port_option(),
+            self.host
+        )
     }
 }
 
 struct Ctx<'a> {
     src: &'a str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Ctx<'_> {
-    fn push(&mut self, offset: usize, message: String) {
+    fn position(&self, offset: usize, message: String) -> Problem {
         let before = &self.src[..offset.min(self.src.len())];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.problems.push(Problem { line, col, message });
+        Problem { line, col, message }
+    }
+
+    fn push(&mut self, offset: usize, message: String) {
+        let p = self.position(offset, message);
+        self.problems.push(p);
     }
 
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.push(span.start, message.into());
+    }
+
+    fn warn_at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let p = self.position(span.start, message.into());
+        self.warnings.push(p);
     }
 }
 
@@ -500,6 +589,7 @@ const SERVER_KEYS: &[&str] = &[
     "login_grace_time",
     "max_auth_tries",
     "public_host",
+    "public_known_hosts",
     "ciphers",
     "log_level",
 ];
@@ -566,6 +656,7 @@ fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
         drains,
         webhooks,
         targets,
+        warnings: Vec::new(),
     }
 }
 
@@ -886,6 +977,19 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
     }
     if let Some(s) = string(ctx, S, t, "public_host") {
         server.public_host = (!s.is_empty()).then_some(s);
+    }
+    if let Some(s) = string(ctx, S, t, "public_known_hosts") {
+        let span = get(t, "public_known_hosts")
+            .map(|v| v.span())
+            .unwrap_or(0..0);
+        if s.chars().any(|c| c.is_control() || "'\"\\$`".contains(c)) {
+            ctx.at(
+                span,
+                "server.public_known_hosts must be a path without quotes, $, `, \\ or control characters (it is printed in ssh lines to paste)",
+            );
+        } else {
+            server.public_known_hosts = abs_path(ctx, span, "server.public_known_hosts", &s);
+        }
     }
     if let Some(items) = string_array(ctx, S, t, "ciphers") {
         let span = get(t, "ciphers").map(|v| v.span()).unwrap_or(0..0);
@@ -1211,7 +1315,7 @@ fn walk_profile(
             _ => ctx.at(v.span(), format!("{s}.env must be a table of strings")),
         }
     }
-    Some(Profile {
+    let profile = Profile {
         user,
         allow_root,
         command,
@@ -1220,7 +1324,41 @@ fn walk_profile(
         cwd,
         env,
         limits: walk_limits(ctx, s, t),
-    })
+    };
+    if profile.allow_exec {
+        if let Some(why) = profile.exec_shell_refuses() {
+            let span = get(t, "allow_exec").map(|v| v.span()).unwrap_or(0..0);
+            ctx.warn_at(
+                span,
+                format!("{s}.allow_exec: {why}; set {s}.shell (e.g. shell = \"/bin/sh\")"),
+            );
+        }
+    }
+    Some(profile)
+}
+
+impl Profile {
+    /// Why commands (`allow_exec`, or `session issue --command`) cannot
+    /// run under this profile, when they cannot: they run as `SHELL -c
+    /// COMMAND`, and without `shell` that is the account's login shell,
+    /// which may be one that refuses every command (`/usr/sbin/nologin`,
+    /// `/bin/false`).
+    pub fn exec_shell_refuses(&self) -> Option<String> {
+        if self.shell.is_some() {
+            return None;
+        }
+        let acct = nix::unistd::User::from_name(&self.user).ok().flatten()?;
+        let sh = acct.shell;
+        let name = sh.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let refuses = matches!(name, "nologin" | "false") || !sh.is_file();
+        refuses.then(|| {
+            format!(
+                "commands run through the account's login shell, and {:?}'s is {}, which refuses them",
+                self.user,
+                sh.display()
+            )
+        })
+    }
 }
 
 /// `memory_max`, `pids_max`, `cpu_weight` and `cpu_max` of a profile.
@@ -1629,5 +1767,78 @@ mod tests {
             vec!["/bin/bash", "-lc", "echo \"hi there\"", "a b"]
         );
         assert!(split_command("'open").is_err());
+    }
+
+    #[test]
+    fn a_profile_whose_login_shell_refuses_commands_is_warned_about_with_its_position() {
+        // Debian's nobody has /usr/sbin/nologin.
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            return;
+        };
+        let refuses = nobody.shell.ends_with("nologin") || nobody.shell.ends_with("false");
+        let text = "[profiles.p]\nuser = \"nobody\"\ncommand = \"/bin/sh\"\nallow_exec = true\n";
+        let c = Config::parse(Path::new("t.toml"), text).unwrap();
+        if refuses {
+            assert_eq!(c.warning_lines().len(), 1, "{:?}", c.warnings);
+            let w = &c.warning_lines()[0];
+            assert!(
+                w.starts_with("t.toml:4:14: warning: profiles.p.allow_exec: commands run through the account's login shell, and \"nobody\"'s is "),
+                "{w}"
+            );
+            assert!(
+                w.ends_with("set profiles.p.shell (e.g. shell = \"/bin/sh\")"),
+                "{w}"
+            );
+        }
+        // A shell of its own, or no exec: nothing to say.
+        for quiet in [
+            format!("{text}shell = \"/bin/sh\"\n"),
+            text.replace("allow_exec = true", "allow_exec = false"),
+        ] {
+            let c = Config::parse(Path::new("t.toml"), &quiet).unwrap();
+            assert!(c.warnings.is_empty(), "{quiet}: {:?}", c.warnings);
+        }
+    }
+
+    #[test]
+    fn printed_ssh_lines_carry_the_public_known_hosts_file() {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[server]\nlisten = [\"127.0.0.1:2222\"]\npublic_known_hosts = \"/tmp/dev x/known_hosts\"\n",
+        )
+        .unwrap();
+        let d = c.destination();
+        assert_eq!(
+            d.login_line("ops"),
+            "ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -p 2222 ops@127.0.0.1"
+        );
+        let t = Target {
+            host: "10.0.0.5".into(),
+            port: 22,
+            max_duration: None,
+            connection_limit: None,
+            ssh: true,
+        };
+        let (l, j) = crate::ssh::tunnel::lines(&d, "ops", "inner", &t);
+        assert_eq!(l, "ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -N -L 10022:inner:22 -p 2222 ops@127.0.0.1");
+        assert_eq!(
+            j.unwrap(),
+            "ssh -o ProxyCommand=\"ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -p 2222 -W %h:%p ops@127.0.0.1\" USER@inner"
+        );
+        let plain = Config::parse(
+            Path::new("t.toml"),
+            "[server]\nlisten = [\"127.0.0.1:22\"]\n",
+        )
+        .unwrap();
+        assert_eq!(plain.destination().login_line("ops"), "ssh ops@127.0.0.1");
+        let (_, j) = crate::ssh::tunnel::lines(&plain.destination(), "ops", "inner", &t);
+        assert_eq!(j.unwrap(), "ssh -J ops@127.0.0.1 USER@inner");
+        let p = problems("[server]\npublic_known_hosts = \"/tmp/$(id)\"\n");
+        assert!(
+            p[0].starts_with(
+                "t.toml:2:22: server.public_known_hosts must be a path without quotes"
+            ),
+            "{p:?}"
+        );
     }
 }

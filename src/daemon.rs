@@ -255,9 +255,13 @@ pub fn init_logging(level: &str) {
         // Whatever the filter says: the SSH library's debug output is
         // never needed in production and must not be a way to log auth data.
         .add_directive("russh=warn".parse().expect("literal directive"));
+    // Colour only for a person at a terminal: a file, a pipe or journald
+    // gets plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = if crate::logging::stderr_is_journal() {
         builder
@@ -310,9 +314,13 @@ async fn bind_new(
     Ok(out)
 }
 
-/// Profiles whose limits cannot be put in force here, once per profile
-/// and limit (at startup and after a reload).
+/// The config's own warnings (`FILE:LINE:COL: warning: …`), and profiles
+/// whose limits cannot be put in force here, once per profile and limit
+/// (at startup and after a reload).
 fn warn_unenforced(config: &Config, containment: &Containment) {
+    for w in config.warning_lines() {
+        tracing::warn!("{w}");
+    }
     for (name, p) in &config.profiles {
         for (key, why) in containment.unenforceable(&p.limits) {
             tracing::warn!(profile = %name, "profiles.{name}.{key} is not enforced: {why}");
@@ -356,7 +364,7 @@ async fn run(
     warn_unenforced(&config, &containment);
     for (id, pid) in journal.recover_stale()? {
         let killed = pid.map_or(0, |p| crate::exec::kill_orphans(&id, p as i32));
-        tracing::warn!(session = %id, ?pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
+        tracing::warn!(session = %id, pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
     }
     journal.expire_due()?;
     let config = Arc::new(config);

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{load, print_json, CliError, CliResult, Output, EXIT_NOT_FOUND};
 use crate::collect::store::{valid_identifier, CollectPatch, CollectSession, NewCollect};
-use crate::config::{parse_duration, ssh_line, Config};
+use crate::config::{parse_duration, Config};
 use crate::journal::now_ms;
 use crate::webhook::{self, Endpoint, NewWebhook, WebhookSpec};
 
@@ -460,8 +460,7 @@ fn key_count(s: &CollectSession) -> usize {
 }
 
 fn ssh(config: &Config, s: &CollectSession) -> String {
-    let (host, port) = config.ssh_destination();
-    ssh_line(&host, port, &s.connection_identifier)
+    config.destination().login_line(&s.connection_identifier)
 }
 
 fn print_created(config: &Config, s: &CollectSession, output: Output) {

@@ -22,9 +22,23 @@ pub fn run(cmd: ConfigCmd, path: &Path, output: Output) -> CliResult {
                 match output {
                     Output::Json => print_json(&json!({
                         "ok": true, "file": path, "profiles": c.profiles.keys().collect::<Vec<_>>(),
+                        "warnings": c.warnings.iter().map(|p| json!({"line": p.line, "column": p.col, "message": p.message})).collect::<Vec<_>>(),
                     })),
                     Output::Text => {
-                        println!("{}: ok ({} profiles)", path.display(), c.profiles.len())
+                        for w in c.warning_lines() {
+                            eprintln!("{w}");
+                        }
+                        let n = c.warnings.len();
+                        let warned = match n {
+                            0 => String::new(),
+                            1 => ", 1 warning".into(),
+                            n => format!(", {n} warnings"),
+                        };
+                        println!(
+                            "{}: ok ({} profiles{warned})",
+                            path.display(),
+                            c.profiles.len()
+                        )
                     }
                 }
                 Ok(())

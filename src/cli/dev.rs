@@ -3,7 +3,10 @@
 //! Writes a real config into its state directory (so the admin commands work
 //! against it with `--config DIR/tollgate.toml`), issues one token, and prints
 //! an ssh line that verifies the host key through a known_hosts file written
-//! beside it.
+//! beside it (the config's `public_known_hosts`, so every ssh line the admin
+//! commands print for this server carries it too). A temporary state
+//! directory goes when `dev` ends, however it ends; one given with `--dir`
+//! stays.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -11,12 +14,12 @@ use std::path::{Path, PathBuf};
 use super::session::{issue, print_issued, IssueArgs};
 use super::Output;
 use super::{CliError, CliResult};
-use crate::config::Config;
+use crate::config::{shell_word, Config};
 use crate::journal::Journal;
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
-    /// Address to listen on.
+    /// Address to listen on (when 2222 is taken: --listen 127.0.0.1:2223).
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: std::net::SocketAddr,
     /// Keep state (config, journal, host key) in this directory instead of a fresh temporary one.
@@ -25,14 +28,19 @@ pub struct DevArgs {
 }
 
 pub fn run(a: DevArgs, output: Output) -> CliResult {
-    let dir = match a.dir {
+    check_free(a.listen)?;
+    let (dir, cleanup) = match a.dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
                 .map_err(|e| CliError::failure(format!("{}: {e}", d.display())))?;
-            std::fs::canonicalize(&d)
-                .map_err(|e| CliError::failure(format!("{}: {e}", d.display())))?
+            let d = std::fs::canonicalize(&d)
+                .map_err(|e| CliError::failure(format!("{}: {e}", d.display())))?;
+            (d, None)
         }
-        None => make_temp_dir()?,
+        None => {
+            let d = make_temp_dir()?;
+            (d.clone(), Some(RemoveOnDrop(d)))
+        }
     };
     let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
         .ok()
@@ -49,6 +57,7 @@ listen = ["{listen}"]
 host_keys = ["{dir}/ssh_host_ed25519_key"]
 journal = "{dir}/journal.db"
 login_grace_time = "60s"
+public_known_hosts = "{dir}/known_hosts"
 
 [sessions]
 token_ttl = "1h"
@@ -85,7 +94,7 @@ allow_exec = true
         .map_err(|e| CliError::failure(format!("{}: {e}", known_hosts.display())))?;
 
     let mut journal = Journal::open(&config.server.journal)?;
-    let mut issued = issue(
+    let issued = issue(
         &config,
         &mut journal,
         &IssueArgs {
@@ -96,33 +105,77 @@ allow_exec = true
         },
     )?;
     drop(journal);
-    issued.ssh = issued.ssh.replacen(
-        "ssh ",
-        &format!("ssh -o UserKnownHostsFile={} ", known_hosts.display()),
-        1,
-    );
     crate::daemon::init_logging(&config.server.log_level);
-    let config_shown = config_path.clone();
+    let more = more_line(&config_path, &me.name);
+    let state = match &cleanup {
+        Some(_) => format!(
+            "{}  (removed when dev stops; --dir DIR keeps state)",
+            dir.display()
+        ),
+        None => dir.display().to_string(),
+    };
     crate::daemon::serve(config, crate::daemon::OnHangup::Stop, move |_| {
         print_issued(&issued, output);
         if output == Output::Text {
             println!();
-            println!("state    {}", dir_display(&config_shown));
-            println!(
-                "more     tollgate --config {} session issue --profile dev --login-user {}",
-                config_shown.display(),
-                me.name
-            );
+            println!("state    {state}");
+            println!("more     {more}");
             println!("stop     Ctrl-C");
         }
     })
 }
 
-fn dir_display(config: &Path) -> String {
-    config
-        .parent()
-        .map(|d| d.display().to_string())
-        .unwrap_or_default()
+/// The command that issues another token for this server, as it can be
+/// pasted: this very binary by its full path (after `cargo run` there is no
+/// `tollgate` on the PATH).
+fn more_line(config: &Path, user: &str) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "tollgate".into());
+    format!(
+        "{} --config {} session issue --profile dev --login-user {}",
+        shell_word(&exe),
+        shell_word(&config.display().to_string()),
+        shell_word(user)
+    )
+}
+
+/// Fails early, before anything is written, when the address is taken,
+/// and says how to choose another.
+fn check_free(addr: std::net::SocketAddr) -> CliResult {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let mut other = addr;
+            let free = (1..100u16)
+                .filter_map(|d| addr.port().checked_add(d))
+                .find(|&p| {
+                    other.set_port(p);
+                    std::net::TcpListener::bind(other).is_ok()
+                });
+            let hint = match free {
+                Some(p) => {
+                    other.set_port(p);
+                    format!("; choose another with --listen, e.g. tollgate dev --listen {other}")
+                }
+                None => "; choose another with --listen ADDRESS:PORT".into(),
+            };
+            Err(CliError::failure(format!(
+                "cannot listen on {addr}: address already in use (another tollgate dev?){hint}"
+            )))
+        }
+        Err(e) => Err(CliError::failure(format!("cannot listen on {addr}: {e}"))),
+    }
+}
+
+/// A temporary state directory, removed with everything in it when `dev`
+/// returns, whether it stopped on a signal or failed.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn make_temp_dir() -> Result<PathBuf, CliError> {

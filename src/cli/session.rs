@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::Output;
 use super::{load, print_json, CliError, CliResult};
-use crate::config::{parse_duration, ssh_line, Config};
+use crate::config::{parse_duration, Config};
 use crate::journal::{CancelOutcome, Journal, NewSession, SessionRow};
 use crate::token::{random_id, Token};
 
@@ -217,6 +217,15 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
                 "--command: must be a non-empty command line",
             ));
         }
+        // Issued all the same: the bastion that redeems it may differ.
+        let profile = a.profile.as_deref().and_then(|p| config.profile(p));
+        if let Some(why) = profile.and_then(|p| p.exec_shell_refuses()) {
+            eprintln!(
+                "tollgate: warning: --command: {why}; set profiles.{}.shell in {}",
+                a.profile.as_deref().unwrap_or_default(),
+                config.path.display()
+            );
+        }
     }
     let token = Token::generate().map_err(CliError::failure)?;
     let id = random_id("ses_").map_err(CliError::failure)?;
@@ -234,11 +243,10 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
             .connection_limit
             .or(target.and_then(|(_, t)| t.connection_limit)),
     })?;
-    let (host, port) = config.ssh_destination();
-    let base = ssh_line(&host, port, u);
+    let dest = config.destination();
     let (ssh, jump) = match target {
-        None => (base, None),
-        Some((name, t)) => crate::ssh::tunnel::lines(&host, port, u, name, t),
+        None => (dest.login_line(u), None),
+        Some((name, t)) => crate::ssh::tunnel::lines(&dest, u, name, t),
     };
     Ok(Issued {
         row,

@@ -1,6 +1,14 @@
 //! The russh handler: a thin adapter. Authentication calls into `auth`;
 //! everything after it is turned into [`Ctl`] messages for the connection's
-//! session task, which owns all state and answers requests itself.
+//! session task, which owns all state.
+//!
+//! Channel requests are answered here, inside the callback, and nowhere
+//! else: russh keeps one "wants a reply" flag per channel, which the next
+//! request overwrites, so a reply sent later (from the session task) is
+//! lost when a client pipelines requests (PuTTY sends `pty-req` and `shell`
+//! back to back). What the answer is depends only on what the handler
+//! already knows: whether this is the session's channel and whether a
+//! shell or command was already started on it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,28 +19,14 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::{self, AuthorizedSession};
+use super::collecting::Collecting;
+use super::hello::ClientId;
 use super::session::{self, Ctl, InputGate};
-use crate::collect::keys::KeyForms;
 use crate::daemon::Shared;
 use crate::exec::PtyRequest;
 
 /// Prompt shown by keyboard-interactive authentication.
 const TOKEN_PROMPT: &str = "Token: ";
-
-/// A connection whose user name is a live collect session's identifier.
-struct Collecting {
-    identifier: String,
-    multi_key: bool,
-    must_confirm: bool,
-    banner: Option<String>,
-    message: Option<String>,
-    /// Verified keys, in the order the client proved them.
-    keys: Vec<KeyForms>,
-    /// Whether the person kept them (asked at keyboard-interactive).
-    keep: bool,
-    /// The last line the person sees, once the outcome is known.
-    last_line: Option<String>,
-}
 
 /// One per TCP connection.
 pub struct Handler {
@@ -43,11 +37,24 @@ pub struct Handler {
     ctl: Option<UnboundedSender<Ctl>>,
     input: Option<Arc<InputGate>>,
     channel: Option<ChannelId>,
+    /// A shell or exec request was accepted on `channel`: nothing else may
+    /// start, and a PTY can no longer be asked for.
+    started: bool,
+    /// What the client said it is (its identification line).
+    client: Arc<ClientId>,
+    /// Whether the first authentication request was seen, which decides
+    /// between a token login and a collect connection.
+    decided: bool,
     collecting: Option<Collecting>,
 }
 
 impl Handler {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, authenticated: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        authenticated: Arc<AtomicBool>,
+        client: Arc<ClientId>,
+    ) -> Self {
         Handler {
             shared,
             peer,
@@ -56,53 +63,27 @@ impl Handler {
             ctl: None,
             input: None,
             channel: None,
+            started: false,
+            client,
+            decided: false,
             collecting: None,
         }
     }
 
-    fn collect_reject(methods: &[MethodKind]) -> Auth {
-        Auth::Reject {
-            proceed_with_methods: Some(MethodSet::from(methods)),
-            partial_success: false,
+    /// On the first authentication request, whichever method it uses
+    /// (paramiko skips the `none` probe): a live collect session's
+    /// identifier makes this a collect connection; any other user name (a
+    /// dead identifier included) is a token login.
+    async fn decide(&mut self, user: &str) {
+        if !self.decided {
+            self.decided = true;
+            self.collecting = Collecting::lookup(&self.shared, self.peer, &self.client, user).await;
         }
     }
 
     /// The collect state for `user`, when this connection is collecting.
     fn collecting_for(&mut self, user: &str) -> Option<&mut Collecting> {
-        self.collecting
-            .as_mut()
-            .filter(|c| c.identifier == user && c.last_line.is_none())
-    }
-
-    /// What keyboard-interactive shows a collecting person: the banner, the
-    /// message, the keys found, and the question when one is needed.
-    fn collect_prompt(c: &Collecting) -> Auth {
-        let mut text = String::new();
-        for part in [&c.banner, &c.message].into_iter().flatten() {
-            text.push_str(part.trim_end());
-            text.push('\n');
-        }
-        if c.keys.is_empty() {
-            text.push_str("Your SSH client proved no public key. Load one (ssh-add, or ssh -i FILE) and connect again.\n");
-        } else {
-            text.push_str(&format!("Public keys found ({}):\n", c.keys.len()));
-            for k in &c.keys {
-                text.push_str(&format!(
-                    "  {} {}\n",
-                    k.public_key_sha256, k.public_key_algorithm
-                ));
-            }
-        }
-        let prompts = if c.must_confirm && !c.keys.is_empty() {
-            vec![("Keep these keys? Type y and Enter: ".into(), true)]
-        } else {
-            Vec::new()
-        };
-        Auth::Partial {
-            name: "".into(),
-            instructions: text.into(),
-            prompts: prompts.into(),
-        }
+        self.collecting.as_mut().filter(|c| c.is_for(user))
     }
 
     fn methods() -> MethodSet {
@@ -139,12 +120,29 @@ impl Handler {
         let Some(c) = &self.collecting else {
             return Ok(false);
         };
-        let line = c.last_line.clone().unwrap_or_default();
+        let line = c.last_line();
         session.channel_success(channel)?;
         session.data(channel, format!("{line}\r\n").into_bytes())?;
         session.exit_status_request(channel, 0)?;
         session.eof(channel)?;
         session.close(channel)?;
+        Ok(true)
+    }
+
+    /// Answers a shell or exec request. The first on the session's channel
+    /// is accepted (what it runs, or why it cannot, the session task says
+    /// on the channel), any other refused; on a collect connection it shows
+    /// the outcome instead. Returns whether the session task takes it.
+    fn start(&mut self, channel: ChannelId, session: &mut Session) -> Result<bool, russh::Error> {
+        if self.channel != Some(channel) || self.started {
+            session.channel_failure(channel)?;
+            return Ok(false);
+        }
+        self.started = true;
+        if self.finish_collect(channel, session)? {
+            return Ok(false);
+        }
+        session.channel_success(channel)?;
         Ok(true)
     }
 
@@ -162,41 +160,18 @@ impl russh::server::Handler for Handler {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        // A live collect session's identifier collects keys; any other
-        // user name (a dead identifier included) is a token login.
-        let ident = user.to_string();
-        let live = if crate::collect::store::valid_identifier(user) {
-            self.shared
-                .db
-                .call(move |j| j.collect_live(&ident))
-                .await
-                .unwrap_or(None)
-        } else {
-            None
-        };
-        match live {
-            Some(s) => {
-                tracing::info!(peer = %self.peer, collect = %s.id, "collect connection");
-                self.collecting = Some(Collecting {
-                    identifier: user.to_string(),
-                    multi_key: s.multi_key,
-                    must_confirm: s.must_confirm,
-                    banner: s.ssh_banner,
-                    message: s.ssh_message,
-                    keys: Vec::new(),
-                    keep: false,
-                    last_line: None,
-                });
-                Ok(Self::collect_reject(&[
-                    MethodKind::PublicKey,
-                    MethodKind::KeyboardInteractive,
-                ]))
-            }
-            None => Ok(Self::reject()),
-        }
+        self.decide(user).await;
+        Ok(match self.collecting_for(user) {
+            Some(c) => c.methods(),
+            None => Self::reject(),
+        })
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        self.decide(user).await;
+        if let Some(c) = self.collecting_for(user) {
+            return Ok(c.methods());
+        }
         Ok(self.try_token(user, password).await)
     }
 
@@ -205,13 +180,14 @@ impl russh::server::Handler for Handler {
         user: &str,
         _offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.decide(user).await;
         // PK_OK: the client then signs, and russh verifies before
         // `auth_publickey` sees the key. Nothing is recorded on an offer.
-        match self.collecting_for(user) {
-            Some(c) if c.multi_key || c.keys.is_empty() => Ok(Auth::Accept),
-            Some(_) => Ok(Self::collect_reject(&[MethodKind::KeyboardInteractive])),
-            None => Ok(Self::reject()),
-        }
+        Ok(match self.collecting_for(user) {
+            Some(c) if c.wants_key() => Auth::Accept,
+            Some(c) => c.methods(),
+            None => Self::reject(),
+        })
     }
 
     async fn auth_publickey(
@@ -219,30 +195,13 @@ impl russh::server::Handler for Handler {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let peer = self.peer;
         let Some(c) = self.collecting_for(user) else {
             return Ok(Self::reject());
         };
-        match KeyForms::of(key.public_key) {
-            Ok(forms) => {
-                if !c
-                    .keys
-                    .iter()
-                    .any(|k| k.public_key_sha256 == forms.public_key_sha256)
-                {
-                    c.keys.push(forms);
-                }
-            }
-            Err(e) => tracing::info!(%peer, error = %e, "collect: key not collected"),
-        }
+        c.proved(key.public_key).await;
         // Rejected so the client offers its next key (or goes on to
         // keyboard-interactive, where the person sees what was found).
-        let more = c.multi_key;
-        Ok(if more {
-            Self::collect_reject(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive])
-        } else {
-            Self::collect_reject(&[MethodKind::KeyboardInteractive])
-        })
+        Ok(c.methods())
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -251,17 +210,12 @@ impl russh::server::Handler for Handler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        self.decide(user).await;
         if let Some(c) = self.collecting_for(user) {
             return Ok(match response {
-                None => Self::collect_prompt(c),
+                None => c.prompt(),
                 Some(mut answers) => {
-                    let answer = answers.next().unwrap_or_default();
-                    let yes = matches!(
-                        String::from_utf8_lossy(&answer).trim(),
-                        "y" | "Y" | "yes" | "YES" | "Yes"
-                    );
-                    c.keep = !c.keys.is_empty() && (!c.must_confirm || yes);
-                    c.last_line = Some(String::new()); // decided; written in auth_succeeded
+                    c.answered(&answers.next().unwrap_or_default());
                     Auth::Accept
                 }
             });
@@ -294,36 +248,7 @@ impl russh::server::Handler for Handler {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.authenticated.store(true, Ordering::SeqCst);
         if let Some(c) = self.collecting.as_mut() {
-            let version = String::from_utf8_lossy(session.remote_sshid()).into_owned();
-            let ident = c.identifier.clone();
-            let ip = self.peer.ip().to_string();
-            let keys = if c.keep { c.keys.clone() } else { Vec::new() };
-            let offered = c.keys.len();
-            let kept = self
-                .shared
-                .db
-                .call(move |j| j.collect_keep(&ident, &version, &ip, &keys))
-                .await;
-            if matches!(kept, Ok(Some(_))) {
-                self.shared.webhooks.notify_one();
-            }
-            c.last_line = Some(match kept {
-                Ok(Some(conn)) if !conn.keys.is_empty() => format!(
-                    "tollgate: {} public key{} recorded for {}. You can close this connection.",
-                    conn.keys.len(),
-                    if conn.keys.len() == 1 { "" } else { "s" },
-                    c.identifier
-                ),
-                Ok(Some(_)) if offered == 0 => {
-                    "tollgate: no public key was proved; nothing was recorded.".into()
-                }
-                Ok(Some(_)) => "tollgate: not confirmed; no key was recorded.".into(),
-                Ok(None) => "tollgate: this collection has ended; nothing was recorded.".into(),
-                Err(e) => {
-                    tracing::error!(error = %e, "collect: cannot record keys");
-                    "tollgate: the keys could not be recorded; please try again later.".into()
-                }
-            });
+            c.finish().await;
             // Nothing else happens on this connection: it may show the
             // outcome, then it goes, even if the client keeps it open.
             let handle = session.handle();
@@ -451,12 +376,12 @@ impl russh::server::Handler for Handler {
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.channel != Some(channel) {
+        if self.channel != Some(channel) || self.started {
             session.channel_failure(channel)?;
             return Ok(());
         }
+        session.channel_success(channel)?;
         if self.collecting.is_some() {
-            session.channel_success(channel)?;
             return Ok(());
         }
         self.send(
@@ -493,11 +418,7 @@ impl russh::server::Handler for Handler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.channel != Some(channel) {
-            session.channel_failure(channel)?;
-            return Ok(());
-        }
-        if self.finish_collect(channel, session)? {
+        if !self.start(channel, session)? {
             return Ok(());
         }
         self.send(channel, Ctl::Shell);
@@ -510,11 +431,7 @@ impl russh::server::Handler for Handler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.channel != Some(channel) {
-            session.channel_failure(channel)?;
-            return Ok(());
-        }
-        if self.finish_collect(channel, session)? {
+        if !self.start(channel, session)? {
             return Ok(());
         }
         self.send(

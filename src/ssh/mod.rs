@@ -2,7 +2,9 @@
 //! admission control (login grace time, authentication attempt limit).
 
 pub mod auth;
+pub mod collecting;
 pub mod handler;
+pub mod hello;
 pub mod session;
 pub mod tunnel;
 
@@ -128,7 +130,9 @@ async fn connection(
     let grace = shared.config.server.login_grace_time;
     let began = Instant::now();
     let authenticated = Arc::new(AtomicBool::new(false));
-    let handler = handler::Handler::new(shared.clone(), peer, authenticated.clone());
+    let (stream, client) = hello::Watched::new(stream);
+    let handler =
+        handler::Handler::new(shared.clone(), peer, authenticated.clone(), client.clone());
     // run_stream waits for the client's version line: that is under the grace time too.
     let running = match tokio::time::timeout(
         grace,
@@ -138,7 +142,7 @@ async fn connection(
     {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "handshake failed");
+            log_failure(peer, &client, &e);
             return;
         }
         Err(_) => {
@@ -161,13 +165,42 @@ async fn connection(
         }
     });
     if let Err(e) = running.await {
-        match e {
-            russh::Error::IO(ref io) if io.kind() == io::ErrorKind::UnexpectedEof => {}
-            russh::Error::Disconnect | russh::Error::HUP => {}
-            e => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-        }
+        log_failure(peer, &client, &e);
     }
     timer.abort();
+}
+
+/// Logs why a connection ended with an error. A key exchange that found
+/// nothing in common is the operator's business (a client too old, or a
+/// cipher list too short) and is logged at info with what the client is
+/// and offered; ordinary hang-ups are not logged at all.
+fn log_failure(peer: std::net::SocketAddr, client: &hello::ClientId, e: &russh::Error) {
+    let version = client.get().unwrap_or("(none sent)");
+    match e {
+        russh::Error::IO(io) if io.kind() == io::ErrorKind::UnexpectedEof => {}
+        russh::Error::Disconnect | russh::Error::HUP => {}
+        russh::Error::NoCommonAlgo { kind, ours, theirs } => tracing::info!(
+            %peer,
+            client = version,
+            ours = %ours.join(","),
+            theirs = %hello::printable(&theirs.join(","), 1024),
+            "key exchange failed: no {} in common with the client",
+            algorithm_kind(kind)
+        ),
+        e => tracing::debug!(%peer, client = version, error = %e, "connection ended with an error"),
+    }
+}
+
+/// What russh's algorithm kind is called in sshd_config's words.
+fn algorithm_kind(kind: &russh::AlgorithmKind) -> &'static str {
+    use russh::AlgorithmKind as K;
+    match kind {
+        K::Kex => "key exchange algorithm",
+        K::Key => "host key algorithm",
+        K::Cipher => "cipher",
+        K::Compression => "compression",
+        K::Mac => "MAC",
+    }
 }
 
 #[cfg(test)]

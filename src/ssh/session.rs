@@ -309,13 +309,8 @@ impl Task {
     async fn on_ctl(&mut self, msg: Ctl) -> Result<(), EndReason> {
         match msg {
             Ctl::ChannelOpen(id) => self.channel = Some(id),
-            Ctl::Pty(req) => {
-                let ok = self.running.is_none();
-                if ok {
-                    self.pty = Some(req);
-                }
-                self.reply(ok).await;
-            }
+            // The handler accepted it: it comes before any shell or exec.
+            Ctl::Pty(req) => self.pty = Some(req),
             Ctl::Env(k, v) => self.client_env.push((k, v)),
             Ctl::Shell | Ctl::Exec(_) if self.auth.target.is_some() => self.explain_tunnel().await,
             Ctl::Shell => return self.start_process(None).await,
@@ -399,11 +394,10 @@ impl Task {
     /// then the channel closes (the tunnel stays).
     async fn explain_tunnel(&mut self) {
         let Some(ch) = self.channel else { return };
-        self.reply(true).await;
         let text = match &self.tunnel {
             Some(t) => {
-                let (host, port) = self.shared.config.ssh_destination();
-                super::tunnel::explanation(&t.name, &t.target, &self.auth.login_user, &host, port)
+                let dest = self.shared.config.destination();
+                super::tunnel::explanation(&t.name, &t.target, &self.auth.login_user, &dest)
             }
             None => "This token's target is no longer configured.\n".to_string(),
         };
@@ -428,16 +422,6 @@ impl Task {
         .await;
     }
 
-    async fn reply(&self, ok: bool) {
-        if let Some(ch) = self.channel {
-            let _ = if ok {
-                self.handle.channel_success(ch).await
-            } else {
-                self.handle.channel_failure(ch).await
-            };
-        }
-    }
-
     /// Tells the person something on the terminal (or stderr without one).
     async fn say(&self, text: &str) {
         let Some(ch) = self.channel else { return };
@@ -453,16 +437,16 @@ impl Task {
         .await;
     }
 
-    /// Ends a shell or exec request that cannot run. The request is accepted
-    /// and the reason written to the person's stderr before the exit status:
-    /// OpenSSH quits on a failure reply without showing data it already got.
+    /// Ends a shell or exec request that cannot run. The handler accepted
+    /// the request; the reason goes to the person's stderr before the exit
+    /// status (OpenSSH quits on a failure reply without showing data it
+    /// already got).
     async fn refuse(
         &mut self,
         message: &str,
         kind: &'static str,
         detail: serde_json::Value,
     ) -> Result<(), EndReason> {
-        self.reply(true).await;
         self.say(message).await;
         self.event(kind, detail).await;
         Err(EndReason::Error)
@@ -471,8 +455,7 @@ impl Task {
     /// Runs the shell (`exec_cmd` = None) or an exec request.
     async fn start_process(&mut self, exec_cmd: Option<String>) -> Result<(), EndReason> {
         if self.running.is_some() {
-            self.reply(false).await;
-            return Ok(());
+            return Ok(()); // the handler refused it
         }
         let Some(profile) = self.shared.config.profile(&self.auth.profile).cloned() else {
             return self
@@ -588,7 +571,6 @@ impl Task {
                     .await;
             }
         };
-        self.reply(true).await;
         let Some(ch) = self.channel else {
             return Err(EndReason::Error);
         };
@@ -773,7 +755,13 @@ impl Task {
         if let Err(e) = self.shared.db.call(move |j| j.finish(&id, &e2)).await {
             tracing::error!(session = %self.auth.id, error = %e, "could not record the end of the session in the journal");
         }
-        tracing::info!(session = %self.auth.id, reason = reason.as_str(), exit_status = ?ending.exit_status, "session ended");
+        tracing::info!(
+            session = %self.auth.id,
+            reason = reason.as_str(),
+            exit_status = ending.exit_status,
+            exit_signal = ending.exit_signal.as_deref(),
+            "session ended"
+        );
         if !matches!(reason, EndReason::Exited | EndReason::Disconnected) {
             // The channel is closed; make sure the connection goes too.
             let handle = self.handle.clone();

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Target;
+use crate::config::{Destination, Target};
 use crate::daemon::Shared;
 
 /// How long dialing the target may take.
@@ -217,51 +217,58 @@ async fn record(shared: &Shared, session: &str, kind: &'static str, detail: serd
     }
 }
 
-/// The `-N -L` line for a tunnel, and for an SSH target the `-J` line.
-/// The local port is the target's own when that needs no privilege,
-/// otherwise 10000 more (22 → 10022).
-pub fn lines(
-    host: &str,
-    port: u16,
-    user: &str,
-    name: &str,
-    t: &Target,
-) -> (String, Option<String>) {
-    let local = if t.port >= 1024 {
+/// The local port suggested for a tunnel: the target's own when that
+/// needs no privilege, otherwise 10000 more (22 → 10022).
+fn local_port(t: &Target) -> u16 {
+    if t.port >= 1024 {
         t.port
     } else {
         t.port + 10000
-    };
-    let p = if port == 22 {
-        String::new()
-    } else {
-        format!(" -p {port}")
-    };
-    let l = format!("ssh -N -L {local}:{name}:{}{p} {user}@{host}", t.port);
+    }
+}
+
+/// The `-N -L` line for a tunnel, and for an SSH target the `-J` line.
+pub fn lines(dest: &Destination, user: &str, name: &str, t: &Target) -> (String, Option<String>) {
+    let local = local_port(t);
+    let l = format!(
+        "{} -N -L {local}:{name}:{}{} {user}@{}",
+        dest.ssh(),
+        t.port,
+        dest.port_option(),
+        dest.host
+    );
     let jump = t.ssh.then(|| {
-        let jp = if port == 22 {
-            String::new()
-        } else {
-            format!(":{port}")
-        };
         let tp = if t.port == 22 {
             String::new()
         } else {
             format!(" -p {}", t.port)
         };
-        format!("ssh -J {user}@{host}{jp}{tp} USER@{name}")
+        match &dest.known_hosts {
+            // -J passes no options to the hop: spell the hop out so it
+            // checks the bastion's key against that file.
+            Some(_) => format!(
+                "ssh -o ProxyCommand=\"{}{} -W %h:%p {user}@{}\"{tp} USER@{name}",
+                dest.ssh(),
+                dest.port_option(),
+                dest.host
+            ),
+            None => {
+                let jp = if dest.port == 22 {
+                    String::new()
+                } else {
+                    format!(":{}", dest.port)
+                };
+                format!("ssh -J {user}@{}{jp}{tp} USER@{name}", dest.host)
+            }
+        }
     });
     (l, jump)
 }
 
 /// What a session channel on a tunnel token shows before it closes.
-pub fn explanation(name: &str, t: &Target, user: &str, host: &str, port: u16) -> String {
-    let (l, jump) = lines(host, port, user, name, t);
-    let local = l
-        .split_whitespace()
-        .nth(3)
-        .and_then(|f| f.split(':').next())
-        .unwrap_or("");
+pub fn explanation(name: &str, t: &Target, user: &str, dest: &Destination) -> String {
+    let (l, jump) = lines(dest, user, name, t);
+    let local = local_port(t);
     let mut s = format!(
         "This token opens a tunnel to {name} ({}:{}) and nothing else: no shell, no commands.\n\
          Keep this running and connect to localhost:{local}:\n\n    {l}\n",
