@@ -2,8 +2,9 @@
 # Runs tollgate's whole test suite on a fresh Debian machine: installs what
 # the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
 # for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
-# and man to check the unit, User-Mode Linux for cgroup v2 limits) when
-# missing, then
+# and man to check the unit, User-Mode Linux for cgroup v2 limits, and the
+# stock clients: PuTTY's plink, Dropbear's dbclient, paramiko, asyncssh)
+# when missing, then
 # checks formatting, lints, runs unit and black-box tests, and builds and
 # checks the Debian package (scripts/deb.sh).
 set -euo pipefail
@@ -23,6 +24,13 @@ command -v groff >/dev/null 2>&1 || need+=(groff-base)
 # A pure cgroup v2 kernel for the per-session limits, where this one's
 # memory and pids controllers are on cgroup v1.
 [ -x /usr/bin/linux.uml ] || need+=(user-mode-linux)
+# The stock clients each family's test drives (tests/clients_*.rs):
+# PuTTY's plink and puttygen, Dropbear's dbclient and dropbearconvert,
+# paramiko for Debian's python3, and venv for asyncssh from PyPI.
+command -v plink >/dev/null 2>&1 && command -v puttygen >/dev/null 2>&1 || need+=(putty-tools)
+command -v dbclient >/dev/null 2>&1 && command -v dropbearconvert >/dev/null 2>&1 || need+=(dropbear-bin)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import paramiko' 2>/dev/null || need+=(python3 python3-paramiko)
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""
@@ -43,6 +51,16 @@ fi
 if ! id nobody >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "the tests run sessions as 'nobody' when run as root, and there is no such account" >&2
   exit 1
+fi
+
+# asyncssh from PyPI, in a virtualenv of its own under target/ (never in
+# the system's Python, never in the repository).
+venv=target/asyncssh-venv
+if ! "$venv/bin/python" -c 'import asyncssh' 2>/dev/null; then
+  echo "installing: asyncssh (PyPI) into $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check asyncssh
 fi
 
 cargo fmt --all -- --check

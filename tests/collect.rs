@@ -328,3 +328,45 @@ fn a_key_offered_but_never_signed_for_is_not_recorded() {
     let offered_fp = fingerprint(&offered.with_extension("pub"), "sha256");
     assert!(!shown.to_string().contains(&offered_fp), "{shown:#}");
 }
+
+#[test]
+fn a_key_only_client_on_a_must_confirm_collection_keeps_nothing_and_the_journal_says_why() {
+    let s = Server::start("collect-confirm-batch");
+    let d = TempDir::new("collect-confirm-batch-keys");
+    let k = keygen(d.path(), "ed", &["-t", "ed25519"]);
+    let created = s.cli_json(&[
+        "collect",
+        "create",
+        "--must-confirm",
+        "--identifier",
+        "confirm-batch",
+    ]);
+    let id = created["id"].as_str().unwrap().to_string();
+    // BatchMode: keys only, never keyboard-interactive, so never the question.
+    let out = collect_ssh(&s, "confirm-batch", &[&k])
+        .args(["-o", "BatchMode=yes"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let mut why = Vec::new();
+    let recorded = eventually(std::time::Duration::from_secs(10), || {
+        why = s.events_of(None, "collect.keys_not_kept");
+        !why.is_empty()
+    });
+    assert!(recorded.is_some(), "{}", s.log_text());
+    assert_eq!(why[0]["detail"]["collect"], id.as_str());
+    assert_eq!(why[0]["detail"]["keys_proved"], 1);
+    assert!(
+        why[0]["detail"]["reason"].as_str().unwrap().contains(
+            "must be confirmed at the keyboard-interactive prompt, which the client never reached"
+        ),
+        "{why:#?}"
+    );
+    let shown = s.cli_json(&["collect", "show", &id]);
+    assert_eq!(shown["status"], "pending", "{shown:#}");
+    let conns = shown["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "the connection is recorded: {shown:#}");
+    assert_eq!(conns[0]["keys"].as_array().unwrap().len(), 0);
+    assert!(s.log_text().contains("collect: keys not kept"));
+}

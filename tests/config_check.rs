@@ -190,3 +190,78 @@ fn usage_errors_exit_2_and_a_missing_session_exits_4() {
         .iter()
         .all(|r| r.get("token").is_none()));
 }
+
+#[test]
+fn a_profile_whose_account_shell_refuses_commands_is_warned_about_and_serve_logs_it() {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let shell = nobody.shell.display().to_string();
+    assert!(
+        shell.ends_with("/nologin") || shell.ends_with("/false"),
+        "this test needs nobody's usual shell, found {shell}"
+    );
+    let d = TempDir::new("cfg-nologin");
+    let body = format!("{GOOD_PROFILE}allow_exec = true\n");
+    let (code, err, path) = check(&d, "n.toml", &body);
+    // Usable, so ok; the warning names the position and the `shell` key.
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{path}:4:14: warning: profiles.console.allow_exec: commands run through the account's login shell, and \"nobody\"'s is {shell}, which refuses them; set profiles.console.shell (e.g. shell = \"/bin/sh\")"
+        )
+    );
+    let json = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check", "--output", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["warnings"][0]["line"], 4, "{v}");
+    // With its own shell, nothing to say.
+    let (code, err, _) = check(&d, "ok.toml", &format!("{body}shell = \"/bin/sh\"\n"));
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+
+    // session issue --command on such a profile warns too (and issues).
+    let s = Server::start_with(
+        "cfg-nologin-serve",
+        Opts {
+            profile_extra: "allow_exec = true\n".into(),
+            ..Opts::default()
+        },
+    );
+    let cfg = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("shell = \"/bin/sh\"\n", "");
+    std::fs::write(&s.config, cfg).unwrap();
+    let out = s.cli(&[
+        "session",
+        "issue",
+        "--profile",
+        "console",
+        "--login-user",
+        "ops",
+        "--command",
+        "id",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "tollgate: warning: --command: commands run through the account's login shell"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // serve logs it once the config is reloaded.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let logged = eventually(std::time::Duration::from_secs(10), || {
+        s.log_text().lines().any(|l| {
+            l.contains(" WARN ") && l.contains(":14: warning: profiles.console.allow_exec")
+        })
+    });
+    assert!(logged.is_some(), "{}", s.log_text());
+}

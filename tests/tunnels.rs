@@ -8,53 +8,8 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// Echoes every connection; counts bytes and open connections.
-struct Echo {
-    port: u16,
-    received: Arc<AtomicU64>,
-    open: Arc<AtomicUsize>,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let received = Arc::new(AtomicU64::new(0));
-        let open = Arc::new(AtomicUsize::new(0));
-        let (r, o) = (received.clone(), open.clone());
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(mut c) = c else { continue };
-                let (r, o) = (r.clone(), o.clone());
-                o.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        match c.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                r.fetch_add(n as u64, Ordering::SeqCst);
-                                if c.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    o.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Echo {
-            port,
-            received,
-            open,
-        }
-    }
-}
 
 fn server(echo: &Echo, extra: &str) -> Server {
     Server::start_with(
@@ -100,30 +55,6 @@ fn ssh_n(s: &Server, token: &str, forwards: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// A local forward connection once ssh listens on `port`.
-fn dial(port: u16) -> TcpStream {
-    let mut got = None;
-    eventually(Duration::from_secs(15), || {
-        got = TcpStream::connect(("127.0.0.1", port)).ok();
-        got.is_some()
-    });
-    let c = got.expect("ssh never listened on its -L port");
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c
-}
-
-/// Sends `n` patterned bytes and reads them back.
-fn roundtrip(c: &mut TcpStream, n: usize, seed: u8) {
-    let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
-    let mut w = c.try_clone().unwrap();
-    let d = data.clone();
-    let writer = std::thread::spawn(move || w.write_all(&d).unwrap());
-    let mut back = vec![0u8; n];
-    c.read_exact(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == data, "echo differs");
 }
 
 /// Whether the peer closed `c` (EOF or reset) within `limit`.

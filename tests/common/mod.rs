@@ -4,11 +4,13 @@
 //! as `tollgate connect` will, never through argv.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -663,3 +665,73 @@ impl Pki {
         }
     }
 }
+
+/// Echoes every connection; counts bytes and open connections.
+pub struct Echo {
+    pub port: u16,
+    pub received: Arc<AtomicU64>,
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let received = Arc::new(AtomicU64::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (r, o) = (received.clone(), open.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let (r, o) = (r.clone(), o.clone());
+                o.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                r.fetch_add(n as u64, Ordering::SeqCst);
+                                if c.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Echo {
+            port,
+            received,
+            open,
+        }
+    }
+}
+
+/// A local forward connection once ssh listens on `port`.
+pub fn dial(port: u16) -> TcpStream {
+    let mut got = None;
+    eventually(Duration::from_secs(15), || {
+        got = TcpStream::connect(("127.0.0.1", port)).ok();
+        got.is_some()
+    });
+    let c = got.expect("ssh never listened on its -L port");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c
+}
+
+/// Sends `n` patterned bytes and reads them back.
+pub fn roundtrip(c: &mut TcpStream, n: usize, seed: u8) {
+    let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+    let mut w = c.try_clone().unwrap();
+    let d = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&d).unwrap());
+    let mut back = vec![0u8; n];
+    c.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "echo differs");
+}
+
+pub mod clients;

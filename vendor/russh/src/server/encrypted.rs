@@ -1859,10 +1859,10 @@ impl Session {
                         handler.signal(channel_num, signal, self).await
                     }
                     // tollgate patch (vendor/README.md): PuTTY's "I will open
-                    // no other channel" note; it wants no reply, and OpenSSH
-                    // takes it quietly.
-                    "simple@putty.projects.tartarus.org" => {
-                        debug!("client will open no other channel");
+                    // no other channel" note and its window-size probe (which
+                    // wants a failure reply); OpenSSH answers both quietly.
+                    "simple@putty.projects.tartarus.org" | "winadj@putty.projects.tartarus.org" => {
+                        debug!("PuTTY channel request {req_type}");
                         self.channel_failure(channel_num)?;
                         Ok(())
                     }
