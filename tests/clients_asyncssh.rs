@@ -7,9 +7,7 @@
 mod common;
 use common::clients::*;
 use common::*;
-use serde_json::Value;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 /// The virtualenv's interpreter (`TOLLGATE_TEST_ASYNCSSH_PYTHON` overrides).
 fn python() -> String {
@@ -55,45 +53,12 @@ fn exec_shell_forward_and_refusals() {
 
     let (id, tok) = s.issue("ops", &[]);
     let out = asyncssh(&home, &["shell", &port, "ops", &tok]);
-    let o = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "{o}\n{}", text(&out.stderr));
-    for want in ["S24x80", "S30x100", "C130"] {
-        assert!(o.contains(want), "{want} not in {o}");
-    }
-    assert!(!o.contains("A2"), "sleep not interrupted: {o}");
-    let v = s.wait_state(&id, "terminated", Duration::from_secs(10));
-    assert_eq!(v["exit_status"], 7);
-    assert!(v["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["kind"] == "session.resized" && e["detail"]["cols"] == 100));
+    check_scripted_shell("asyncssh", &s, &id, &out);
 
     let (id, tok) = issue_echo_tunnel(&s);
-    let out = asyncssh(
-        &home,
-        &[
-            "forward",
-            &port,
-            "ops",
-            &tok,
-            "echo",
-            &echo.port.to_string(),
-            "200000",
-        ],
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["same"], true, "{r}");
-    let closed = eventually(Duration::from_secs(10), || {
-        s.events_of(Some(&id), "tunnel.closed")
-            .iter()
-            .any(|e| e["detail"]["bytes_from_client"] == 200_000)
-    });
-    assert!(
-        closed.is_some(),
-        "{:#?}",
-        s.events_of(Some(&id), "tunnel.closed")
-    );
+    let echo_port = echo.port.to_string();
+    let args = ["forward", &port, "ops", &tok, "echo", &echo_port, "200000"];
+    check_scripted_forward("asyncssh", &s, &id, &asyncssh(&home, &args), 200_000);
 
     refusal_scenario("asyncssh", &s, |tok| {
         asyncssh(&home, &["exec", &port, "ops", tok, GOT_IN])

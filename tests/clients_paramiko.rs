@@ -63,45 +63,12 @@ fn exec_shell_forward_and_refusals() {
 
     let (id, tok) = s.issue("ops", &[]);
     let out = paramiko(&home, &["shell", &port, "ops", &tok]);
-    let o = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "{o}\n{}", text(&out.stderr));
-    for want in ["S24x80", "S30x100", "C130"] {
-        assert!(o.contains(want), "{want} not in {o}");
-    }
-    assert!(!o.contains("A2"), "sleep not interrupted: {o}");
-    let v = s.wait_state(&id, "terminated", Duration::from_secs(10));
-    assert_eq!(v["exit_status"], 7);
-    assert!(v["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["kind"] == "session.resized" && e["detail"]["cols"] == 100));
+    check_scripted_shell("paramiko", &s, &id, &out);
 
     let (id, tok) = issue_echo_tunnel(&s);
-    let out = paramiko(
-        &home,
-        &[
-            "forward",
-            &port,
-            "ops",
-            &tok,
-            "echo",
-            &echo.port.to_string(),
-            "200000",
-        ],
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["same"], true, "{r}");
-    let closed = eventually(Duration::from_secs(10), || {
-        s.events_of(Some(&id), "tunnel.closed")
-            .iter()
-            .any(|e| e["detail"]["bytes_from_client"] == 200_000)
-    });
-    assert!(
-        closed.is_some(),
-        "{:#?}",
-        s.events_of(Some(&id), "tunnel.closed")
-    );
+    let echo_port = echo.port.to_string();
+    let args = ["forward", &port, "ops", &tok, "echo", &echo_port, "200000"];
+    check_scripted_forward("paramiko", &s, &id, &paramiko(&home, &args), 200_000);
 
     refusal_scenario("paramiko", &s, |tok| {
         paramiko(&home, &["exec", &port, "ops", tok, GOT_IN])

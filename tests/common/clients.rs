@@ -70,17 +70,7 @@ pub fn host_public_key(s: &Server) -> String {
 
 /// The server's host key's SHA-256 fingerprint, as `ssh-keygen -l` prints it.
 pub fn host_key_sha256(s: &Server) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-l")
-        .arg("-f")
-        .arg(s.dir.path().join("host_key"))
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
+    fingerprint(&s.dir.path().join("host_key"), "sha256")
 }
 
 /// Checks an exec of [`EXEC`]: status 3, stdout and stderr apart (a client
@@ -219,16 +209,61 @@ pub fn check_forward(client: &str, s: &Server, id: &str, port: u16, n: usize) {
     let mut c = dial(port);
     roundtrip(&mut c, n, 7);
     drop(c);
+    check_forwarded(client, s, id, n);
+}
+
+/// The journal has a forward of the session `id` that carried `n` bytes
+/// each way.
+pub fn check_forwarded(client: &str, s: &Server, id: &str, n: usize) {
     let closed = eventually(Duration::from_secs(10), || {
         s.events_of(Some(id), "tunnel.closed")
             .iter()
-            .any(|e| e["detail"]["bytes_from_client"] == n)
+            .any(|e| e["detail"]["bytes_from_client"] == n && e["detail"]["bytes_to_client"] == n)
     });
     assert!(
         closed.is_some(),
         "{client}: no tunnel.closed with {n} bytes: {:#?}",
         s.events_of(Some(id), "tunnel.closed")
     );
+}
+
+/// What a library-driven shell (tests/clients/*.py `shell`) printed and
+/// returned: the sizes, Ctrl-C's status 130, exit 7; and the journal's
+/// resize and status.
+pub fn check_scripted_shell(client: &str, s: &Server, id: &str, out: &Output) {
+    let o = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{client}: {o}\n{}",
+        text(&out.stderr)
+    );
+    for want in ["S24x80", "S30x100", "C130"] {
+        assert!(o.contains(want), "{client}: {want} not in {o}");
+    }
+    assert!(!o.contains("A2"), "{client}: sleep not interrupted: {o}");
+    let v = s.wait_state(id, "terminated", Duration::from_secs(10));
+    assert_eq!(v["exit_status"], 7, "{client}: {v:#}");
+    assert!(
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "session.resized"
+                && e["detail"]["cols"] == 100
+                && e["detail"]["rows"] == 30),
+        "{client}: {v:#}"
+    );
+}
+
+/// What a library-driven forward (tests/clients/*.py `forward`) reported:
+/// its bytes came back whole, and the journal counts them.
+pub fn check_scripted_forward(client: &str, s: &Server, id: &str, out: &Output, n: usize) {
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{client}: {e}: {}", text(&out.stderr)));
+    assert_eq!(r["same"], true, "{client}: {r}");
+    assert_eq!(r["sent"], n, "{client}: {r}");
+    check_forwarded(client, s, id, n);
 }
 
 /// A collect session (no confirmation, one key) with identifier `ident`.
