@@ -58,6 +58,18 @@ pub fn target(
     })
 }
 
+/// The TLS cryptography this build has (the crate's `aws-lc-rs` or `ring`
+/// feature, the same as SSH's).
+#[cfg(feature = "aws-lc-rs")]
+pub fn provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::aws_lc_rs::default_provider()
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+pub fn provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
+}
+
 /// A client that trusts the CAs in `ca_file` and, with `client`, presents
 /// that certificate and key. Errors say which file and why.
 pub fn client_config(
@@ -73,7 +85,7 @@ pub fn client_config(
             ca_file.display()
         )));
     }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Client(e.to_string()))?
