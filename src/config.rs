@@ -104,6 +104,10 @@ pub struct Server {
     /// `debug`, `info,tollgate::ssh=debug`); `TOLLGATE_LOG` or `RUST_LOG`
     /// override it.
     pub log_level: String,
+    /// Admission control at accept: `max_startups`,
+    /// `per_source_max_startups`, `per_source_netblock` and
+    /// `[server.per_source_penalties]`.
+    pub admission: crate::admission::Policy,
 }
 
 /// Ciphers tollgate can offer.
@@ -162,6 +166,7 @@ impl Default for Server {
             public_known_hosts: None,
             ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
             log_level: "info".into(),
+            admission: crate::admission::Policy::default(),
         }
     }
 }
@@ -592,6 +597,20 @@ const SERVER_KEYS: &[&str] = &[
     "public_known_hosts",
     "ciphers",
     "log_level",
+    "max_startups",
+    "per_source_max_startups",
+    "per_source_netblock",
+    "per_source_penalties",
+];
+const PENALTY_KEYS: &[&str] = &[
+    "enabled",
+    "authfail",
+    "noauth",
+    "grace_exceeded",
+    "max",
+    "min",
+    "max_sources",
+    "exempt",
 ];
 const SESSIONS_KEYS: &[&str] = &["token_ttl", "max_duration", "idle_timeout", "kill_grace"];
 const PROFILE_KEYS: &[&str] = &[
@@ -1029,6 +1048,7 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         }
         server.log_level = level;
     }
+    walk_admission(ctx, t, &mut server.admission);
     if let Some(n) = integer(ctx, S, t, "max_auth_tries") {
         match u32::try_from(n) {
             Ok(n) if (1..=100).contains(&n) => server.max_auth_tries = n,
@@ -1140,6 +1160,97 @@ fn walk_target(ctx: &mut Ctx, name: &str, name_span: Range<usize>, t: &DeTable) 
         connection_limit,
         ssh,
     })
+}
+
+/// `max_startups`, `per_source_max_startups`, `per_source_netblock` and
+/// `[server.per_source_penalties]`.
+fn walk_admission(ctx: &mut Ctx, t: &DeTable, a: &mut crate::admission::Policy) {
+    use crate::admission::{MaxStartups, Netblock, Network};
+    const S: &str = "server";
+    let span_of = |key: &str| get(t, key).map(|v| v.span()).unwrap_or(0..0);
+    if let Some(s) = string(ctx, S, t, "max_startups") {
+        match MaxStartups::parse(&s) {
+            Ok(m) => a.max_startups = m,
+            Err(e) => ctx.at(span_of("max_startups"), format!("server.max_startups: {e}")),
+        }
+    }
+    if let Some(v) = get(t, "per_source_max_startups") {
+        match v.get_ref() {
+            DeValue::String(s) if s.as_ref() == "none" => a.per_source_max_startups = None,
+            DeValue::Integer(_) => match integer(ctx, S, t, "per_source_max_startups") {
+                Some(n) if (1..=1_000_000).contains(&n) => {
+                    a.per_source_max_startups = Some(n as u32)
+                }
+                Some(_) => ctx.at(
+                    v.span(),
+                    "server.per_source_max_startups must be between 1 and 1000000, or \"none\"",
+                ),
+                None => {}
+            },
+            _ => ctx.at(
+                v.span(),
+                "server.per_source_max_startups must be a number of connections or \"none\"",
+            ),
+        }
+    }
+    if let Some(s) = string(ctx, S, t, "per_source_netblock") {
+        match Netblock::parse(&s) {
+            Ok(n) => a.netblock = n,
+            Err(e) => ctx.at(
+                span_of("per_source_netblock"),
+                format!("server.per_source_netblock: {e}"),
+            ),
+        }
+    }
+    let Some(p) = sub_table(ctx, t, "per_source_penalties") else {
+        return;
+    };
+    const P: &str = "server.per_source_penalties";
+    check_keys(ctx, p, P, PENALTY_KEYS);
+    let pen = &mut a.penalties;
+    if let Some(b) = boolean(ctx, P, p, "enabled") {
+        pen.enabled = b;
+    }
+    for (key, slot) in [
+        ("authfail", &mut pen.authfail),
+        ("noauth", &mut pen.noauth),
+        ("grace_exceeded", &mut pen.grace_exceeded),
+        ("max", &mut pen.max),
+        ("min", &mut pen.min),
+    ] {
+        if let Some(d) = duration(ctx, P, p, key) {
+            if d > Duration::from_secs(7 * 86_400) {
+                let span = get(p, key).map(|v| v.span()).unwrap_or(0..0);
+                ctx.at(span, format!("{P}.{key} must be at most 7d"));
+            } else {
+                *slot = d;
+            }
+        }
+    }
+    if let Some(n) = integer(ctx, P, p, "max_sources") {
+        match usize::try_from(n) {
+            Ok(n) if (1..=10_000_000).contains(&n) => pen.max_sources = n,
+            _ => {
+                let span = get(p, "max_sources").map(|v| v.span()).unwrap_or(0..0);
+                ctx.at(
+                    span,
+                    format!("{P}.max_sources must be between 1 and 10000000"),
+                );
+            }
+        }
+    }
+    if let Some(items) = string_array(ctx, P, p, "exempt") {
+        pen.exempt = items
+            .into_iter()
+            .filter_map(|(s, sp)| match Network::parse(&s) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    ctx.at(sp, format!("{P}.exempt: {e}"));
+                    None
+                }
+            })
+            .collect();
+    }
 }
 
 fn walk_webhooks(ctx: &mut Ctx, t: &DeTable) -> Webhooks {
@@ -1500,6 +1611,7 @@ mod tests {
         let page = include_str!("../man/tollgate.toml.5");
         let tables: &[(&str, &str, &[&str])] = &[
             ("server", "[server]", SERVER_KEYS),
+            ("server", "[server.per_source_penalties]", PENALTY_KEYS),
             ("sessions", "[sessions]", SESSIONS_KEYS),
             ("profiles", "[profiles.NAME]", PROFILE_KEYS),
             ("targets", "[targets.NAME]", TARGET_KEYS),

@@ -138,6 +138,9 @@ pub struct Shared {
     pub webhooks: Arc<tokio::sync::Notify>,
     /// Per-session cgroups or process groups, decided at startup.
     pub containment: Arc<Containment>,
+    /// Admission control: pending connections and penalties, kept across
+    /// reloads (a reload changes only the policy).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl Shared {
@@ -177,6 +180,7 @@ impl Shared {
     /// keep their queue and connection, new ones start with the events from
     /// now on.
     fn next(&self, config: Arc<Config>, russh: russh::server::Config) -> Shared {
+        self.admission.set_policy(config.server.admission.clone());
         let now = *self.sent_seq.lock().unwrap_or_else(|e| e.into_inner());
         let (drains, resume_after) = config
             .drains
@@ -209,6 +213,7 @@ impl Shared {
             live: self.live.clone(),
             webhooks: self.webhooks.clone(),
             containment: self.containment.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -410,6 +415,7 @@ async fn run(
         live: Arc::new(Mutex::new(HashMap::new())),
         webhooks: Arc::new(tokio::sync::Notify::new()),
         containment,
+        admission: crate::admission::Admission::new(config.server.admission.clone()),
     });
     let current = Arc::new(Current(std::sync::RwLock::new(shared)));
 

@@ -6,6 +6,7 @@
 //! `localtime_r` and the tee thread's `setpriority`).
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod collect;
 pub mod config;

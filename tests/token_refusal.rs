@@ -95,7 +95,8 @@ fn of_fifty_concurrent_clients_with_one_token_exactly_one_gets_in() {
     let s = Server::start_with(
         "race",
         Opts {
-            server_extra: "login_grace_time = \"60s\"\n".into(),
+            // All fifty reach authentication at once.
+            server_extra: "login_grace_time = \"60s\"\nmax_startups = \"200\"\nper_source_max_startups = 200\n".into(),
             ..Opts::default()
         },
     );

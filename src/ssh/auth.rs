@@ -61,7 +61,14 @@ pub async fn redeem(
             _proof: Proof,
         }),
         Ok(None) => {
-            tracing::info!(%peer, user, well_formed = token::looks_like_token(presented), "token authentication failed");
+            // One stable line per failure, for fail2ban (etc/fail2ban):
+            // nothing after the port, the user name made printable.
+            tracing::info!(
+                "Failed token for {} from {} port {}",
+                super::wire::printable(user, 64).replace(' ', "?"),
+                peer.ip(),
+                peer.port()
+            );
             None
         }
         Err(e) => {

@@ -20,7 +20,7 @@ use russh::keys::PublicKey;
 use russh::server::Auth;
 use russh::{MethodKind, MethodSet};
 
-use super::hello::ClientId;
+use super::Progress;
 use crate::collect::keys::KeyForms;
 use crate::collect::store::{valid_identifier, CollectConnection, OpenConnection};
 use crate::daemon::Shared;
@@ -33,7 +33,7 @@ const NEVER_CONFIRMED: &str = "this collection must be confirmed at the keyboard
 pub struct Collecting {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    client: Arc<ClientId>,
+    progress: Arc<Progress>,
     collect_id: String,
     identifier: String,
     multi_key: bool,
@@ -62,7 +62,7 @@ impl Collecting {
     pub async fn lookup(
         shared: &Arc<Shared>,
         peer: SocketAddr,
-        client: &Arc<ClientId>,
+        progress: &Arc<Progress>,
         user: &str,
     ) -> Option<Collecting> {
         if !valid_identifier(user) {
@@ -78,7 +78,7 @@ impl Collecting {
         Some(Collecting {
             shared: shared.clone(),
             peer,
-            client: client.clone(),
+            progress: progress.clone(),
             collect_id: s.id,
             identifier: user.to_string(),
             multi_key: s.multi_key,
@@ -121,7 +121,7 @@ impl Collecting {
     }
 
     fn client_version(&self) -> String {
-        self.client.get().unwrap_or_default().to_string()
+        self.progress.client_id().unwrap_or_default().to_string()
     }
 
     /// A key whose signature russh verified: noted, and recorded at once
@@ -300,7 +300,7 @@ impl Drop for Collecting {
         let mut me = Collecting {
             shared: self.shared.clone(),
             peer: self.peer,
-            client: self.client.clone(),
+            progress: self.progress.clone(),
             collect_id: std::mem::take(&mut self.collect_id),
             identifier: std::mem::take(&mut self.identifier),
             multi_key: self.multi_key,

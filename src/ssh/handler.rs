@@ -11,7 +11,6 @@
 //! shell or command was already started on it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::server::{Auth, Msg, Response, Session};
@@ -20,8 +19,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::{self, AuthorizedSession};
 use super::collecting::Collecting;
-use super::hello::ClientId;
 use super::session::{self, Ctl, InputGate};
+use super::Progress;
 use crate::daemon::Shared;
 use crate::exec::PtyRequest;
 
@@ -32,7 +31,9 @@ const TOKEN_PROMPT: &str = "Token: ";
 pub struct Handler {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    authenticated: Arc<AtomicBool>,
+    /// Authentication as the connection's grace timer and penalty see it;
+    /// also the client's identification line.
+    progress: Arc<Progress>,
     authorized: Option<AuthorizedSession>,
     ctl: Option<UnboundedSender<Ctl>>,
     input: Option<Arc<InputGate>>,
@@ -40,8 +41,6 @@ pub struct Handler {
     /// A shell or exec request was accepted on `channel`: nothing else may
     /// start, and a PTY can no longer be asked for.
     started: bool,
-    /// What the client said it is (its identification line).
-    client: Arc<ClientId>,
     /// Whether the first authentication request was seen, which decides
     /// between a token login and a collect connection.
     decided: bool,
@@ -49,22 +48,16 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(
-        shared: Arc<Shared>,
-        peer: SocketAddr,
-        authenticated: Arc<AtomicBool>,
-        client: Arc<ClientId>,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, progress: Arc<Progress>) -> Self {
         Handler {
             shared,
             peer,
-            authenticated,
+            progress,
             authorized: None,
             ctl: None,
             input: None,
             channel: None,
             started: false,
-            client,
             decided: false,
             collecting: None,
         }
@@ -77,7 +70,11 @@ impl Handler {
     async fn decide(&mut self, user: &str) {
         if !self.decided {
             self.decided = true;
-            self.collecting = Collecting::lookup(&self.shared, self.peer, &self.client, user).await;
+            self.collecting =
+                Collecting::lookup(&self.shared, self.peer, &self.progress, user).await;
+            if self.collecting.is_some() {
+                self.progress.collecting();
+            }
         }
     }
 
@@ -101,6 +98,7 @@ impl Handler {
         if self.authorized.is_some() || self.ctl.is_some() {
             return Self::reject();
         }
+        self.progress.attempted();
         match auth::redeem(&self.shared.db, user, presented, self.peer).await {
             Some(a) => {
                 self.authorized = Some(a);
@@ -246,7 +244,7 @@ impl russh::server::Handler for Handler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        self.authenticated.store(true, Ordering::SeqCst);
+        self.progress.authenticated();
         if let Some(c) = self.collecting.as_mut() {
             c.finish().await;
             // Nothing else happens on this connection: it may show the

@@ -1,18 +1,20 @@
 //! SSH front end: russh configuration, host keys, and the accept loop with
-//! admission control (login grace time, authentication attempt limit).
+//! admission control (`crate::admission`: max_startups, per-source limits
+//! and penalties), a login grace time that holds in every phase, and the
+//! authentication attempt limit.
 
 pub mod auth;
 pub mod collecting;
 pub mod handler;
-pub mod hello;
 pub mod session;
 pub mod tunnel;
+pub mod wire;
 
 use std::borrow::Cow;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use russh::keys::{Algorithm, PrivateKey};
@@ -20,6 +22,7 @@ use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admission::{Ending, NewPenalty, Refusal, Ticket};
 use crate::config::Config;
 use crate::daemon::{Current, Shared};
 
@@ -96,8 +99,10 @@ fn cipher_name(name: &str) -> Option<russh::cipher::Name> {
     .find(|n| n.as_ref() == name)
 }
 
-/// Accepts on one listener until `stop` flips. Each connection runs under
-/// the configuration current when it was accepted.
+/// Accepts on one listener until `stop` flips. Each connection is first
+/// put to admission control (before any cryptography: a refused one is
+/// told so in one line and closed at once), then runs under the
+/// configuration current when it was accepted.
 pub async fn accept_loop(
     listener: TcpListener,
     current: Arc<Current>,
@@ -107,8 +112,15 @@ pub async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, peer, current.get()));
+                    let shared = current.get();
+                    let roll = rand::random_range(0..100u32);
+                    match shared.admission.admit(peer.ip(), Instant::now(), roll) {
+                        Ok(ticket) => {
+                            let _ = stream.set_nodelay(true);
+                            tokio::spawn(connection(stream, peer, shared, ticket));
+                        }
+                        Err(refusal) => refuse(stream, peer, &refusal),
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -121,61 +133,180 @@ pub async fn accept_loop(
     }
 }
 
+/// A connection admission control refused: one line to the client (never
+/// waiting for it), one log line for fail2ban, and it is closed.
+fn refuse(stream: tokio::net::TcpStream, peer: std::net::SocketAddr, r: &Refusal) {
+    let _ = stream.try_write(r.line());
+    let why = match r {
+        Refusal::Penalty(source, left) => {
+            format!(
+                "penalty ({source} refused for {} s more)",
+                left.as_secs().max(1)
+            )
+        }
+        Refusal::PerSource(source, n) => {
+            format!("per_source_max_startups ({n} unauthenticated from {source})")
+        }
+        Refusal::MaxStartups(n) => format!("max_startups ({n} unauthenticated)"),
+    };
+    tracing::info!(
+        "Connection from {} port {} refused: {why}",
+        peer.ip(),
+        peer.port()
+    );
+}
+
+/// What the handler tells the connection about its authentication: seen
+/// by the grace timer and, when the connection ends, by its penalty.
+pub struct Progress {
+    wire: Arc<wire::Wire>,
+    authenticated: AtomicBool,
+    /// Token attempts (password or keyboard-interactive answers).
+    attempts: AtomicU32,
+    /// A collect connection: its refused keys are not failures.
+    collecting: AtomicBool,
+    ticket: Mutex<Option<Ticket>>,
+}
+
+impl Progress {
+    /// The connection authenticated: it is no longer pending, and the
+    /// grace time no longer applies.
+    pub fn authenticated(&self) {
+        self.wire.disarm();
+        self.authenticated.store(true, Ordering::SeqCst);
+        if let Some(t) = self
+            .ticket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            t.authenticated();
+        }
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::SeqCst)
+    }
+
+    /// A token was presented.
+    pub fn attempted(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The user name is a live collect session's identifier.
+    pub fn collecting(&self) {
+        self.collecting.store(true, Ordering::Relaxed);
+    }
+
+    /// The client's identification line, once read.
+    pub fn client_id(&self) -> Option<&str> {
+        self.wire.client_id()
+    }
+
+    /// How the connection ended, for its source's penalty.
+    fn ending(&self, grace_exceeded: bool) -> Ending {
+        if grace_exceeded {
+            Ending::GraceExceeded
+        } else if self.is_authenticated() || self.collecting.load(Ordering::Relaxed) {
+            Ending::Authenticated
+        } else if self.attempts.load(Ordering::Relaxed) > 0 {
+            Ending::AuthFailed
+        } else {
+            Ending::NoAuth
+        }
+    }
+}
+
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
+    ticket: Ticket,
 ) {
     let russh_config = shared.russh.clone();
-    let grace = shared.config.server.login_grace_time;
-    let began = Instant::now();
-    let authenticated = Arc::new(AtomicBool::new(false));
-    let (stream, client) = hello::Watched::new(stream);
-    let handler =
-        handler::Handler::new(shared.clone(), peer, authenticated.clone(), client.clone());
-    // run_stream waits for the client's version line: that is under the grace time too.
-    let running = match tokio::time::timeout(
-        grace,
-        russh::server::run_stream(russh_config, stream, handler),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            log_failure(peer, &client, &e);
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "login grace time exceeded before the handshake");
-            return;
+    let deadline = tokio::time::Instant::now() + shared.config.server.login_grace_time;
+    let (stream, wire) = wire::Watched::new(stream);
+    let progress = Arc::new(Progress {
+        wire: wire.clone(),
+        authenticated: AtomicBool::new(false),
+        attempts: AtomicU32::new(0),
+        collecting: AtomicBool::new(false),
+        ticket: Mutex::new(Some(ticket)),
+    });
+    let handler = handler::Handler::new(shared.clone(), peer, progress.clone());
+    // Version exchange, key exchange, authentication and (for an
+    // authenticated connection) the session: one future.
+    let session = async move {
+        russh::server::run_stream(russh_config, stream, handler)
+            .await?
+            .await
+    };
+    tokio::pin!(session);
+    // The grace time bounds the whole pre-authentication life, whatever
+    // the client sends: the cut fails russh's reads and writes even in the
+    // middle of a key exchange it would not interrupt.
+    let mut grace_exceeded = false;
+    let result = tokio::select! {
+        r = &mut session => r,
+        _ = tokio::time::sleep_until(deadline) => {
+            if wire.cut() {
+                grace_exceeded = true;
+                tracing::info!(
+                    "Timeout before authentication for {} port {}: login grace time exceeded",
+                    peer.ip(),
+                    peer.port()
+                );
+                // Cut, russh's task ends at its next read or write.
+                tokio::time::timeout(Duration::from_secs(2), &mut session)
+                    .await
+                    .unwrap_or(Ok(()))
+            } else {
+                session.await
+            }
         }
     };
-    let handle = running.handle();
-    let timer = tokio::spawn(async move {
-        tokio::time::sleep(grace.saturating_sub(began.elapsed())).await;
-        if !authenticated.load(Ordering::SeqCst) {
-            tracing::info!(%peer, "login grace time exceeded");
-            let _ = handle
-                .disconnect(
-                    russh::Disconnect::ByApplication,
-                    "login grace time exceeded".into(),
-                    String::new(),
-                )
-                .await;
+    if let Err(e) = result {
+        if !grace_exceeded {
+            log_failure(peer, &wire, &e);
         }
-    });
-    if let Err(e) = running.await {
-        log_failure(peer, &client, &e);
     }
-    timer.abort();
+    let ticket = progress
+        .ticket
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(new) = ticket.and_then(|t| t.end(progress.ending(grace_exceeded))) {
+        record_penalty(&shared, new).await;
+    }
+}
+
+/// A source that became refused: logged, and recorded once in the journal
+/// (not for each connection it is refused).
+async fn record_penalty(shared: &Shared, p: NewPenalty) {
+    tracing::info!(
+        source = %p.source,
+        seconds = p.seconds,
+        "source penalized: {}",
+        p.reason
+    );
+    let detail = serde_json::json!({
+        "source": p.source.to_string(), "seconds": p.seconds, "reason": p.reason,
+    });
+    if let Err(e) = shared
+        .db
+        .call(move |j| j.event(None, "source.penalized", detail))
+        .await
+    {
+        tracing::error!(error = %e, "could not record source.penalized in the journal");
+    }
 }
 
 /// Logs why a connection ended with an error. A key exchange that found
 /// nothing in common is the operator's business (a client too old, or a
 /// cipher list too short) and is logged at info with what the client is
 /// and offered; ordinary hang-ups are not logged at all.
-fn log_failure(peer: std::net::SocketAddr, client: &hello::ClientId, e: &russh::Error) {
-    let version = client.get().unwrap_or("(none sent)");
+fn log_failure(peer: std::net::SocketAddr, wire: &wire::Wire, e: &russh::Error) {
+    let version = wire.client_id().unwrap_or("(none sent)");
     match e {
         russh::Error::IO(io) if io.kind() == io::ErrorKind::UnexpectedEof => {}
         russh::Error::Disconnect | russh::Error::HUP => {}
@@ -183,7 +314,7 @@ fn log_failure(peer: std::net::SocketAddr, client: &hello::ClientId, e: &russh::
             %peer,
             client = version,
             ours = %ours.join(","),
-            theirs = %hello::printable(&theirs.join(","), 1024),
+            theirs = %wire::printable(&theirs.join(","), 1024),
             "key exchange failed: no {} in common with the client",
             algorithm_kind(kind)
         ),

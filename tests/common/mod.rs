@@ -86,7 +86,15 @@ pub struct Opts {
     pub command: String,
     /// Appended at the end of the file (e.g. `[[drains]]` tables).
     pub tail: String,
+    /// After `[server]`'s keys: by default 127.0.0.1, where every test's
+    /// own logins come from (many failing on purpose), is exempt from
+    /// per-source penalties. tests/admission.rs attacks from 127.0.0.2
+    /// and up, and empties this to test the defaults.
+    pub admission: String,
 }
+
+/// The harness's admission settings (see [`Opts::admission`]).
+pub const EXEMPT_LOOPBACK: &str = "[server.per_source_penalties]\nexempt = [\"127.0.0.1\"]\n";
 
 impl Default for Opts {
     fn default() -> Self {
@@ -96,6 +104,7 @@ impl Default for Opts {
             profile_extra: "allow_exec = true\n".into(),
             command: "/bin/sh -i".into(),
             tail: String::new(),
+            admission: EXEMPT_LOOPBACK.into(),
         }
     }
 }
@@ -133,6 +142,7 @@ listen = ["127.0.0.1:{port}"]
 host_keys = ["{d}/host_key"]
 journal = "{d}/journal.db"
 {server_extra}
+{admission}
 [sessions]
 {sessions}
 [profiles.console]
@@ -144,6 +154,7 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
 {tail}
 "#,
                 server_extra = o.server_extra,
+                admission = o.admission,
                 sessions = o.sessions,
                 user = session_user(),
                 command = o.command,

@@ -1,0 +1,257 @@
+"""A hostile network, driven by tests/admission.rs: many connections from
+one source address, each doing one bad thing, and how the server treated
+each. Prints one JSON object.
+
+  idle SRC PORT N HOLD          N connections that send nothing
+  ignore SRC PORT N HOLD        N connections that send a version line and a
+                                KEXINIT, then only SSH_MSG_IGNORE each second
+  fill SRC PORT N HOLD          connects until N are admitted (waiting for
+                                each server's first bytes), holds them HOLD s
+  probe SRC PORT N              N connections one after another: admitted
+                                (the server's version line) or refused (its
+                                one-line reason)?
+  tokens SRC PORT USER N PAR    N wrong tokens over connections of up to 6
+                                tries, PAR at a time (paramiko); a connection
+                                refused at accept spends one of the N
+
+For idle and ignore: each connection's fate after HOLD seconds at most:
+how long until the server closed it, and whether it was refused at once.
+"""
+
+import json
+import os
+import selectors
+import socket
+import struct
+import sys
+import threading
+import time
+
+HOST = "127.0.0.1"
+
+
+def connect(src, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((src, 0))
+    s.setblocking(True)
+    s.connect((HOST, int(port)))
+    return s
+
+
+def packet(payload):
+    """An unencrypted SSH binary packet (RFC 4253 §6), block size 8."""
+    pad = 8 - ((5 + len(payload)) % 8)
+    if pad < 4:
+        pad += 8
+    return struct.pack(">IB", 1 + len(payload) + pad, pad) + payload + bytes(pad)
+
+
+def name_list(names):
+    b = ",".join(names).encode()
+    return struct.pack(">I", len(b)) + b
+
+
+def kexinit():
+    lists = [
+        ["curve25519-sha256"],
+        ["ssh-ed25519"],
+        ["chacha20-poly1305@openssh.com"],
+        ["chacha20-poly1305@openssh.com"],
+        ["hmac-sha2-256"],
+        ["hmac-sha2-256"],
+        ["none"],
+        ["none"],
+        [],
+        [],
+    ]
+    body = bytes([20]) + os.urandom(16) + b"".join(name_list(l) for l in lists)
+    return packet(body + b"\x00" + b"\x00\x00\x00\x00")
+
+
+def ignore():
+    return packet(bytes([2]) + struct.pack(">I", 4) + b"ping")
+
+
+def hold(src, port, n, limit, talk):
+    """Opens n connections; returns each one's fate: seconds from its
+    connect until the server closed it (None if it did not within `limit`
+    seconds of the last connect), whether it was refused at once (the
+    server's one-line reason), and the first bytes the server sent."""
+    sel = selectors.DefaultSelector()
+    opened, closed, first = {}, {}, {}
+
+    def watch(timeout):
+        for key, _ in sel.select(timeout=timeout):
+            i = key.data
+            try:
+                data = key.fileobj.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if data and i not in first:
+                first[i] = data
+            if not data:
+                closed[i] = time.monotonic() - opened.pop(i)
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+
+    for i in range(n):
+        try:
+            s = connect(src, port)
+        except OSError:
+            continue
+        opened[i] = time.monotonic()
+        if talk:
+            s.sendall(b"SSH-2.0-hostile_0.1\r\n" + kexinit())
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+        watch(0)
+    start = time.monotonic()
+    next_ping = start + 1
+    while opened and time.monotonic() - start < limit:
+        now = time.monotonic()
+        if talk and now >= next_ping:
+            for key in list(sel.get_map().values()):
+                try:
+                    key.fileobj.send(ignore())
+                except OSError:
+                    pass
+            next_ping = now + 1
+        watch(0.05)
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    out = []
+    for i in range(n):
+        got = first.get(i, b"")
+        out.append(
+            {
+                "closed_after": closed.get(i),
+                "refused": got.startswith(b"Not allowed") or got.startswith(b"Too many"),
+                "first": got[:40].decode(errors="replace"),
+            }
+        )
+    return out
+
+
+def fill(src, port, n, limit):
+    """Connects until n connections are admitted (the server sent its
+    version line, not a refusal), holds them `limit` seconds."""
+    held, tries = [], 0
+    while len(held) < n and tries < 50 * n + 1000:
+        tries += 1
+        s = connect(src, port)
+        s.settimeout(5)
+        got = b""
+        try:
+            while b"\n" not in got:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:
+            pass
+        if got.startswith(b"SSH-"):
+            held.append(s)
+        else:
+            s.close()
+    time.sleep(limit)
+    for s in held:
+        s.close()
+    return {"held": len(held), "tries": tries}
+
+
+def probe(src, port, n):
+    admitted = refused = 0
+    for _ in range(n):
+        s = connect(src, port)
+        s.settimeout(5)
+        got = b""
+        try:
+            while b"\n" not in got:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:
+            pass
+        s.close()
+        if got.startswith(b"SSH-"):
+            admitted += 1
+        else:
+            refused += 1
+        time.sleep(0.03)
+    return {"admitted": admitted, "refused": refused}
+
+
+def tokens(src, port, user, n, par):
+    import paramiko
+
+    lock = threading.Lock()
+    stats = {"tried": 0, "connections": 0, "refused_at_accept": 0, "errors": 0}
+
+    def worker():
+        while True:
+            with lock:
+                if stats["tried"] + stats["refused_at_accept"] >= n:
+                    return
+                # This connection spends one of the N if it is refused.
+                stats["refused_at_accept"] += 1
+            try:
+                s = connect(src, port)
+            except OSError:
+                with lock:
+                    stats["errors"] += 1
+                continue
+            s.settimeout(15)
+            t = paramiko.Transport(s)
+            try:
+                t.start_client(timeout=15)
+            except Exception:
+                t.close()
+                continue
+            with lock:
+                stats["refused_at_accept"] -= 1
+            with lock:
+                stats["connections"] += 1
+            for _ in range(6):
+                with lock:
+                    if stats["tried"] + stats["refused_at_accept"] >= n:
+                        break
+                    stats["tried"] += 1
+                try:
+                    t.auth_password(user, "tg_" + os.urandom(32).hex()[:43])
+                    break  # never happens with a random token
+                except paramiko.AuthenticationException:
+                    continue
+                except Exception:
+                    break
+            t.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(int(par))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return stats
+
+
+def main():
+    cmd, a = sys.argv[1], sys.argv[2:]
+    if cmd == "idle":
+        r = hold(a[0], a[1], int(a[2]), float(a[3]), False)
+    elif cmd == "ignore":
+        r = hold(a[0], a[1], int(a[2]), float(a[3]), True)
+    elif cmd == "fill":
+        r = fill(a[0], a[1], int(a[2]), float(a[3]))
+    elif cmd == "probe":
+        r = probe(a[0], a[1], int(a[2]))
+    elif cmd == "tokens":
+        r = tokens(a[0], a[1], a[2], int(a[3]), int(a[4]))
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
