@@ -2,7 +2,8 @@
 # Builds tollgate's Debian package with cargo-deb (installed when missing)
 # from the [package.metadata.deb] in Cargo.toml, and checks what it holds:
 # the binary, the systemd unit (enabled by postinst), both manual pages, the
-# example config as a conffile, and the tollgate group made by postinst.
+# example config and the fail2ban filter as conffiles, the example jail, and
+# the tollgate group made by postinst.
 # Prints the package's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,16 +16,19 @@ contents=$(dpkg-deb --contents "$out")
 fail=0
 for f in ./usr/sbin/tollgate ./usr/lib/systemd/system/tollgate.service \
   ./usr/share/man/man8/tollgate.8 ./usr/share/man/man5/tollgate.toml.5 \
-  ./etc/tollgate/tollgate.toml; do
+  ./etc/tollgate/tollgate.toml ./etc/fail2ban/filter.d/tollgate.conf \
+  ./usr/share/doc/tollgate/examples/fail2ban-jail.conf; do
   if ! grep -Eq " $f(\.gz)?\$" <<<"$contents"; then
     echo "deb: $f is missing from $out" >&2
     fail=1
   fi
 done
-if ! dpkg-deb --info "$out" conffiles | grep -qx /etc/tollgate/tollgate.toml; then
-  echo "deb: /etc/tollgate/tollgate.toml is not a conffile" >&2
-  fail=1
-fi
+for c in /etc/tollgate/tollgate.toml /etc/fail2ban/filter.d/tollgate.conf; do
+  if ! dpkg-deb --info "$out" conffiles | grep -qx "$c"; then
+    echo "deb: $c is not a conffile" >&2
+    fail=1
+  fi
+done
 postinst=$(dpkg-deb --info "$out" postinst)
 if ! grep -q "deb-systemd-helper enable" <<<"$postinst"; then
   echo "deb: postinst does not enable tollgate.service" >&2

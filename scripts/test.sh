@@ -31,6 +31,8 @@ command -v plink >/dev/null 2>&1 && command -v puttygen >/dev/null 2>&1 || need+
 command -v dbclient >/dev/null 2>&1 && command -v dropbearconvert >/dev/null 2>&1 || need+=(dropbear-bin)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import paramiko' 2>/dev/null || need+=(python3 python3-paramiko)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# fail2ban-regex checks the shipped filter (tests/fail2ban.rs).
+command -v fail2ban-regex >/dev/null 2>&1 || need+=(fail2ban)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""
