@@ -591,7 +591,8 @@ impl Journal {
                 now,
                 None,
                 "auth.failed",
-                &json!({"client_addr": client_addr, "login_user": login_user}),
+                &json!({"client_addr": client_addr,
+                        "login_user": crate::text::clip(login_user, crate::text::USER_MAX)}),
             )?,
         }
         tx.commit()?;
@@ -914,10 +915,17 @@ pub(crate) fn append_event(
     kind: &str,
     detail: &Value,
 ) -> rusqlite::Result<()> {
+    let mut text = detail.to_string();
+    // No event is ever much bigger than its caps allow, whoever wrote it.
+    if text.len() > crate::text::VALUE_MAX {
+        let mut capped = detail.clone();
+        crate::text::clip_json(&mut capped);
+        text = capped.to_string();
+    }
     conn.prepare_cached(
         "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![at, session, kind, detail.to_string()])?;
+    .execute(params![at, session, kind, text])?;
     Ok(())
 }
 

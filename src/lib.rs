@@ -17,5 +17,6 @@ pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod ssh;
+pub mod text;
 pub mod token;
 pub mod webhook;

@@ -95,9 +95,13 @@ pub fn run(cmd: SessionCmd, config_path: &Path, output: Output) -> CliResult {
                     let v = serde_json::to_value(&row).map_err(CliError::failure)?;
                     if let Some(obj) = v.as_object() {
                         for (k, val) in obj {
+                            // Reasons and commands are anybody's text: never
+                            // let them move the admin's cursor.
                             let shown = match val {
                                 serde_json::Value::Null => "-".to_string(),
-                                serde_json::Value::String(s) => s.clone(),
+                                serde_json::Value::String(s) => {
+                                    crate::text::escape_controls(s).into_owned()
+                                }
                                 other => other.to_string(),
                             };
                             println!("{:<15} {shown}", format!("{k}:"));
@@ -291,7 +295,7 @@ fn print_table(rows: &[SessionRow]) {
             r.id,
             r.state,
             r.profile.as_deref().unwrap_or("-"),
-            r.login_user,
+            crate::text::escape_controls(&r.login_user),
             r.created_at,
             r.end_reason.as_deref().unwrap_or("-")
         );

@@ -89,13 +89,21 @@ fn sd_name(s: &str) -> String {
     }
 }
 
-/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]`.
+/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]`; control
+/// characters are written as text.
 fn sd_value(s: &str, out: &mut String) {
     for c in s.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
+            out.push(c);
+        } else if c.is_control() {
+            // A client's LF, CR, ESC or NUL never reaches a collector raw:
+            // written `\xNN` (the backslash escaped, as RFC 5424 wants),
+            // a parser reads the four characters `\xNN`.
+            out.push_str(&format!("\\\\x{:02x}", c as u32 & 0xff));
+        } else {
+            out.push(c);
         }
-        out.push(c);
     }
 }
 
@@ -230,6 +238,33 @@ mod tests {
             m,
             r#"<85>1 2023-11-14T22:13:20.123456Z bastionone tollgate 4242 output [tollgate@32473 session="ses_1" user="a\"b\]c\\d" badname="x"] hello"#
         );
+    }
+
+    #[test]
+    fn control_characters_in_structured_data_are_written_as_text() {
+        let params = [("user", "a\nb\r\x1b[2J\0\u{85}")];
+        let sd = [StructuredData {
+            id: "tollgate@32473",
+            params: &params,
+        }];
+        let m = rfc5424(
+            &origin(),
+            facility("authpriv").unwrap(),
+            Severity::Notice,
+            UNIX_EPOCH,
+            "auth.failed",
+            &sd,
+            "x",
+        );
+        assert!(!m.chars().any(|c| c.is_control()), "{m:?}");
+        assert!(
+            m.contains(r#"user="a\\x0ab\\x0d\\x1b[2J\\x00\\x85""#),
+            "{m}"
+        );
+        // A strict parser reads the escapes back as plain text.
+        let parsed = syslog_rfc5424::parse_message(&m).unwrap();
+        let v = parsed.sd.find_tuple("tollgate@32473", "user").unwrap();
+        assert_eq!(v, "a\\x0ab\\x0d\\x1b[2J\\x00\\x85");
     }
 
     #[test]

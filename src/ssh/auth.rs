@@ -65,7 +65,7 @@ pub async fn redeem(
             // nothing after the port, the user name made printable.
             tracing::info!(
                 "Failed token for {} from {} port {}",
-                super::wire::printable(user, 64).replace(' ', "?"),
+                crate::text::printable(user, 64).replace(' ', "?"),
                 peer.ip(),
                 peer.port()
             );

@@ -37,6 +37,10 @@ pub struct Handler {
     authorized: Option<AuthorizedSession>,
     ctl: Option<UnboundedSender<Ctl>>,
     input: Option<Arc<InputGate>>,
+    /// The latest window size, for the session task to apply.
+    resize: Option<Arc<session::Latest<session::WinSize>>>,
+    /// Env requests accepted so far (at most [`session::ENV_MAX`]).
+    env_kept: usize,
     channel: Option<ChannelId>,
     /// A shell or exec request was accepted on `channel`: nothing else may
     /// start, and a PTY can no longer be asked for.
@@ -56,6 +60,8 @@ impl Handler {
             authorized: None,
             ctl: None,
             input: None,
+            resize: None,
+            env_kept: 0,
             channel: None,
             started: false,
             decided: false,
@@ -264,9 +270,11 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         if let Some(authorized) = self.authorized.take() {
-            let (ctl, input) = session::start(self.shared.clone(), authorized, session.handle());
+            let (ctl, input, resize) =
+                session::start(self.shared.clone(), authorized, session.handle());
             self.ctl = Some(ctl);
             self.input = Some(input);
+            self.resize = Some(resize);
         }
         Ok(())
     }
@@ -316,7 +324,7 @@ impl russh::server::Handler for Handler {
         if let Some(ctl) = &self.ctl {
             let _ = ctl.send(Ctl::Forward(super::tunnel::ForwardRequest {
                 channel,
-                host: host_to_connect.to_string(),
+                host: crate::text::clip(host_to_connect, crate::text::HOST_MAX),
                 port: port_to_connect,
                 origin: format!("{originator_address}:{originator_port}"),
                 reply,
@@ -385,7 +393,15 @@ impl russh::server::Handler for Handler {
         self.send(
             channel,
             Ctl::Pty(PtyRequest {
-                term: term.to_string(),
+                // A terminal name is short and printable; anything else
+                // (a 200 kB or escape-laden one) is taken as "dumb".
+                term: if term.len() <= crate::text::TERM_MAX
+                    && term.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    term.to_string()
+                } else {
+                    "dumb".to_string()
+                },
                 cols: col_width,
                 rows: row_height,
                 px_width: pix_width,
@@ -402,7 +418,11 @@ impl russh::server::Handler for Handler {
         value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.channel == Some(channel) && session::client_env_allowed(name, value) {
+        if self.channel == Some(channel)
+            && self.env_kept < session::ENV_MAX
+            && session::client_env_allowed(name, value)
+        {
+            self.env_kept += 1;
             self.send(channel, Ctl::Env(name.to_string(), value.to_string()));
             session.channel_success(channel)?;
         } else {
@@ -445,6 +465,7 @@ impl russh::server::Handler for Handler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let name = crate::text::clip(name, crate::text::HOST_MAX);
         self.send(channel, Ctl::Refused(format!("subsystem {name}")));
         session.channel_failure(channel)?;
         Ok(())
@@ -482,10 +503,14 @@ impl russh::server::Handler for Handler {
         pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.send(
-            channel,
-            Ctl::WindowChange(col_width, row_height, pix_width, pix_height),
-        );
+        if self.channel != Some(channel) {
+            return Ok(());
+        }
+        if let Some(slot) = &self.resize {
+            if slot.put((col_width, row_height, pix_width, pix_height)) {
+                self.send(channel, Ctl::Resized);
+            }
+        }
         Ok(())
     }
 
@@ -506,6 +531,7 @@ impl russh::server::Handler for Handler {
         _s: &mut Session,
     ) -> Result<bool, Self::Error> {
         if let Some(ctl) = &self.ctl {
+            let address = crate::text::clip(address, crate::text::HOST_MAX);
             let _ = ctl.send(Ctl::Refused(format!("remote forwarding {address}:{port}")));
         }
         Ok(false)

@@ -314,7 +314,7 @@ fn log_failure(peer: std::net::SocketAddr, wire: &wire::Wire, e: &russh::Error) 
             %peer,
             client = version,
             ours = %ours.join(","),
-            theirs = %wire::printable(&theirs.join(","), 1024),
+            theirs = %crate::text::printable(&theirs.join(","), 1024),
             "key exchange failed: no {} in common with the client",
             algorithm_kind(kind)
         ),

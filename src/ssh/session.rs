@@ -32,7 +32,9 @@ pub enum Ctl {
     Data(Vec<u8>),
     Eof,
     Close,
-    WindowChange(u32, u32, u32, u32),
+    /// The window changed: its latest size is in the session's
+    /// [`Latest`] slot (a flood of changes is one message at a time).
+    Resized,
     Signal(String),
     /// A request refused by policy, recorded as an event.
     Refused(String),
@@ -76,6 +78,38 @@ impl EndReason {
         }
     }
 }
+
+/// Client `env` requests kept per session at most; later ones are refused
+/// (OpenSSH ignores env requests past its own limit too).
+pub const ENV_MAX: usize = 64;
+
+/// Events of one kind (resized, signal, request refused, tunnel refused)
+/// recorded per session at most; the rest are counted and summed up in
+/// one `session.events_suppressed` event when the session ends.
+pub const EVENTS_PER_KIND: u64 = 32;
+
+/// The latest of a value the handler may set faster than the session task
+/// reads it (a window size): one slot, not a queue.
+#[derive(Default)]
+pub struct Latest<T>(std::sync::Mutex<Option<T>>);
+
+impl<T> Latest<T> {
+    /// Stores `v`; true when the slot was empty (the reader must be told).
+    pub fn put(&self, v: T) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(v)
+            .is_none()
+    }
+
+    pub fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A window size: columns, rows, pixel width, pixel height.
+pub type WinSize = (u32, u32, u32, u32);
 
 /// Client `env` requests allowed through: locale only, as OpenSSH's default
 /// `AcceptEnv LANG LC_*`.
@@ -188,9 +222,11 @@ pub fn start(
     shared: Arc<Shared>,
     auth: AuthorizedSession,
     handle: Handle,
-) -> (UnboundedSender<Ctl>, Arc<InputGate>) {
+) -> (UnboundedSender<Ctl>, Arc<InputGate>, Arc<Latest<WinSize>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let gate = Arc::new(InputGate::new());
+    let resize = Arc::new(Latest::default());
+    let task_resize = resize.clone();
     let (stop_tx, stop_rx) = mpsc::unbounded_channel();
     shared.register(&auth.id, stop_tx);
     let task_gate = gate.clone();
@@ -216,11 +252,13 @@ pub fn start(
             epoch: Instant::now(),
             running: None,
             gate: task_gate,
+            resize: task_resize,
+            recorded: std::collections::HashMap::new(),
         };
         task.run(rx, stop_rx).await;
         shared.unregister(&id);
     });
-    (tx, gate)
+    (tx, gate, resize)
 }
 
 struct Running {
@@ -245,6 +283,9 @@ struct Task {
     epoch: Instant,
     running: Option<Running>,
     gate: Arc<InputGate>,
+    resize: Arc<Latest<WinSize>>,
+    /// Events recorded so far by kind, for [`EVENTS_PER_KIND`].
+    recorded: std::collections::HashMap<&'static str, u64>,
 }
 
 /// How the main loop ended.
@@ -258,6 +299,41 @@ impl Task {
         self.activity
             .last_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Records an event of a kind a client can repeat at will, up to
+    /// [`EVENTS_PER_KIND`] per session; past that it is only counted.
+    async fn capped_event(&mut self, kind: &'static str, detail: serde_json::Value) {
+        let n = self.recorded.entry(kind).or_default();
+        *n += 1;
+        if *n <= EVENTS_PER_KIND {
+            self.event(kind, detail).await;
+        }
+    }
+
+    /// What [`Task::capped_event`] did not record, as one event.
+    async fn record_suppressed(&mut self) {
+        let mut over: serde_json::Map<String, serde_json::Value> = self
+            .recorded
+            .iter()
+            .filter(|(_, n)| **n > EVENTS_PER_KIND)
+            .map(|(k, n)| (k.to_string(), json!(n - EVENTS_PER_KIND)))
+            .collect();
+        if let Some(t) = &self.tunnel {
+            if t.refusals() > EVENTS_PER_KIND {
+                over.insert(
+                    "tunnel.refused".into(),
+                    json!(t.refusals() - EVENTS_PER_KIND),
+                );
+            }
+        }
+        if !over.is_empty() {
+            self.event(
+                "session.events_suppressed",
+                json!({"after_each": EVENTS_PER_KIND, "suppressed": over}),
+            )
+            .await;
+        }
     }
 
     async fn event(&self, kind: &'static str, detail: serde_json::Value) {
@@ -311,7 +387,8 @@ impl Task {
             Ctl::ChannelOpen(id) => self.channel = Some(id),
             // The handler accepted it: it comes before any shell or exec.
             Ctl::Pty(req) => self.pty = Some(req),
-            Ctl::Env(k, v) => self.client_env.push((k, v)),
+            Ctl::Env(k, v) if self.client_env.len() < ENV_MAX => self.client_env.push((k, v)),
+            Ctl::Env(..) => {}
             Ctl::Shell | Ctl::Exec(_) if self.auth.target.is_some() => self.explain_tunnel().await,
             Ctl::Shell => return self.start_process(None).await,
             Ctl::Exec(cmd) => return self.start_process(Some(cmd)).await,
@@ -338,19 +415,22 @@ impl Task {
             // A tunnel outlives its (optional) session channel.
             Ctl::Close if self.auth.target.is_some() => {}
             Ctl::Close => return Err(EndReason::Disconnected),
-            Ctl::WindowChange(cols, rows, pw, ph) => {
+            Ctl::Resized => {
+                let Some((cols, rows, pw, ph)) = self.resize.take() else {
+                    return Ok(());
+                };
                 if let Some(m) = self.running.as_ref().and_then(|r| r.master.clone()) {
                     if let Err(e) = m.resize(cols, rows, pw, ph) {
                         tracing::warn!(session = %self.auth.id, error = %e, "resize failed");
                     }
-                    self.event("session.resized", json!({"cols": cols, "rows": rows}))
+                    self.capped_event("session.resized", json!({"cols": cols, "rows": rows}))
                         .await;
                 }
             }
             Ctl::Signal(name) => {
                 if let Some(r) = &self.running {
                     let delivered = exec::deliver_signal(r.pid, &name);
-                    self.event(
+                    self.capped_event(
                         "session.signal",
                         json!({"signal": name, "delivered": delivered}),
                     )
@@ -358,7 +438,7 @@ impl Task {
                 }
             }
             Ctl::Refused(what) => {
-                self.event("session.request_refused", json!({"request": what}))
+                self.capped_event("session.request_refused", json!({"request": what}))
                     .await;
             }
         }
@@ -373,7 +453,7 @@ impl Task {
             f.reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
-            self.event("session.request_refused", json!({"request": what}))
+            self.capped_event("session.request_refused", json!({"request": what}))
                 .await;
             return;
         };
@@ -493,7 +573,7 @@ impl Task {
                     .refuse(
                         "this token does not allow running a command; connect without one to get the console",
                         "session.request_refused",
-                        json!({"request": "exec", "command": cmd}),
+                        json!({"request": "exec", "command": crate::text::clip(cmd, crate::text::COMMAND_MAX)}),
                     )
                     .await
             }
@@ -647,7 +727,8 @@ impl Task {
         });
         let id = self.auth.id.clone();
         let detail = json!({
-            "pid": pid, "argv": argv, "user": user, "pty": self.pty.is_some(),
+            "pid": pid, "user": user, "pty": self.pty.is_some(),
+            "argv": argv.iter().map(|a| crate::text::clip(a, crate::text::COMMAND_MAX)).collect::<Vec<_>>(),
             "term": self.pty.as_ref().map(|p| p.term.clone()),
             "request": if exec_cmd.is_some() { "exec" } else { "shell" },
             "cgroup": cgroup_path,
@@ -739,6 +820,7 @@ impl Task {
             }
             None => 0,
         };
+        self.record_suppressed().await;
         let ending = {
             use std::os::unix::process::ExitStatusExt;
             Ending {

@@ -71,6 +71,8 @@ pub struct Tunnel {
     pub limit: Option<u32>,
     open: Arc<AtomicUsize>,
     started: u64,
+    /// Forwards refused so far (only the first few are recorded).
+    refused: u64,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
@@ -86,6 +88,7 @@ impl Tunnel {
             limit,
             open: Arc::new(AtomicUsize::new(0)),
             started: 0,
+            refused: 0,
             tasks: Vec::new(),
             stop: watch::channel(false).0,
         }
@@ -94,6 +97,11 @@ impl Tunnel {
     /// Connections forwarded so far.
     pub fn count(&self) -> u64 {
         self.started
+    }
+
+    /// Forwards refused so far.
+    pub fn refusals(&self) -> u64 {
+        self.refused
     }
 
     /// Refuses `f` (recording why) or starts forwarding it.
@@ -110,14 +118,17 @@ impl Tunnel {
             refusal(&self.name, &self.target, &f.host, f.port, open, self.limit)
         {
             f.reply.reject(code).await;
-            tracing::info!(session, destination = %dest, %reason, "forward refused");
-            record(
-                shared,
-                session,
-                "tunnel.refused",
-                json!({"destination": dest, "reason": reason}),
-            )
-            .await;
+            self.refused += 1;
+            if self.refused <= super::session::EVENTS_PER_KIND {
+                tracing::info!(session, destination = %dest, %reason, "forward refused");
+                record(
+                    shared,
+                    session,
+                    "tunnel.refused",
+                    json!({"destination": dest, "reason": reason}),
+                )
+                .await;
+            }
             return;
         }
         self.open.fetch_add(1, Ordering::AcqRel);

@@ -22,6 +22,8 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::text::printable;
+
 /// How far into the connection the identification line is looked for.
 pub const SCAN_LIMIT: usize = 8 * 1024;
 
@@ -87,20 +89,6 @@ impl Wire {
 
 fn cut_error() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection cut")
-}
-
-/// `s` with anything but printable ASCII replaced by `?`, cut to `max`
-/// characters (with `…` when cut): safe to put in a log line.
-pub fn printable(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
 }
 
 /// The stream russh gets: notes the identification line as it passes, and

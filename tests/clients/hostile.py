@@ -10,6 +10,13 @@ each. Prints one JSON object.
   probe SRC PORT N              N connections one after another: admitted
                                 (the server's version line) or refused (its
                                 one-line reason)?
+  bigname SRC PORT N            a wrong token for a user name of N bytes
+  floods PORT USER TOKEN N      on one PTY shell: N env requests (LC_TA, LC_TB, …),
+                                N window changes, N refused subsystem
+                                requests, 50 direct-tcpip opens to a 200 kB
+                                host name; then the shell counts its LC_T
+                                variables and exits 3
+  bigexec PORT USER TOKEN N     an exec request of N bytes
   tokens SRC PORT USER N PAR    N wrong tokens over connections of up to 6
                                 tries, PAR at a time (paramiko); a connection
                                 refused at accept spends one of the N
@@ -236,6 +243,106 @@ def tokens(src, port, user, n, par):
     return stats
 
 
+def session(port, user, token, src="127.0.0.1"):
+    import paramiko
+
+    s = connect(src, port)
+    t = paramiko.Transport(s)
+    t.start_client(timeout=15)
+    t.auth_password(user, token)
+    return t
+
+
+def raw(t, chan, kind, want, *fields):
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+    from paramiko.message import Message
+
+    m = Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string(kind)
+    m.add_boolean(want)
+    for f in fields:
+        if isinstance(f, int):
+            m.add_int(f)
+        else:
+            m.add_string(f)
+    t._send_user_message(m)
+
+
+def bigname(src, port, n):
+    import paramiko
+
+    s = connect(src, port)
+    t = paramiko.Transport(s)
+    t.start_client(timeout=15)
+    try:
+        t.auth_password("u" * n, "tg_wrong")
+        return {"refused": False}
+    except paramiko.AuthenticationException:
+        return {"refused": True}
+    finally:
+        t.close()
+
+
+def floods(port, user, token, n):
+    import paramiko
+
+    t = session(port, user, token)
+    chan = t.open_session()
+    chan.get_pty(term="xterm", width=80, height=24)
+    def letters(i):
+        s = ""
+        while True:
+            s = chr(ord("A") + i % 26) + s
+            i //= 26
+            if i == 0:
+                return s
+
+    for i in range(n):
+        raw(t, chan, "env", False, "LC_T" + letters(i), "x")
+    chan.invoke_shell()
+    for i in range(n):
+        raw(t, chan, "window-change", False, 80 + i % 50, 24 + i % 20, 0, 0)
+    for i in range(n):
+        raw(t, chan, "subsystem", False, "sftp")
+    refused_opens = 0
+    for _ in range(50):
+        try:
+            t.open_channel("direct-tcpip", ("h" * 200_000, 22), ("127.0.0.1", 0), timeout=10)
+        except paramiko.ChannelException:
+            refused_opens += 1
+    chan.send(b"echo LC=$(env | grep -c ^LC_T); exit 3\n")
+    out = b""
+    end = time.time() + 30
+    while not chan.exit_status_ready() and time.time() < end:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+        else:
+            time.sleep(0.02)
+    while chan.recv_ready():
+        out += chan.recv(65536)
+    status = chan.recv_exit_status()
+    t.close()
+    return {"status": status, "output": out.decode(errors="replace"), "refused_opens": refused_opens}
+
+
+def bigexec(port, user, token, n):
+    """An exec of n bytes; {"closed": true} when the server drops the
+    connection instead (a packet past 256 KiB, as sshd does)."""
+    t = session(port, user, token)
+    try:
+        chan = t.open_session()
+        chan.exec_command("echo " + "y" * n)
+        status = chan.recv_exit_status()
+        err = chan.recv_stderr(65536).decode(errors="replace")
+        return {"status": status, "stderr": err}
+    except Exception as e:
+        return {"closed": True, "error": str(e)}
+    finally:
+        t.close()
+
+
 def main():
     cmd, a = sys.argv[1], sys.argv[2:]
     if cmd == "idle":
@@ -246,6 +353,12 @@ def main():
         r = fill(a[0], a[1], int(a[2]), float(a[3]))
     elif cmd == "probe":
         r = probe(a[0], a[1], int(a[2]))
+    elif cmd == "bigname":
+        r = bigname(a[0], a[1], int(a[2]))
+    elif cmd == "floods":
+        r = floods(a[0], a[1], a[2], int(a[3]))
+    elif cmd == "bigexec":
+        r = bigexec(a[0], a[1], a[2], int(a[3]))
     elif cmd == "tokens":
         r = tokens(a[0], a[1], a[2], int(a[3]), int(a[4]))
     else:
