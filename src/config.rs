@@ -226,14 +226,47 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read, parse and validate `path`, including that profile accounts exist.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let err = |line: usize, col: usize, message: String| ConfigError {
             path: path.to_path_buf(),
-            problems: vec![Problem {
-                line: 0,
-                col: 0,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+            problems: vec![Problem { line, col, message }],
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(0, 0, format!("cannot read: {e}")))?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Where the text stops being UTF-8: say so there.
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+                let col = good
+                    .rsplit(|&b| b == b'\n')
+                    .next()
+                    .map_or(0, |l| String::from_utf8_lossy(l).chars().count())
+                    + 1;
+                return Err(err(
+                    line,
+                    col,
+                    "not UTF-8 text (a binary file?); a config is TOML, see tollgate.toml(5)"
+                        .into(),
+                ));
+            }
+        };
+        if let Some(at) = text.find('\0') {
+            let before = &text[..at];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(err(line, col, "a NUL byte: not a text file".into()));
+        }
+        let meaningful = text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        if !meaningful {
+            return Err(err(
+                1,
+                1,
+                "the file is empty; start from the example (etc/tollgate.toml, tollgate.toml(5))"
+                    .into(),
+            ));
+        }
         Self::parse(path, &text)
     }
 
@@ -518,9 +551,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| {
+    let d = humantime::parse_duration(t).map_err(|e| {
         format!("invalid duration \"{s}\" ({e}); use a number with a unit, e.g. 30s, 15m, 7d")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!("duration \"{s}\" is too long (at most 10y)"));
+    }
+    Ok(d)
 }
 
 fn abs_path(ctx: &mut Ctx, span: Range<usize>, what: &str, s: &str) -> Option<PathBuf> {
@@ -701,9 +738,22 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
             ))
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size \"{s}\" is too large"))
+    match n.checked_mul(mult) {
+        Some(v) if v <= MAX_SIZE => Ok(v),
+        _ => Err(format!("size \"{s}\" is too large (at most 1TiB)")),
+    }
 }
+
+/// The longest `server.banner`, in bytes.
+pub const BANNER_MAX: usize = 16 * 1024;
+
+/// The largest size any setting takes.
+pub const MAX_SIZE: usize = 1 << 40;
+
+/// The longest duration any setting or option takes: ten years. Every
+/// time computed from one (an expiry, a deadline) stays far inside what
+/// clocks and formats hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600); // humantime's 10y
 
 fn walk_drain(ctx: &mut Ctx, span: Range<usize>, t: &DeTable) -> Option<DrainConfig> {
     use crate::drain::deliver::Target;
@@ -992,7 +1042,17 @@ fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         }
     }
     if let Some(s) = string(ctx, S, t, "banner") {
-        server.banner = s;
+        // It goes out in one packet before authentication; a very long one
+        // locks OpenSSH clients out ("Bad packet length").
+        if s.len() > BANNER_MAX {
+            let span = get(t, "banner").map(|v| v.span()).unwrap_or(0..0);
+            ctx.at(
+                span,
+                format!("server.banner is {} bytes; at most {BANNER_MAX}", s.len()),
+            );
+        } else {
+            server.banner = s;
+        }
     }
     if let Some(s) = string(ctx, S, t, "public_host") {
         server.public_host = (!s.is_empty()).then_some(s);
@@ -1863,6 +1923,11 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("2KB"), Ok(2000));
         assert!(parse_size("lots").is_err());
+        assert!(parse_size("2000GiB").unwrap_err().contains("at most 1TiB"));
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_duration("10y").is_ok());
+        assert!(parse_duration("8000y").unwrap_err().contains("at most 10y"));
+        assert!(parse_duration("300000000y").is_err());
     }
 
     #[test]

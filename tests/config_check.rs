@@ -265,3 +265,97 @@ fn a_profile_whose_account_shell_refuses_commands_is_warned_about_and_serve_logs
     });
     assert!(logged.is_some(), "{}", s.log_text());
 }
+
+#[test]
+fn absurd_values_empty_and_binary_files_are_refused_with_positions_not_panics() {
+    let d = TempDir::new("cfg-absurd");
+    let (code, err, path) = check(
+        &d,
+        "k.toml",
+        &format!("[sessions]\nkill_grace = \"300000000y\"\n{GOOD_PROFILE}"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with(&format!(
+            "{path}:2:14: sessions.kill_grace: duration \"300000000y\" is too long (at most 10y)"
+        )),
+        "{err}"
+    );
+    let banner = "b".repeat(300_000);
+    let (code, err, path) = check(
+        &d,
+        "b.toml",
+        &format!("[server]\nbanner = \"{banner}\"\n{GOOD_PROFILE}"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with(&format!(
+            "{path}:2:10: server.banner is 300000 bytes; at most 16384"
+        )),
+        "{err}"
+    );
+    let (code, err, path) = check(&d, "e.toml", "\n# nothing but a comment\n\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with(&format!("{path}:1:1: the file is empty")),
+        "{err}"
+    );
+    let junk = d.path().join("j.toml");
+    std::fs::write(&junk, b"[server]\nban\xff\xfe\x00ner = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&junk)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with(&format!("{}:2:4: not UTF-8 text", junk.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The admin CLI: a token that would outlive every clock is refused, no
+    // panic, no wrap-around into an already expired token.
+    let s = Server::start("cfg-absurd-cli");
+    for ttl in ["8000y", "300000000y"] {
+        let out = s.cli(&[
+            "session",
+            "issue",
+            "--profile",
+            "console",
+            "--login-user",
+            "ops",
+            "--ttl",
+            ttl,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("at most 10y"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // tollgate connect: a server that could be read as an option is refused.
+    for server in [
+        "-oProxyCommand=id",
+        "[-oProxyCommand=id]",
+        "[-oProxyCommand=id]:22",
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "connect",
+                &format!("--server={server}"),
+                "--login-user",
+                "ops",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{server}");
+        assert!(
+            text(&out.stderr).contains("--server"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}

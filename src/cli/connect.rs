@@ -121,8 +121,24 @@ pub fn run(a: ConnectArgs) -> CliResult {
     )))
 }
 
-/// `HOST`, `HOST:PORT`, `[ADDR]:PORT` or a bare IPv6 address.
+/// `HOST`, `HOST:PORT`, `[ADDR]:PORT` or a bare IPv6 address. The host is
+/// handed to ssh as an argument: it must read as a host name or address
+/// and nothing else (never as an option, however it is bracketed).
 fn split_server(s: &str) -> Result<(String, Option<String>), CliError> {
+    let (host, port) = split_server_parts(s)?;
+    let host_ok = !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b));
+    if !host_ok {
+        return Err(CliError::usage(format!(
+            "--server {s:?}: not a host name or address"
+        )));
+    }
+    Ok((host, port))
+}
+
+fn split_server_parts(s: &str) -> Result<(String, Option<String>), CliError> {
     let bad = || {
         CliError::usage(format!(
             "--server {s:?}: expected HOST, HOST:PORT or [ADDRESS]:PORT"
@@ -266,6 +282,10 @@ mod tests {
             "[::1]x",
             "[]:22",
             "-oProxyCommand=x",
+            "[-oProxyCommand=x]",
+            "[-oProxyCommand=x]:22",
+            "host name",
+            "a;b",
         ] {
             let e = split_server(bad).unwrap_err();
             assert_eq!(e.code, super::super::EXIT_USAGE, "{bad}");
