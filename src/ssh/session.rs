@@ -311,6 +311,36 @@ impl Task {
         }
     }
 
+    /// Records the session's end, retrying (0.5 s, doubling to 30 s) for
+    /// as long as the journal refuses it (a full disk, say): a session that
+    /// ended never stays `active` while this daemon runs, and the person
+    /// is not held up by it (the connection is already closed). If the
+    /// daemon stops first, its next start marks the session
+    /// `terminated (daemon_stopped)`.
+    async fn record_end(&self, ending: &Ending) {
+        let mut delay = Duration::from_millis(500);
+        let mut failures = 0u32;
+        loop {
+            let (id, e2) = (self.auth.id.clone(), ending.clone());
+            match self.shared.db.call(move |j| j.finish(&id, &e2)).await {
+                Ok(_) => {
+                    if failures > 0 {
+                        tracing::warn!(session = %self.auth.id, attempts = failures + 1, "recorded the end of the session in the journal after retrying");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::error!(session = %self.auth.id, error = %e, "could not record the end of the session in the journal; retrying until it can");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
     /// What [`Task::capped_event`] did not record, as one event.
     async fn record_suppressed(&mut self) {
         let mut over: serde_json::Map<String, serde_json::Value> = self
@@ -832,11 +862,7 @@ impl Task {
                 bytes_out: self.activity.bytes_out.load(Ordering::Relaxed),
             }
         };
-        let id = self.auth.id.clone();
-        let e2 = ending.clone();
-        if let Err(e) = self.shared.db.call(move |j| j.finish(&id, &e2)).await {
-            tracing::error!(session = %self.auth.id, error = %e, "could not record the end of the session in the journal");
-        }
+        self.record_end(&ending).await;
         tracing::info!(
             session = %self.auth.id,
             reason = reason.as_str(),
