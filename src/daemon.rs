@@ -367,9 +367,12 @@ async fn run(
         );
     }
     warn_unenforced(&config, &containment);
-    for (id, pid) in journal.recover_stale()? {
-        let killed = pid.map_or(0, |p| crate::exec::kill_orphans(&id, p as i32));
-        tracing::warn!(session = %id, pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
+    for stale in journal.recover_stale()? {
+        let killed = match (stale.pid, &stale.leader) {
+            (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
+            _ => 0,
+        };
+        tracing::warn!(session = %stale.id, pid = stale.pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
     }
     journal.expire_due()?;
     let config = Arc::new(config);
@@ -702,6 +705,8 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        // Sessions start with the limit the daemon started with.
+        crate::exec::set_session_nofile(soft, hard);
         if soft < hard {
             if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
                 tracing::warn!(error = %e, "cannot raise the open-file limit");

@@ -192,7 +192,19 @@ CREATE TABLE daemon_health (
     checked_at INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE sessions ADD COLUMN leader TEXT;
+"#,
 ];
+
+/// A session an earlier run left live, found at start-up.
+#[derive(Debug)]
+pub struct StaleSession {
+    pub id: String,
+    pub pid: Option<i64>,
+    /// The leader's identity when it started (`exec::process_identity`).
+    pub leader: Option<String>,
+}
 
 /// One drain as the daemon last recorded it (`tollgate drain status`).
 /// Counters are since the daemon started; `event_seq` is the newest
@@ -599,12 +611,19 @@ impl Journal {
         Ok(won)
     }
 
-    /// Records that the session's process started (its pid, for cleanup
-    /// after a crash).
-    pub fn started(&mut self, id: &str, pid: u32, detail: Value) -> Result<(), JournalError> {
+    /// Records that the session's process started: its pid and the
+    /// leader's identity (boot id and start time), to find what is left of
+    /// it after a crash.
+    pub fn started(
+        &mut self,
+        id: &str,
+        pid: u32,
+        leader: Option<String>,
+        detail: Value,
+    ) -> Result<(), JournalError> {
         let tx = self.conn.savepoint()?;
-        tx.prepare_cached("UPDATE sessions SET pid = ?2 WHERE id = ?1")?
-            .execute(params![id, pid])?;
+        tx.prepare_cached("UPDATE sessions SET pid = ?2, leader = ?3 WHERE id = ?1")?
+            .execute(params![id, pid, leader])?;
         append_event(&tx, now_ms(), Some(id), "session.started", &detail)?;
         tx.commit()?;
         Ok(())
@@ -726,8 +745,8 @@ impl Journal {
     }
 
     /// On daemon start: sessions an earlier run left live can't be resumed.
-    /// Returns their ids and recorded pids.
-    pub fn recover_stale(&mut self) -> Result<Vec<(String, Option<i64>)>, JournalError> {
+    /// Returns their ids, recorded pids and leader identities.
+    pub fn recover_stale(&mut self) -> Result<Vec<StaleSession>, JournalError> {
         let now = now_ms();
         let tx = self
             .conn
@@ -735,14 +754,20 @@ impl Journal {
         let rows = {
             let mut st = tx.prepare(
                 "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
-                 WHERE state IN ('active', 'canceling') RETURNING id, pid",
+                 WHERE state IN ('active', 'canceling') RETURNING id, pid, leader",
             )?;
             let rows = st
-                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<(String, Option<i64>)>, _>>()?;
+                .query_map([now], |r| {
+                    Ok(StaleSession {
+                        id: r.get(0)?,
+                        pid: r.get(1)?,
+                        leader: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
             rows
         };
-        for (id, _) in &rows {
+        for StaleSession { id, .. } in &rows {
             append_event(
                 &tx,
                 now,

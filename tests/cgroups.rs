@@ -92,6 +92,8 @@ impl TestCgroup {
     fn start(&self, s: &mut Server) {
         let procs = CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
         let mut c = s.serve_command();
+        // As under the unit's LimitNOFILE=SOFT:HARD: the daemon raises its own.
+        lower_nofile(&mut c, 1000);
         // SAFETY: only open/write/close between fork and exec.
         unsafe {
             c.pre_exec(move || {
@@ -170,6 +172,14 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
         "the daemon ({}) is not in daemon/: {leaf:?}",
         s.pid()
     );
+
+    // Started in its cgroup with the open-file limit the daemon started with.
+    let (nid, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &[], "cat /proc/self/cgroup /proc/self/limits");
+    let o = text(&out.stdout);
+    assert!(o.contains(&format!("/{nid}\n")), "{o}");
+    let daemon = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
+    assert_eq!(nofile_of(&o), ("1000".into(), nofile_of(&daemon).1), "{o}");
 
     // `setsid` and a second fork: a new session id, reparented away from
     // the session's leader, out of reach of its process group.

@@ -96,3 +96,26 @@ fn the_terminal_belongs_to_the_session_user_and_sigpipe_is_default() {
     assert_eq!(text(&out.stdout), "done\n");
     assert_eq!(text(&out.stderr), "", "SIGPIPE is not at its default");
 }
+
+#[test]
+fn a_session_starts_with_the_open_file_limit_the_daemon_started_with() {
+    let mut s = Server::configure("nofile", Opts::default());
+    s.spawn_with_nofile(1000);
+    let daemon = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
+    let (soft, hard) = nofile_of(&daemon);
+    // The daemon raised its own soft limit to the hard one...
+    assert_eq!(soft, hard, "{daemon}");
+    // ...and neither a command nor a shell on a PTY inherits that.
+    let (_, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &[], "cat /proc/self/limits");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        nofile_of(&text(&out.stdout)),
+        ("1000".to_string(), hard.clone())
+    );
+    let (_, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &["-tt"], "ulimit -Sn; ulimit -Hn");
+    let o = text(&out.stdout);
+    let nums: Vec<&str> = o.split_whitespace().collect();
+    assert_eq!(nums, vec!["1000", hard.as_str()], "{o:?}");
+}

@@ -140,7 +140,14 @@ fn idle_timeout_ends_an_idle_session_but_not_a_busy_one() {
 #[test]
 fn after_kill_9_and_restart_the_session_is_terminated_and_its_token_dead() {
     let mut s = Server::start("crash");
-    let (id, tok, mut ssh) = start_live(&s, &[], "echo started; sleep 7601");
+    // A background job with a scrubbed environment that ignores the
+    // terminal's hangup: found all the same, by its session id and start
+    // time, not by TOLLGATE_SESSION_ID.
+    let (id, tok, mut ssh) = start_live(
+        &s,
+        &[],
+        "env -i nohup sleep 7602 >/dev/null 2>&1 & echo started; sleep 7601",
+    );
     let mut out = buffered(ssh.stdout.take().unwrap());
     read_until(&mut out, "started");
     s.child.as_mut().unwrap().kill().unwrap(); // SIGKILL
@@ -155,6 +162,17 @@ fn after_kill_9_and_restart_the_session_is_terminated_and_its_token_dead() {
             .is_empty())
         .is_some(),
         "the crashed session's process was left running"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || pids_matching("sleep 7602")
+            .is_empty())
+        .is_some(),
+        "the crashed session's env -i job was left running"
+    );
+    let log = s.log_text();
+    assert!(
+        log.contains("orphans_killed=") && !log.contains("orphans_killed=0"),
+        "{log}"
     );
     let out = s.ssh_run("ops", &tok, &[], "echo GOT-IN");
     assert!(!text(&out.stdout).contains("GOT-IN"));

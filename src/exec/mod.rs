@@ -1,8 +1,9 @@
 //! Spawning a session's process and taking it down again.
 //!
-//! This is the one module allowed `unsafe`: `posix_spawn` with per-thread
-//! credentials (new session, controlling terminal, privilege drop, descriptor
-//! closing), waiting through a pidfd, and the PTY ioctls.
+//! This is the one module allowed `unsafe`: starting the child with
+//! `clone` (new session, controlling terminal, privilege drop, open-file
+//! limit, descriptor closing, all in the child before exec), waiting
+//! through a pidfd, and the PTY ioctls.
 //!
 //! It refuses to run anything as root unless the caller says the profile
 //! allows it, and never passes the daemon's environment or descriptors on.
@@ -169,11 +170,12 @@ impl ExitWatcher {
 ///
 /// The daemon is a large multi-threaded process, and `fork` would copy its
 /// page tables and make every page copy-on-write: the biggest cost of a
-/// session measured in `bench/run`. Instead a short-lived thread takes on the
-/// account's credentials (Linux credentials are per thread when set with the
-/// raw system calls) and calls `posix_spawn`, which uses `vfork`-style
-/// cloning; the thread ends afterwards, so the daemon's credentials never
-/// change.
+/// session measured in `bench/run`. Without a cgroup the child is cloned
+/// the way `posix_spawn` does it (`CLONE_VM | CLONE_VFORK`, on a stack of
+/// its own, only raw system calls until exec), which also lets it take the
+/// open-file limit the daemon started with (the daemon raises its own).
+/// It runs on a short-lived thread, so a blocked clone never holds up the
+/// runtime.
 pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     if spec.account.uid.is_root() && !spec.allow_root {
         return Err(io::Error::new(
@@ -286,7 +288,7 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tollgate-spawn".into())
-        // It only switches credentials and calls posix_spawn or clone3.
+        // It only prepares the child and clones it.
         .stack_size(64 * 1024)
         .spawn(move || {
             let child = Child {
@@ -297,10 +299,7 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
                 cwd_required,
                 io: &child_io,
             };
-            let r = match &cgroup {
-                Some(dir) => clone_into(creds, &child, dir),
-                None => spawn_as(creds, &child).map(|pid| (pid, None)),
-            };
+            let r = clone_child(creds, &child, cgroup.as_ref());
             drop(child_io);
             let _ = tx.send(r);
         })?;
@@ -308,18 +307,6 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
         .await
         .map_err(|_| io::Error::other("spawner thread died"))??;
 
-    let pidfd = match pidfd {
-        Some(fd) => fd,
-        None => {
-            // SAFETY: pidfd_open returns a new descriptor that we own, or -1.
-            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-            unsafe { OwnedFd::from_raw_fd(raw) }
-        }
-    };
     // SAFETY: the OwnedFd moves into the AsyncFd and stays open while registered.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -373,123 +360,6 @@ struct Child<'a> {
     io: &'a ChildIo,
 }
 
-/// Runs on a thread of its own, which it leaves with the account's
-/// credentials: never call it on a thread that lives on.
-fn spawn_as(creds: Option<Creds>, child: &Child) -> io::Result<i32> {
-    let Child {
-        program,
-        argv,
-        envp,
-        cwd,
-        cwd_required,
-        io,
-    } = *child;
-    let check = |r: libc::c_long| {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    if let Some(c) = &creds {
-        // SAFETY: raw system calls on this thread's own credentials (glibc's
-        // wrappers would change every thread of the process).
-        unsafe {
-            check(libc::syscall(
-                libc::SYS_setgroups,
-                c.groups.len(),
-                c.groups.as_ptr(),
-            ))?;
-            check(libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid))?;
-            check(libc::syscall(libc::SYS_setresuid, c.uid, c.uid, c.uid))?;
-        }
-    }
-    // Checked as the account: a home it cannot enter falls back to `/`.
-    // SAFETY: access() on a NUL-terminated path.
-    let cwd: &CStr = if cwd_required || unsafe { libc::access(cwd.as_ptr(), libc::X_OK) } == 0 {
-        cwd
-    } else {
-        c"/"
-    };
-    let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    argv_p.push(std::ptr::null_mut());
-    let mut envp_p: Vec<*mut libc::c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
-    envp_p.push(std::ptr::null_mut());
-
-    // SAFETY: the spawn attributes and file actions are initialised before
-    // use and destroyed on every path; every pointer outlives the call.
-    unsafe {
-        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        let e = |code: libc::c_int| {
-            if code != 0 {
-                Err(io::Error::from_raw_os_error(code))
-            } else {
-                Ok(())
-            }
-        };
-        e(libc::posix_spawn_file_actions_init(&mut fa))?;
-        e(libc::posix_spawnattr_init(&mut attr)).inspect_err(|_| {
-            libc::posix_spawn_file_actions_destroy(&mut fa);
-        })?;
-        let result = (|| {
-            match io {
-                ChildIo::Tty { path, .. } => {
-                    e(libc::posix_spawn_file_actions_addopen(
-                        &mut fa,
-                        0,
-                        path.as_ptr(),
-                        libc::O_RDWR,
-                        0,
-                    ))?;
-                    e(libc::posix_spawn_file_actions_adddup2(&mut fa, 0, 1))?;
-                    e(libc::posix_spawn_file_actions_adddup2(&mut fa, 0, 2))?;
-                }
-                ChildIo::Pipes(fds) => {
-                    for (i, fd) in fds.iter().enumerate() {
-                        e(libc::posix_spawn_file_actions_adddup2(
-                            &mut fa,
-                            fd.as_raw_fd(),
-                            i as libc::c_int,
-                        ))?;
-                    }
-                }
-            }
-            e(libc::posix_spawn_file_actions_addchdir_np(
-                &mut fa,
-                cwd.as_ptr(),
-            ))?;
-            // Nothing of the daemon's beyond 0-2 reaches the session.
-            e(libc::posix_spawn_file_actions_addclosefrom_np(&mut fa, 3))?;
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            e(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
-            // SIGPIPE in particular: Rust ignores it, a shell must not.
-            e(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
-            e(libc::posix_spawnattr_setflags(
-                &mut attr,
-                libc::POSIX_SPAWN_SETSID
-                    | (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
-            ))?;
-            let mut pid: libc::pid_t = 0;
-            e(libc::posix_spawn(
-                &mut pid,
-                program.as_ptr(),
-                &fa,
-                &attr,
-                argv_p.as_ptr(),
-                envp_p.as_ptr(),
-            ))?;
-            Ok(pid)
-        })();
-        libc::posix_spawn_file_actions_destroy(&mut fa);
-        libc::posix_spawnattr_destroy(&mut attr);
-        result
-    }
-}
-
 /// `struct clone_args` of clone3(2), the fields this module uses and the
 /// ones before them.
 #[repr(C)]
@@ -511,18 +381,38 @@ struct CloneArgs {
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Like [`spawn_as`], but the child starts inside the cgroup `dir` (there is
-/// no moment at which it, or anything it forks, is outside). posix_spawn
-/// cannot do that, so this forks with clone3 and the child sets itself up
-/// with raw system calls only: it is a copy of a multi-threaded process in
-/// which another thread may have held a lock. Called as root when `creds`
-/// is set (moving into the cgroup needs the daemon's rights); the child
-/// takes on the account's before anything else.
-fn clone_into(
+/// The open-file limit (soft, hard) the daemon started with, before it
+/// raised its own: what every session starts with. (0, 0) until recorded.
+static SESSION_NOFILE: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+/// Records the open-file limit sessions start with: the daemon's own, read
+/// before it raises it.
+pub fn set_session_nofile(soft: u64, hard: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    SESSION_NOFILE[0].store(soft, Relaxed);
+    SESSION_NOFILE[1].store(hard, Relaxed);
+}
+
+/// Starts the child and returns its pid and a pidfd. With a cgroup `dir`
+/// the child starts inside it (there is no moment at which it, or anything
+/// it forks, is outside): that needs clone3's `CLONE_INTO_CGROUP`, here
+/// without `CLONE_VM`, so the child gets a copy of this address space.
+/// Without one it is cloned as `posix_spawn` does (`CLONE_VM |
+/// CLONE_VFORK` on a stack of its own: nothing is copied and this thread
+/// waits until the child has called exec). Either way the child sets
+/// itself up with raw system calls only ([`exec_child`]): it is a copy of,
+/// or shares, a multi-threaded process in which another thread may hold a
+/// lock. Called as root when `creds` is set (moving into the cgroup needs
+/// the daemon's rights); the child takes on the account's before anything
+/// else, and this thread's credentials never change.
+fn clone_child(
     creds: Option<Creds>,
     child: &Child,
-    dir: &OwnedFd,
-) -> io::Result<(i32, Option<OwnedFd>)> {
+    dir: Option<&OwnedFd>,
+) -> io::Result<(i32, OwnedFd)> {
     let mut argv_p: Vec<*const libc::c_char> = child.argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = child.envp.iter().map(|e| e.as_ptr()).collect();
@@ -538,14 +428,28 @@ fn clone_into(
     // The child reports a failed step here; a successful exec closes it.
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
-        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: dir.as_raw_fd() as u64,
-        ..Default::default()
+    let nofile = {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (soft, hard) = (
+            SESSION_NOFILE[0].load(Relaxed),
+            SESSION_NOFILE[1].load(Relaxed),
+        );
+        (soft > 0).then_some(libc::rlimit64 {
+            rlim_cur: soft,
+            rlim_max: hard,
+        })
     };
+    let args = ChildArgs {
+        creds: creds.as_ref(),
+        child,
+        tty,
+        pipes,
+        argv: &argv_p,
+        envp: &envp_p,
+        report: err_w.as_raw_fd(),
+        nofile,
+    };
+    let mut pidfd: libc::c_int = -1;
     // SAFETY: signal masks of this (short-lived) thread, into locals.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
@@ -554,29 +458,50 @@ fn clone_into(
         // No handler of the daemon's may run in the child.
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: clone3 without CLONE_VM: the child gets a copy of this
-    // address space and returns here with 0, then only runs `exec_child`.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == 0 {
-        // SAFETY: in the child; everything it touches was prepared above.
-        unsafe {
-            exec_child(
-                creds.as_ref(),
-                child,
-                tty,
-                pipes,
-                &argv_p,
-                &envp_p,
-                err_w.as_raw_fd(),
-            )
+    let pid = match dir {
+        Some(dir) => {
+            let clone = CloneArgs {
+                flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
+                pidfd: &mut pidfd as *mut libc::c_int as u64,
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: dir.as_raw_fd() as u64,
+                ..Default::default()
+            };
+            // SAFETY: clone3 without CLONE_VM: the child gets a copy of this
+            // address space and returns here with 0, then only runs `exec_child`.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &clone as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            };
+            if pid == 0 {
+                // SAFETY: in the child; everything it touches was prepared above.
+                unsafe { exec_child(&args) }
+            }
+            pid
         }
-    }
+        None => {
+            // The child's stack: it only makes system calls, as posix_spawn's
+            // child does (glibc gives that one 32 KiB plus the arguments).
+            let mut stack = vec![0u8; 96 * 1024];
+            let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+            // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `vfork_child` on
+            // its own stack in this address space while this thread waits,
+            // until it has called exec or exited; `args` and the stack
+            // outlive it.
+            unsafe {
+                libc::clone(
+                    vfork_child,
+                    top as *mut libc::c_void,
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                    &args as *const ChildArgs as *mut libc::c_void,
+                    &mut pidfd as *mut libc::c_int,
+                ) as libc::c_long
+            }
+        }
+    };
     let clone_error = io::Error::last_os_error();
     // SAFETY: restores this thread's own mask.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
@@ -585,7 +510,7 @@ fn clone_into(
         return Err(clone_error);
     }
     let pid = pid as i32;
-    // SAFETY: clone3 stored a new descriptor that we own.
+    // SAFETY: clone stored a new descriptor that we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let mut report = [0u8; 8];
     let mut got = 0;
@@ -598,7 +523,7 @@ fn clone_into(
         }
     }
     if got == 0 {
-        return Ok((pid, Some(pidfd)));
+        return Ok((pid, pidfd));
     }
     // The child failed before exec and exits 127: reap it.
     let mut raw = 0;
@@ -614,6 +539,7 @@ fn clone_into(
         STEP_STDIO => "connecting standard streams",
         STEP_CWD => "changing to the working directory",
         STEP_FDS => "closing descriptors",
+        STEP_LIMITS => "setting the open-file limit",
         _ => return Err(e),
     };
     Err(io::Error::new(e.kind(), format!("{what}: {e}")))
@@ -626,22 +552,44 @@ const STEP_STDIO: i32 = 4;
 const STEP_CWD: i32 = 5;
 const STEP_FDS: i32 = 6;
 const STEP_EXEC: i32 = 7;
+const STEP_LIMITS: i32 = 8;
 
-/// The child's side of [`clone_into`]: the same setup posix_spawn does in
-/// [`spawn_as`], one raw system call at a time, then exec. Never returns.
+/// What the child needs, prepared by the parent before the clone.
+struct ChildArgs<'a> {
+    creds: Option<&'a Creds>,
+    child: &'a Child<'a>,
+    tty: Option<&'a CStr>,
+    pipes: [RawFd; 3],
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    report: RawFd,
+    nofile: Option<libc::rlimit64>,
+}
+
+/// The entry point of a `CLONE_VM | CLONE_VFORK` child.
+extern "C" fn vfork_child(args: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `args` is the parent's `ChildArgs`, alive while it waits.
+    unsafe { exec_child(&*(args as *const ChildArgs)) }
+}
+
+/// The child's side of [`clone_child`]: new session, terminal, standard
+/// streams, working directory, open-file limit, descriptors, signals, one
+/// raw system call at a time, then exec. Never returns.
 ///
 /// # Safety
-/// Only in a child fresh from clone3, with every pointer prepared by the
+/// Only in a child fresh from clone, with every pointer prepared by the
 /// parent (no allocation, no locks, no Rust runtime past this point).
-unsafe fn exec_child(
-    creds: Option<&Creds>,
-    child: &Child,
-    tty: Option<&CStr>,
-    pipes: [RawFd; 3],
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    report: RawFd,
-) -> ! {
+unsafe fn exec_child(args: &ChildArgs) -> ! {
+    let &ChildArgs {
+        creds,
+        child,
+        tty,
+        pipes,
+        argv,
+        envp,
+        report,
+        nofile,
+    } = args;
     let fail = |step: i32| -> ! {
         let errno = *libc::__errno_location();
         let mut msg = [0u8; 8];
@@ -691,6 +639,12 @@ unsafe fn exec_child(
         }
     } else if libc::chdir(c"/".as_ptr()) < 0 {
         fail(STEP_CWD);
+    }
+    // The limit the daemon started with, not the one it raised for itself.
+    if let Some(limit) = &nofile {
+        if libc::prlimit64(0, libc::RLIMIT_NOFILE, limit, std::ptr::null_mut()) < 0 {
+            fail(STEP_LIMITS);
+        }
     }
     // Nothing of the daemon's beyond 0-2 reaches the session (the report
     // pipe stays open until exec succeeds).
@@ -820,18 +774,62 @@ fn session_members(sid: i32) -> Vec<i32> {
     out
 }
 
-/// After a crash of an earlier daemon: kills what is left of a session,
-/// but only processes that still carry its `TOLLGATE_SESSION_ID` in their
-/// environment, so a reused pid is never mistaken for the session. Returns
+/// What tells a process apart from any later one that reuses its pid, and
+/// that the process cannot rewrite: this boot's id and the process's start
+/// time in clock ticks since boot (`/proc/PID/stat`, field 22), as
+/// `BOOT_ID:TICKS`. None once the process is reaped.
+pub fn process_identity(pid: i32) -> Option<String> {
+    let boot = boot_id()?;
+    Some(format!("{boot}:{}", start_ticks(pid)?))
+}
+
+fn boot_id() -> Option<String> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+    .clone()
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks
+/// since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // rest[0] is field 3 (state); field 22 is rest[19].
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// After a crash of an earlier daemon: kills what is left of a session
+/// whose leader was `leader` with identity `identity` (from
+/// [`process_identity`] when it started). Found by what a process cannot
+/// rewrite: its kernel session id is the leader's pid and it started no
+/// earlier than the leader did, in the same boot. When the leader is still
+/// alive its start time must match, or the pid is someone else's and
+/// nothing is touched. (A descendant that made a session of its own with
+/// setsid(2) is out of reach here; per-session cgroups catch it.) Returns
 /// how many processes were killed.
-pub fn kill_orphans(session_id: &str, leader: i32) -> usize {
-    let marker = format!("TOLLGATE_SESSION_ID={session_id}");
+pub fn kill_orphans(leader: i32, identity: &str) -> usize {
+    let Some((boot, ticks)) = identity.split_once(':') else {
+        return 0;
+    };
+    let Ok(since) = ticks.parse::<u64>() else {
+        return 0;
+    };
+    if leader <= 1 || boot_id().as_deref() != Some(boot) {
+        // Another boot: nothing of that run survives.
+        return 0;
+    }
+    if let Some(t) = start_ticks(leader) {
+        if t != since {
+            return 0;
+        }
+    }
     let mut killed = 0;
     for pid in session_members(leader) {
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+        if start_ticks(pid).is_some_and(|t| t >= since)
             && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
         {
             killed += 1;

@@ -745,6 +745,8 @@ impl Task {
             }
         };
         let pid = spawned.pid;
+        // Read before anything can reap it.
+        let leader = exec::process_identity(pid);
         let tree = exec::Tree::new(pid, cgroup);
         let cgroup_path = tree.cgroup().map(|p| p.display().to_string());
         self.running = Some(Running {
@@ -766,7 +768,7 @@ impl Task {
         if let Err(e) = self
             .shared
             .db
-            .call(move |j| j.started(&id, pid as u32, detail))
+            .call(move |j| j.started(&id, pid as u32, leader, detail))
             .await
         {
             tracing::error!(session = %self.auth.id, error = %e, "could not record session start");

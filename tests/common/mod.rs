@@ -190,6 +190,15 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
         c
     }
 
+    /// Starts the daemon with a soft open-file limit of `soft` (the hard
+    /// limit stays), as the unit's LimitNOFILE=1024:262144 does.
+    pub fn spawn_with_nofile(&mut self, soft: u64) {
+        let mut c = self.serve_command();
+        lower_nofile(&mut c, soft);
+        self.child = Some(c.spawn().unwrap());
+        self.wait_listening();
+    }
+
     /// Starts (or restarts) the daemon and waits until it accepts.
     pub fn spawn(&mut self) {
         let child = self.serve_command().spawn().unwrap();
@@ -746,3 +755,32 @@ pub fn roundtrip(c: &mut TcpStream, n: usize, seed: u8) {
 }
 
 pub mod clients;
+
+/// Makes `c` start with a soft open-file limit of `soft`, hard unchanged.
+pub fn lower_nofile(c: &mut Command, soft: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only getrlimit/setrlimit between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let mut l: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            l.rlim_cur = soft.min(l.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The soft and hard open-file limits in `/proc/PID/limits` text.
+pub fn nofile_of(limits: &str) -> (String, String) {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file line in {limits:?}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
