@@ -11,21 +11,6 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn hostile(args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/hostile.py");
-    let out = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "hostile.py {args:?}: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A person's token login with the real client: how long it took.
 fn person_logs_in(s: &Server) -> Duration {
     let (_, tok) = s.issue("ops", &[]);

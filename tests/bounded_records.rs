@@ -12,32 +12,6 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 
-fn hostile(args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/hostile.py");
-    let out = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "hostile.py {:?}: {}",
-        &args[..1],
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn what_a_client_sends_is_recorded_within_its_caps_and_memory_stays_bounded() {
     let s = Server::start_with(

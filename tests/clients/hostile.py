@@ -17,6 +17,18 @@ each. Prints one JSON object.
                                 host name; then the shell counts its LC_T
                                 variables and exits 3
   bigexec PORT USER TOKEN N     an exec request of N bytes
+  garbage SRC PORT              one connection per kind of malformed
+                                pre-authentication input (random bytes,
+                                absurd packet lengths, a 10,000-byte
+                                version line, huge or lying KEXINIT name
+                                lists, bad ECDH points): how long until the
+                                server closed each
+  channels PORT USER TOKEN TOKEN2
+                                after login: a pty-req of 0xFFFFFFFF
+                                columns and rows, 2,000 extra channel
+                                opens; then with TOKEN2, 64 MiB offered to
+                                a command that never reads: how much the
+                                server took
   tokens SRC PORT USER N PAR    N wrong tokens over connections of up to 6
                                 tries, PAR at a time (paramiko); a connection
                                 refused at accept spends one of the N
@@ -343,6 +355,140 @@ def bigexec(port, user, token, n):
         t.close()
 
 
+VERSION = b"SSH-2.0-hostile_0.1\r\n"
+
+
+def kexinit_with(lists):
+    body = bytes([20]) + os.urandom(16) + b"".join(lists)
+    return packet(body + b"\x00" + b"\x00\x00\x00\x00")
+
+
+def garbage_cases():
+    names = [
+        name_list(["curve25519-sha256"]),
+        name_list(["ssh-ed25519"]),
+        name_list(["chacha20-poly1305@openssh.com"]),
+        name_list(["chacha20-poly1305@openssh.com"]),
+        name_list(["hmac-sha2-256"]),
+        name_list(["hmac-sha2-256"]),
+        name_list(["none"]),
+        name_list(["none"]),
+        name_list([]),
+        name_list([]),
+    ]
+    huge = list(names)
+    huge[0] = name_list(["x" * 60 + str(i) for i in range(3000)] + ["curve25519-sha256"])
+    lying = list(names)
+    lying[0] = struct.pack(">I", 0x7FFFFFF0) + b"curve25519-sha256"
+    ecdh = lambda q: packet(bytes([30]) + struct.pack(">I", len(q)) + q)
+    return [
+        ("random_bytes", os.urandom(4096)),
+        ("version_then_random", VERSION + os.urandom(4096)),
+        ("version_line_10000_bytes", b"SSH-2.0-" + b"v" * 10000 + b"\r\n" + kexinit()),
+        ("packet_length_ffffffff", VERSION + struct.pack(">IB", 0xFFFFFFFF, 4) + bytes(64)),
+        ("packet_length_zero", VERSION + struct.pack(">IB", 0, 4) + bytes(64)),
+        ("packet_length_35000000", VERSION + struct.pack(">IB", 35_000_000, 4) + bytes(64)),
+        ("kexinit_huge_name_list", VERSION + kexinit_with(huge)),
+        ("kexinit_lying_name_list", VERSION + kexinit_with(lying)),
+        ("kexinit_no_common_kex", VERSION + kexinit_with([name_list(["nope"])] + names[1:])),
+        ("ecdh_point_all_zero", VERSION + kexinit() + ecdh(bytes(32))),
+        ("ecdh_point_5_bytes", VERSION + kexinit() + ecdh(b"\x01\x02\x03\x04\x05")),
+        ("ecdh_point_65536_bytes", VERSION + kexinit() + ecdh(os.urandom(65536))),
+    ]
+
+
+def garbage(src, port, limit=5.0):
+    """Each case on a fresh connection: seconds from sending it until the
+    server closed the connection (None: still open after `limit`)."""
+    out = {}
+    for name, payload in garbage_cases():
+        s = connect(src, port)
+        s.settimeout(limit)
+        start = time.monotonic()
+        try:
+            s.sendall(payload)
+        except OSError:
+            pass
+        closed = None
+        got = 0
+        try:
+            while time.monotonic() - start < limit:
+                data = s.recv(65536)
+                if not data:
+                    closed = time.monotonic() - start
+                    break
+                got += len(data)
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = time.monotonic() - start
+        s.close()
+        out[name] = {"closed_after": closed, "bytes_from_server": got}
+    return out
+
+
+def channels(port, user, token, token2):
+    import paramiko
+
+    t = session(port, user, token)
+    r = {}
+    chan = t.open_session()
+    chan.get_pty(term="xterm", width=0xFFFFFFFF, height=0xFFFFFFFF,
+                 width_pixels=0xFFFFFFFF, height_pixels=0xFFFFFFFF)
+    chan.exec_command("stty size; echo done")
+    out = b""
+    end = time.time() + 20
+    while not chan.exit_status_ready() and time.time() < end:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+        else:
+            time.sleep(0.02)
+    while chan.recv_ready():
+        out += chan.recv(65536)
+    r["pty_status"] = chan.recv_exit_status()
+    r["pty_output"] = out.decode(errors="replace")
+    opened, refused = 0, 0
+    extra = []
+    for _ in range(2000):
+        try:
+            extra.append(t.open_session(timeout=10))
+            opened += 1
+        except paramiko.ChannelException:
+            refused += 1
+        except paramiko.SSHException as e:
+            r["open_error"] = str(e)
+            break
+    r["extra_opened"] = opened
+    r["extra_refused"] = refused
+    for c in extra:
+        c.close()
+    t.close()
+    # A command that never reads its input (a second token: one session
+    # per token): how much does the server take?
+    t = session(port, user, token2)
+    sink = t.open_session()
+    sink.exec_command("sleep 30")
+    sink.settimeout(0.0)
+    sent = 0
+    block = b"z" * 32768
+    idle_since = time.monotonic()
+    while sent < 64 * 1024 * 1024 and time.monotonic() - idle_since < 3:
+        try:
+            n = sink.send(block)
+        except socket.timeout:
+            n = 0
+        if n:
+            sent += n
+            idle_since = time.monotonic()
+        else:
+            time.sleep(0.01)
+    r["flood_accepted"] = sent
+    r["alive_after"] = t.is_active()
+    sink.close()
+    t.close()
+    return r
+
+
 def main():
     cmd, a = sys.argv[1], sys.argv[2:]
     if cmd == "idle":
@@ -359,6 +505,10 @@ def main():
         r = floods(a[0], a[1], a[2], int(a[3]))
     elif cmd == "bigexec":
         r = bigexec(a[0], a[1], a[2], int(a[3]))
+    elif cmd == "garbage":
+        r = garbage(a[0], a[1])
+    elif cmd == "channels":
+        r = channels(a[0], a[1], a[2], a[3])
     elif cmd == "tokens":
         r = tokens(a[0], a[1], a[2], int(a[3]), int(a[4]))
     else:

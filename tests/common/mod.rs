@@ -784,3 +784,32 @@ pub fn nofile_of(limits: &str) -> (String, String) {
     let f: Vec<&str> = line.split_whitespace().collect();
     (f[3].to_string(), f[4].to_string())
 }
+
+/// Runs `tests/clients/hostile.py` (a hostile network, see its docstring)
+/// and returns the JSON it prints.
+pub fn hostile(args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/hostile.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "hostile.py {:?}: {}",
+        &args[..args.len().min(2)],
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A process's resident memory in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
