@@ -470,6 +470,14 @@ impl Journal {
     }
 
     fn migrate(&mut self) -> Result<(), JournalError> {
+        // Read first: a journal that is up to date is not written to (an
+        // admin can still read it when the disk is full).
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current == MIGRATIONS.len() as i64 {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -62,7 +62,12 @@ fn an_end_the_full_journal_refused_is_recorded_once_there_is_room() {
             .contains("could not record the end of the session in the journal; retrying")
     });
     assert!(told.is_some(), "{}", s.log_text());
-    // (The admin commands cannot open a journal on a full disk either.)
+    // An admin can still read the journal on the full disk: the session is
+    // still active there, and what it is waiting for is in the log.
+    let out = s.cli(&["session", "show", &id, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "active", "{v:#}");
     std::thread::sleep(Duration::from_secs(2));
     // Room again: the end goes in, as it was.
     std::fs::remove_file(&filler).unwrap();
