@@ -8,8 +8,6 @@
 //! requests).
 mod common;
 use common::*;
-use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
 
 #[test]

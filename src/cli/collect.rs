@@ -7,8 +7,9 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::{load, print_json, CliError, CliResult, Output, EXIT_NOT_FOUND};
-use crate::collect::store::{valid_identifier, CollectPatch, CollectSession, NewCollect};
+use crate::collect::valid_identifier;
 use crate::config::{parse_duration, Config};
+use crate::journal::collect::{CollectPatch, CollectSession, NewCollect};
 use crate::journal::now_ms;
 use crate::webhook::{self, Endpoint, NewWebhook, WebhookSpec};
 
@@ -447,8 +448,8 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
 
 /// A request the journal refused for a reason the person can fix is a
 /// usage error; anything else is a failure.
-fn collect_error(e: crate::collect::store::CollectError) -> CliError {
-    use crate::collect::store::CollectError as E;
+fn collect_error(e: crate::journal::collect::CollectError) -> CliError {
+    use crate::journal::collect::CollectError as E;
     match e {
         E::IdentifierTaken(_) | E::NoSuchWebhook(_) => CliError::usage(e),
         E::Journal(j) => CliError::failure(j),

@@ -288,7 +288,7 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tollgate-spawn".into())
-        // It only prepares the child and clones it.
+        // It only sets up the child's arguments and clones it.
         .stack_size(64 * 1024)
         .spawn(move || {
             let child = Child {
@@ -349,7 +349,7 @@ enum ParentIo {
     Pipes(OwnedFd, OwnedFd, OwnedFd),
 }
 
-/// Everything the child needs, prepared before it exists: between clone
+/// Everything the child needs, made ready before it exists: between clone
 /// and exec nothing may be allocated.
 struct Child<'a> {
     program: &'a CString,
@@ -477,7 +477,7 @@ fn clone_child(
                 )
             };
             if pid == 0 {
-                // SAFETY: in the child; everything it touches was prepared above.
+                // SAFETY: in the child; everything it touches was made ready above.
                 unsafe { exec_child(&args) }
             }
             pid
@@ -554,7 +554,7 @@ const STEP_FDS: i32 = 6;
 const STEP_EXEC: i32 = 7;
 const STEP_LIMITS: i32 = 8;
 
-/// What the child needs, prepared by the parent before the clone.
+/// What the child needs, made ready by the parent before the clone.
 struct ChildArgs<'a> {
     creds: Option<&'a Creds>,
     child: &'a Child<'a>,
@@ -577,7 +577,7 @@ extern "C" fn vfork_child(args: *mut libc::c_void) -> libc::c_int {
 /// raw system call at a time, then exec. Never returns.
 ///
 /// # Safety
-/// Only in a child fresh from clone, with every pointer prepared by the
+/// Only in a child fresh from clone, with every pointer made ready by the
 /// parent (no allocation, no locks, no Rust runtime past this point).
 unsafe fn exec_child(args: &ChildArgs) -> ! {
     let &ChildArgs {

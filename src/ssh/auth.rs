@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::daemon::Db;
+use crate::journal::Db;
 use crate::token;
 
 /// Only this module can name it, so only [`redeem`] can build an

@@ -22,8 +22,9 @@ use russh::{MethodKind, MethodSet};
 
 use super::Progress;
 use crate::collect::keys::KeyForms;
-use crate::collect::store::{valid_identifier, CollectConnection, OpenConnection};
+use crate::collect::valid_identifier;
 use crate::daemon::Shared;
+use crate::journal::collect::{CollectConnection, OpenConnection};
 use crate::journal::JournalError;
 
 /// Why a `must_confirm` connection that proved keys kept none.

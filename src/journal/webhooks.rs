@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::journal::{append_event, fmt_time, now_ms, Journal, JournalError};
+use super::{append_event, fmt_time, now_ms, Journal, JournalError};
 use crate::webhook::{backoff, Attempt, Due};
 
 /// One delivery with every attempt, for the CLI.

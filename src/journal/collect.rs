@@ -5,8 +5,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::json;
 
-use super::keys::KeyForms;
-use crate::journal::{append_event, fmt_time, now_ms, Journal, JournalError};
+use super::{append_event, fmt_time, now_ms, Journal, JournalError};
+use crate::collect::keys::KeyForms;
+use crate::collect::random_identifier;
 use crate::webhook::{NewWebhook, WebhookSpec};
 
 /// What `collect create` asks for.
@@ -90,32 +91,6 @@ pub struct CollectedKey {
     pub public_key_pem: String,
     pub public_key_ssh: String,
     pub public_key_openssh: String,
-}
-
-/// A user name that can be typed as `ssh NAME@host` and never collides
-/// with a token's login user by accident: 3 to 64 of `a-z 0-9 . _ -`.
-pub fn valid_identifier(s: &str) -> bool {
-    (3..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-/// 12 random characters from `a-z0-9` (about 62 bits): unguessable.
-pub fn random_identifier() -> std::io::Result<String> {
-    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut raw = [0u8; 12];
-    getrandom::fill(&mut raw).map_err(std::io::Error::other)?;
-    // 252 = 7 × 36: reject above it so every character is equally likely.
-    let mut out = String::with_capacity(12);
-    let mut extra = [0u8; 1];
-    for mut b in raw {
-        while b >= 252 {
-            getrandom::fill(&mut extra).map_err(std::io::Error::other)?;
-            b = extra[0];
-        }
-        out.push(ALPHABET[(b % 36) as usize] as char);
-    }
-    Ok(out)
 }
 
 const COLUMNS: &str = "id, connection_identifier, status, created_at, updated_at, expired_at, external_id, multi_connection, multi_key, must_confirm, ssh_banner, ssh_message";
@@ -732,20 +707,4 @@ fn io_error(e: std::io::Error) -> JournalError {
 /// A fresh row id with `prefix`.
 fn new_id(prefix: &str) -> Result<String, JournalError> {
     crate::token::random_id(prefix).map_err(io_error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_are_random_and_valid() {
-        let a = random_identifier().unwrap();
-        let b = random_identifier().unwrap();
-        assert_ne!(a, b);
-        assert!(valid_identifier(&a) && a.len() == 12, "{a}");
-        assert!(
-            !valid_identifier("Ab") && !valid_identifier("a b c") && valid_identifier("k7q2m9x4")
-        );
-    }
 }

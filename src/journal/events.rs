@@ -1,0 +1,53 @@
+//! The append-only event log: what every step of every session left behind.
+use rusqlite::{params, Row};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{fmt_time, Journal, JournalError};
+
+/// One journal event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at: String,
+    pub session_id: Option<String>,
+    pub kind: String,
+    pub detail: Value,
+}
+
+fn event_row(r: &Row) -> rusqlite::Result<Event> {
+    let detail: String = r.get(4)?;
+    Ok(Event {
+        seq: r.get(0)?,
+        at: fmt_time(r.get(1)?),
+        session_id: r.get(2)?,
+        kind: r.get(3)?,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+    })
+}
+
+impl Journal {
+    /// The sequence number of the newest event (0 when there is none).
+    pub fn last_event_seq(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Events after `after_seq`, oldest first, optionally for one session.
+    pub fn events(
+        &self,
+        session: Option<&str>,
+        after_seq: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<Event>, JournalError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, at, session_id, kind, detail FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR session_id = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![after_seq, session, limit.unwrap_or(-1)], event_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,338 @@
+//! The journal: one SQLite file holding sessions and an append-only event
+//! log. It is also the interface between the admin CLI and the daemon: the
+//! CLI writes here, the daemon notices through `PRAGMA data_version`.
+//!
+//! Tokens never reach this module in plaintext; only their SHA-256.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+pub mod collect;
+mod drains;
+mod events;
+mod schema;
+mod sessions;
+pub mod webhooks;
+mod writer;
+
+pub use drains::DrainRow;
+pub use events::Event;
+pub use sessions::{CancelOutcome, Ending, NewSession, Redeemed, SessionRow, StaleSession};
+pub use writer::Db;
+
+/// Errors from the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("journal {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("journal {path}: permission denied; {hint}")]
+    Denied { path: String, hint: String },
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal schema version {found} is newer than this tollgate understands ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn fmt_time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A new journal in a directory its group may write (the unit's
+/// `StateDirectory`, group `tollgate`, mode 2770) is that group's too, mode
+/// 0660: its members may run the admin commands. Anywhere else it stays
+/// 0600. SQLite gives the `-wal` and `-shm` files the journal's mode and,
+/// when root makes them, its owner and group.
+fn share_with_group(path: &Path, file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.metadata()?,
+        None => Path::new(".").metadata()?,
+    };
+    if dir.mode() & 0o020 == 0 {
+        return Ok(());
+    }
+    if file.metadata()?.gid() != dir.gid() {
+        std::os::unix::fs::fchown(file, None, Some(dir.gid()))?;
+    }
+    // Explicitly: the unit's UMask=0077 would have taken the group's bits.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o660))
+}
+
+/// When the journal or its directory is out of this user's reach: who may
+/// use it instead.
+fn denied(path: &Path) -> Option<JournalError> {
+    use nix::unistd::{access, AccessFlags};
+    use std::os::unix::fs::MetadataExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let blocked = access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+        .err()
+        .or_else(|| access(path, AccessFlags::R_OK | AccessFlags::W_OK).err());
+    if blocked != Some(nix::errno::Errno::EACCES) {
+        return None;
+    }
+    let meta = dir.metadata().ok();
+    let group = meta
+        .as_ref()
+        .filter(|m| m.mode() & 0o070 == 0o070)
+        .and_then(|m| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten());
+    let hint = match group {
+        Some(g) => format!(
+            "run this as root or as a member of group \"{}\", which may use it",
+            g.name
+        ),
+        None => format!(
+            "only root may use it ({} is not shared with a group; see FILES in tollgate(8))",
+            dir.display()
+        ),
+    };
+    Some(JournalError::Denied {
+        path: path.display().to_string(),
+        hint,
+    })
+}
+
+/// An open journal.
+pub struct Journal {
+    conn: Connection,
+}
+
+impl Journal {
+    /// Opens (creating it if missing: mode 0600, or 0660 in a directory its
+    /// group may write) and migrates the journal.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Self::open_as_is(path).map_err(|e| denied(path).unwrap_or(e))
+    }
+
+    fn open_as_is(path: &Path) -> Result<Journal, JournalError> {
+        let p = path.display().to_string();
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| JournalError::Io {
+                    path: p.clone(),
+                    source: e,
+                })?;
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            match created {
+                Ok(file) => share_with_group(path, &file).map_err(|e| JournalError::Io {
+                    path: p.clone(),
+                    source: e,
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(JournalError::Io {
+                        path: p.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        let conn = Connection::open(path).map_err(|e| JournalError::Open {
+            path: p.clone(),
+            source: e,
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL lets the CLI write while the daemon reads; FULL makes every
+        // commit durable (a redeemed token stays redeemed after power loss).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| JournalError::Open { path: p, source: e })?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut j = Journal { conn };
+        j.migrate()?;
+        Ok(j)
+    }
+
+    /// Opens a write transaction that several calls then share (group
+    /// commit): each call runs in a savepoint of its own inside it.
+    pub(super) fn begin_batch(&mut self) -> Result<(), JournalError> {
+        self.run_cached("BEGIN IMMEDIATE")
+    }
+
+    /// Runs a parameterless statement, prepared once per connection.
+    fn run_cached(&self, sql: &str) -> Result<(), JournalError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// Marks where one call of a batch begins.
+    pub(super) fn begin_call(&mut self) -> Result<(), JournalError> {
+        self.run_cached("SAVEPOINT call")
+    }
+
+    /// Ends one call of a batch: keeps its writes, or undoes them alone.
+    pub(super) fn end_call(&mut self, keep: bool) -> Result<(), JournalError> {
+        if !keep {
+            self.run_cached("ROLLBACK TO call")?;
+        }
+        self.run_cached("RELEASE call")
+    }
+
+    /// Commits the batch (one fsync for all of it); rolls back on failure.
+    pub(super) fn commit_batch(&mut self) -> Result<(), JournalError> {
+        if let Err(e) = self.run_cached("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Changes whenever another connection commits (cheap to poll).
+    pub fn data_version(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Appends one event outside any other write.
+    pub fn event(
+        &self,
+        session: Option<&str>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), JournalError> {
+        append_event(&self.conn, now_ms(), session, kind, &detail)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn append_event(
+    conn: &Connection,
+    at: i64,
+    session: Option<&str>,
+    kind: &str,
+    detail: &Value,
+) -> rusqlite::Result<()> {
+    let mut text = detail.to_string();
+    // No event is ever much bigger than its caps allow, whoever wrote it.
+    if text.len() > crate::text::VALUE_MAX {
+        let mut capped = detail.clone();
+        crate::text::clip_json(&mut capped);
+        text = capped.to_string();
+    }
+    conn.prepare_cached(
+        "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![at, session, kind, text])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_journal() -> (tempdir::Dir, Journal) {
+        let d = tempdir::Dir::new();
+        let j = Journal::open(&d.path.join("j.db")).unwrap();
+        (d, j)
+    }
+
+    mod tempdir {
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Dir {
+                let path = std::env::temp_dir().join(crate::token::random_id("tg-unit-").unwrap());
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    fn issue(j: &mut Journal, id: &str, hash: &str, ttl: Duration) {
+        j.issue(&NewSession {
+            id,
+            token_sha256: hash,
+            profile: "p",
+            login_user: "u",
+            command: None,
+            reason: None,
+            ttl,
+            max_duration: Duration::from_secs(60),
+            target: None,
+            connection_limit: None,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn redeem_once_then_never_again() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        assert!(j.redeem("h1", "wrong-user", "a").unwrap().is_none());
+        assert!(j.redeem("h1", "u", "a").unwrap().is_some());
+        assert!(j.redeem("h1", "u", "a").unwrap().is_none());
+        assert_eq!(j.get("s1").unwrap().unwrap().state, "active");
+    }
+
+    #[test]
+    fn expired_and_canceled_tokens_do_not_redeem() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::ZERO);
+        assert!(j.redeem("h1", "u", "a").unwrap().is_none());
+        assert_eq!(j.expire_due().unwrap(), vec!["s1".to_string()]);
+        issue(&mut j, "s2", "h2", Duration::from_secs(60));
+        assert_eq!(j.cancel("s2").unwrap(), Some(CancelOutcome::Voided));
+        assert_eq!(j.cancel("s2").unwrap(), Some(CancelOutcome::AlreadyOver));
+        assert!(j.redeem("h2", "u", "a").unwrap().is_none());
+        assert_eq!(j.cancel("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn events_cannot_be_rewritten() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        assert!(j.conn.execute("DELETE FROM events", []).is_err());
+        assert!(j.conn.execute("UPDATE events SET kind = 'x'", []).is_err());
+        assert_eq!(j.events(Some("s1"), 0, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stale_sessions_are_closed_on_recovery() {
+        let (_d, mut j) = temp_journal();
+        issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        j.redeem("h1", "u", "a").unwrap().unwrap();
+        let stale = j.recover_stale().unwrap();
+        assert_eq!(stale.len(), 1);
+        let row = j.get("s1").unwrap().unwrap();
+        assert_eq!(
+            (row.state.as_str(), row.end_reason.as_deref()),
+            ("terminated", Some("daemon_stopped"))
+        );
+    }
+}

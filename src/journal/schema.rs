@@ -1,0 +1,184 @@
+//! The journal's schema: migrations numbered by `PRAGMA user_version`, applied
+//! in one transaction when the journal is opened.
+use super::{Journal, JournalError};
+
+/// Schema migrations; `PRAGMA user_version` is the index of the last applied.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE sessions (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending','active','canceling','terminated','expired')),
+    token_sha256    TEXT NOT NULL UNIQUE,
+    profile         TEXT,
+    login_user      TEXT NOT NULL,
+    command         TEXT,
+    reason          TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    max_duration_ms INTEGER NOT NULL,
+    started_at      INTEGER,
+    ended_at        INTEGER,
+    end_reason      TEXT,
+    exit_status     INTEGER,
+    exit_signal     TEXT,
+    client_addr     TEXT,
+    pid             INTEGER,
+    bytes_in        INTEGER NOT NULL DEFAULT 0,
+    bytes_out       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_state ON sessions(state);
+CREATE TABLE events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    session_id TEXT,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_session ON events(session_id, seq);
+CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"#,
+    r#"
+CREATE TABLE drains (
+    name                TEXT PRIMARY KEY,
+    url                 TEXT NOT NULL,
+    connected           INTEGER NOT NULL,
+    delivered           INTEGER NOT NULL,
+    queued              INTEGER NOT NULL,
+    queued_bytes        INTEGER NOT NULL,
+    dropped             INTEGER NOT NULL,
+    dropped_bytes       INTEGER NOT NULL,
+    failures            INTEGER NOT NULL,
+    last_error          TEXT,
+    event_seq           INTEGER NOT NULL,
+    daemon_pid          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE collect_sessions (
+    id                    TEXT PRIMARY KEY,
+    connection_identifier TEXT NOT NULL UNIQUE,
+    status                TEXT NOT NULL CHECK (status IN ('pending','completed')),
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL,
+    expired_at            INTEGER,
+    deleted_at            INTEGER,
+    external_id           TEXT,
+    multi_connection      INTEGER NOT NULL,
+    multi_key             INTEGER NOT NULL,
+    must_confirm          INTEGER NOT NULL,
+    ssh_banner            TEXT,
+    ssh_message           TEXT
+);
+CREATE TABLE collect_connections (
+    id             TEXT PRIMARY KEY,
+    collect_id     TEXT NOT NULL REFERENCES collect_sessions(id),
+    client_version TEXT,
+    ip_address     TEXT,
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX collect_connections_by_session ON collect_connections(collect_id, created_at);
+CREATE TABLE collect_keys (
+    id                   TEXT PRIMARY KEY,
+    collect_id           TEXT NOT NULL REFERENCES collect_sessions(id),
+    connection_id        TEXT NOT NULL REFERENCES collect_connections(id),
+    created_at           INTEGER NOT NULL,
+    public_key_algorithm TEXT NOT NULL,
+    public_key_md5       TEXT NOT NULL,
+    public_key_sha256    TEXT NOT NULL,
+    public_key_pem       TEXT NOT NULL,
+    public_key_ssh       TEXT NOT NULL,
+    public_key_openssh   TEXT NOT NULL
+);
+CREATE INDEX collect_keys_by_connection ON collect_keys(connection_id, created_at);
+"#,
+    r#"
+CREATE TABLE collect_webhooks (
+    id                 TEXT PRIMARY KEY,
+    collect_id         TEXT NOT NULL REFERENCES collect_sessions(id),
+    url                TEXT NOT NULL,
+    method             TEXT NOT NULL CHECK (method IN ('post','put','patch')),
+    headers            TEXT NOT NULL,
+    events             TEXT NOT NULL,
+    retries            INTEGER NOT NULL,
+    initial_backoff    INTEGER NOT NULL,
+    backoff_multiplier REAL NOT NULL,
+    secret             TEXT,
+    created_at         INTEGER NOT NULL,
+    removed_at         INTEGER
+);
+CREATE INDEX collect_webhooks_by_session ON collect_webhooks(collect_id);
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL REFERENCES collect_webhooks(id),
+    collect_id      TEXT NOT NULL REFERENCES collect_sessions(id),
+    event           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending','delivered','failed','canceled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+CREATE INDEX webhook_deliveries_by_session ON webhook_deliveries(collect_id, created_at);
+CREATE TABLE webhook_attempts (
+    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id),
+    n           INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, n)
+);
+"#,
+    r#"
+ALTER TABLE sessions ADD COLUMN target TEXT;
+ALTER TABLE sessions ADD COLUMN connection_limit INTEGER;
+ALTER TABLE sessions ADD COLUMN forwards INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE TABLE daemon_health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    checked_at INTEGER NOT NULL
+);
+"#,
+    r#"
+ALTER TABLE sessions ADD COLUMN leader TEXT;
+"#,
+];
+
+impl Journal {
+    pub(super) fn migrate(&mut self) -> Result<(), JournalError> {
+        // Read first: a journal that is up to date is not written to (an
+        // admin can still read it when the disk is full).
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current == MIGRATIONS.len() as i64 {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(JournalError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,427 @@
+//! Sessions: issued with a token's hash, redeemed once, started, finished,
+//! canceled, expired, and closed at start-up when an earlier run left them live.
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+use super::{append_event, fmt_time, now_ms, Journal, JournalError};
+
+/// A session an earlier run left live, found at start-up.
+#[derive(Debug)]
+pub struct StaleSession {
+    pub id: String,
+    pub pid: Option<i64>,
+    /// The leader's identity when it started (`exec::process_identity`).
+    pub leader: Option<String>,
+}
+
+/// A session row as the CLI shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub profile: Option<String>,
+    pub login_user: String,
+    pub command: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub max_duration_s: i64,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    pub exit_status: Option<i64>,
+    pub exit_signal: Option<String>,
+    pub client_addr: Option<String>,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    /// Tunnel sessions: the target, its per-session connection limit, and
+    /// how many connections were forwarded.
+    pub target: Option<String>,
+    pub connection_limit: Option<u32>,
+    pub forwards: i64,
+}
+
+const SESSION_COLUMNS: &str = "id, kind, state, profile, login_user, command, reason, created_at, expires_at, max_duration_ms, started_at, ended_at, end_reason, exit_status, exit_signal, client_addr, bytes_in, bytes_out, target, connection_limit, forwards";
+
+fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
+    let opt_time = |i: usize| -> rusqlite::Result<Option<String>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(fmt_time))
+    };
+    Ok(SessionRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        state: r.get(2)?,
+        profile: r.get(3)?,
+        login_user: r.get(4)?,
+        command: r.get(5)?,
+        reason: r.get(6)?,
+        created_at: fmt_time(r.get(7)?),
+        expires_at: fmt_time(r.get(8)?),
+        max_duration_s: r.get::<_, i64>(9)? / 1000,
+        started_at: opt_time(10)?,
+        ended_at: opt_time(11)?,
+        end_reason: r.get(12)?,
+        exit_status: r.get(13)?,
+        exit_signal: r.get(14)?,
+        client_addr: r.get(15)?,
+        bytes_in: r.get(16)?,
+        bytes_out: r.get(17)?,
+        target: r.get(18)?,
+        connection_limit: r.get(19)?,
+        forwards: r.get(20)?,
+    })
+}
+
+/// What `issue` needs.
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub token_sha256: &'a str,
+    pub profile: &'a str,
+    pub login_user: &'a str,
+    pub command: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub ttl: Duration,
+    pub max_duration: Duration,
+    /// A tunnel session: the target's name (then `profile` is empty).
+    pub target: Option<&'a str>,
+    pub connection_limit: Option<u32>,
+}
+
+/// What a successful redemption hands to the daemon.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub id: String,
+    pub profile: String,
+    pub command: Option<String>,
+    pub max_duration: Duration,
+    pub target: Option<String>,
+    pub connection_limit: Option<u32>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Default)]
+pub struct Ending {
+    pub reason: String,
+    pub exit_status: Option<i64>,
+    pub exit_signal: Option<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Connections forwarded (tunnel sessions).
+    pub forwards: u64,
+}
+
+/// Result of `cancel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// A pending token was voided at once.
+    Voided,
+    /// An active session was marked `canceling`; the daemon ends it.
+    Requested,
+    /// Nothing to do: already canceling, terminated or expired.
+    AlreadyOver,
+}
+
+impl Journal {
+    /// Creates a pending session for a token (given as its hash).
+    pub fn issue(&mut self, s: &NewSession) -> Result<SessionRow, JournalError> {
+        let tx = self.conn.transaction()?;
+        let row = insert_session(&tx, s)?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// Creates many pending sessions in one transaction (one fsync).
+    pub fn issue_many(&mut self, sessions: &[NewSession]) -> Result<(), JournalError> {
+        let tx = self.conn.transaction()?;
+        for s in sessions {
+            insert_session(&tx, s)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The one conditional UPDATE that decides a login: of any number of
+    /// concurrent attempts with the same token exactly one gets a row back.
+    /// Wrong token, wrong user, used, expired and canceled all give `None`.
+    pub fn redeem(
+        &mut self,
+        token_sha256: &str,
+        login_user: &str,
+        client_addr: &str,
+    ) -> Result<Option<Redeemed>, JournalError> {
+        let now = now_ms();
+        let tx = self.conn.savepoint()?;
+        let won = tx
+            .prepare_cached(
+                "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
+                 WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
+                 RETURNING id, profile, command, max_duration_ms, target, connection_limit",
+            )?
+            .query_row(
+                params![now, client_addr, token_sha256, login_user],
+                |r| {
+                    Ok(Redeemed {
+                        id: r.get(0)?,
+                        profile: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        command: r.get(2)?,
+                        max_duration: Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                        target: r.get(4)?,
+                        connection_limit: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?;
+        match &won {
+            Some(r) => append_event(
+                &tx,
+                now,
+                Some(&r.id),
+                "session.redeemed",
+                &json!({"client_addr": client_addr, "login_user": login_user}),
+            )?,
+            None => append_event(
+                &tx,
+                now,
+                None,
+                "auth.failed",
+                &json!({"client_addr": client_addr,
+                        "login_user": crate::text::clip(login_user, crate::text::USER_MAX)}),
+            )?,
+        }
+        tx.commit()?;
+        Ok(won)
+    }
+
+    /// Records that the session's process started: its pid and the
+    /// leader's identity (boot id and start time), to find what is left of
+    /// it after a crash.
+    pub fn started(
+        &mut self,
+        id: &str,
+        pid: u32,
+        leader: Option<String>,
+        detail: Value,
+    ) -> Result<(), JournalError> {
+        let tx = self.conn.savepoint()?;
+        tx.prepare_cached("UPDATE sessions SET pid = ?2, leader = ?3 WHERE id = ?1")?
+            .execute(params![id, pid, leader])?;
+        append_event(&tx, now_ms(), Some(id), "session.started", &detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a session terminated with why, status and byte counts, and
+    /// records its exit (when a process ran) and its end as events.
+    pub fn finish(&mut self, id: &str, end: &Ending) -> Result<(), JournalError> {
+        let now = now_ms();
+        let tx = self.conn.savepoint()?;
+        tx.prepare_cached(
+            "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
+                    exit_signal = ?5, bytes_in = ?6, bytes_out = ?7, forwards = ?8
+             WHERE id = ?1 AND state IN ('active', 'canceling')",
+        )?
+        .execute(params![
+                id,
+                now,
+                end.reason,
+                end.exit_status,
+                end.exit_signal,
+                end.bytes_in as i64,
+                end.bytes_out as i64,
+                end.forwards as i64
+            ],
+        )?;
+        if end.exit_status.is_some() || end.exit_signal.is_some() {
+            append_event(
+                &tx,
+                now,
+                Some(id),
+                "session.exited",
+                &json!({"exit_status": end.exit_status, "exit_signal": end.exit_signal}),
+            )?;
+        }
+        append_event(
+            &tx,
+            now,
+            Some(id),
+            "session.terminated",
+            &json!({"reason": end.reason, "exit_status": end.exit_status, "exit_signal": end.exit_signal,
+                    "bytes_in": end.bytes_in, "bytes_out": end.bytes_out}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Cancels a session; idempotent. `Ok(None)` when there is no such id.
+    pub fn cancel(&mut self, id: &str) -> Result<Option<CancelOutcome>, JournalError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM sessions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let outcome = match state.as_deref() {
+            None => return Ok(None),
+            Some("pending") => {
+                tx.execute(
+                    "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = 'canceled' WHERE id = ?1",
+                    params![id, now],
+                )?;
+                append_event(
+                    &tx,
+                    now,
+                    Some(id),
+                    "session.canceled",
+                    &json!({"while": "pending"}),
+                )?;
+                CancelOutcome::Voided
+            }
+            Some("active") => {
+                tx.execute(
+                    "UPDATE sessions SET state = 'canceling' WHERE id = ?1",
+                    [id],
+                )?;
+                append_event(&tx, now, Some(id), "session.cancel_requested", &json!({}))?;
+                CancelOutcome::Requested
+            }
+            Some(_) => CancelOutcome::AlreadyOver,
+        };
+        tx.commit()?;
+        Ok(Some(outcome))
+    }
+
+    /// Ids of sessions the CLI asked to cancel.
+    pub fn canceling(&self) -> Result<Vec<String>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM sessions WHERE state = 'canceling'")?;
+        let ids = st
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Moves pending sessions whose token TTL has passed to `expired`.
+    pub fn expire_due(&mut self) -> Result<Vec<String>, JournalError> {
+        let now = now_ms();
+        let tx = self.conn.savepoint()?;
+        let ids = {
+            let mut st = tx.prepare(
+                "UPDATE sessions SET state = 'expired', ended_at = ?1, end_reason = 'expired'
+                 WHERE state = 'pending' AND expires_at <= ?1 RETURNING id",
+            )?;
+            let ids = st
+                .query_map([now], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            ids
+        };
+        for id in &ids {
+            append_event(&tx, now, Some(id), "session.expired", &json!({}))?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// On daemon start: sessions an earlier run left live can't be resumed.
+    /// Returns their ids, recorded pids and leader identities.
+    pub fn recover_stale(&mut self) -> Result<Vec<StaleSession>, JournalError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let rows = {
+            let mut st = tx.prepare(
+                "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
+                 WHERE state IN ('active', 'canceling') RETURNING id, pid, leader",
+            )?;
+            let rows = st
+                .query_map([now], |r| {
+                    Ok(StaleSession {
+                        id: r.get(0)?,
+                        pid: r.get(1)?,
+                        leader: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        for StaleSession { id, .. } in &rows {
+            append_event(
+                &tx,
+                now,
+                Some(id),
+                "session.terminated",
+                &json!({"reason": "daemon_stopped", "found_at_startup": true}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(rows)
+    }
+
+    /// All sessions, newest first, optionally in one state.
+    pub fn list(&self, state: Option<&str>) -> Result<Vec<SessionRow>, JournalError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
+        ))?;
+        let rows = st
+            .query_map([state], session_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One session.
+    pub fn get(&self, id: &str) -> Result<Option<SessionRow>, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                [id],
+                session_row,
+            )
+            .optional()?)
+    }
+}
+
+fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, JournalError> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at,
+             max_duration_ms, target, connection_limit)
+         VALUES (?1, ?10, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?12)",
+        params![
+            s.id,
+            s.token_sha256,
+            (!s.profile.is_empty()).then_some(s.profile),
+            s.login_user,
+            s.command,
+            s.reason,
+            now,
+            now + s.ttl.as_millis() as i64,
+            s.max_duration.as_millis() as i64,
+            if s.target.is_some() { "tunnel" } else { "ephemeral" },
+            s.target,
+            s.connection_limit
+        ],
+    )?;
+    append_event(
+        tx,
+        now,
+        Some(s.id),
+        "session.issued",
+        &json!({"profile": (!s.profile.is_empty()).then_some(s.profile), "target": s.target,
+                "connection_limit": s.connection_limit, "login_user": s.login_user, "command": s.command,
+                "reason": s.reason, "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
+    )?;
+    let row = tx.query_row(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+        [s.id],
+        session_row,
+    )?;
+    Ok(row)
+}

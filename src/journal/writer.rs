@@ -1,0 +1,105 @@
+//! The journal as the daemon's tasks use it: one thread owns the connection
+//! and runs queued calls in batches (group commit).
+
+use super::{Journal, JournalError};
+
+/// The journal as the daemon's tasks use it: one thread owns the
+/// connection and runs queued calls in batches, each batch one transaction
+/// with one fsync (group commit). Every call still gets its own savepoint,
+/// so one failing call does not undo the others, and none is answered
+/// before its batch is durable.
+#[derive(Clone)]
+pub struct Db {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Runs a call (saying whether it succeeded), then reports the batch's
+/// commit result to its caller.
+type Job = Box<dyn FnOnce(&mut Journal) -> (bool, Report) + Send>;
+type Report = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Calls in one batch at most.
+const BATCH: usize = 256;
+
+impl Db {
+    /// Starts the journal thread.
+    pub fn new(mut j: Journal) -> Db {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tollgate-journal".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let began = j.begin_batch();
+                    let mut broken = began.as_ref().err().map(|e| e.to_string());
+                    let mut reports = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        if let Err(e) = j.begin_call() {
+                            broken.get_or_insert(e.to_string());
+                        }
+                        let (ok, report) = job(&mut j);
+                        if let Err(e) = j.end_call(ok) {
+                            broken.get_or_insert(e.to_string());
+                        }
+                        reports.push(report);
+                    }
+                    let outcome = match broken {
+                        None => j.commit_batch().err().map(|e| e.to_string()),
+                        Some(e) => {
+                            let _ = j.commit_batch();
+                            Some(e)
+                        }
+                    };
+                    for report in reports {
+                        report(outcome.as_deref());
+                    }
+                }
+            })
+            .expect("cannot start the journal thread");
+        Db { jobs: tx }
+    }
+
+    /// Runs `f` with the journal on the journal thread; returns once the
+    /// batch it ran in is committed.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, JournalError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |j: &mut Journal| {
+            let result = f(j);
+            let ok = result.is_ok();
+            let report: Report = Box::new(move |commit_error: Option<&str>| {
+                let _ = tx.send(match commit_error {
+                    None => result,
+                    Some(e) => Err(JournalError::Io {
+                        path: "journal".into(),
+                        source: std::io::Error::other(format!("commit failed: {e}")),
+                    }),
+                });
+            });
+            (ok, report)
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(JournalError::gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(JournalError::gone()))
+    }
+}
+
+impl JournalError {
+    /// The thread or task that held the journal is gone.
+    pub fn gone() -> JournalError {
+        JournalError::Io {
+            path: "journal".into(),
+            source: std::io::Error::other("the journal thread is gone"),
+        }
+    }
+}
