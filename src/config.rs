@@ -231,6 +231,17 @@ impl Config {
             problems: vec![Problem { line, col, message }],
         };
         let bytes = std::fs::read(path).map_err(|e| err(0, 0, format!("cannot read: {e}")))?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Parse and validate the bytes of a file read from `path`: a file
+    /// that is not UTF-8, holds a NUL or says nothing is refused at its
+    /// position.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Config, ConfigError> {
+        let err = |line: usize, col: usize, message: String| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem { line, col, message }],
+        };
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {

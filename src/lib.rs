@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod drain;
 pub mod exec;
+pub mod fuzzing;
 pub mod journal;
 pub mod logging;
 pub mod notify;

@@ -3,7 +3,7 @@
 //! TLS, one request per connection), and the daemon's worker that sends
 //! due deliveries and records every attempt in the journal. Deliveries are
 //! created in the same transaction as the collect step they report
-//! (`collect::store`), so none is lost and a restart resumes them.
+//! (`journal::collect`), so none is lost and a restart resumes them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -355,14 +355,20 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
     }
-    let line = String::from_utf8_lossy(&buf);
+    response_status(&buf)
+}
+
+/// What a receiver's first bytes (up to its status line) come to: its 2xx
+/// status, or the status and error otherwise. Any bytes at all.
+pub fn response_status(buf: &[u8]) -> Result<u16, (Option<u16>, String)> {
+    let line = String::from_utf8_lossy(buf);
     let line = line.lines().next().unwrap_or("");
     let code = status_code(line).ok_or_else(|| {
         (
             None,
             format!(
                 "not an HTTP response: {:?}",
-                line.chars().take(80).collect::<String>()
+                crate::text::escape_controls(&line.chars().take(80).collect::<String>())
             ),
         )
     })?;
