@@ -2000,27 +2000,12 @@ mod tests {
             d.login_line("ops"),
             "ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -p 2222 ops@127.0.0.1"
         );
-        let t = Target {
-            host: "10.0.0.5".into(),
-            port: 22,
-            max_duration: None,
-            connection_limit: None,
-            ssh: true,
-        };
-        let (l, j) = crate::ssh::tunnel::lines(&d, "ops", "inner", &t);
-        assert_eq!(l, "ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -N -L 10022:inner:22 -p 2222 ops@127.0.0.1");
-        assert_eq!(
-            j.unwrap(),
-            "ssh -o ProxyCommand=\"ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -p 2222 -W %h:%p ops@127.0.0.1\" USER@inner"
-        );
         let plain = Config::parse(
             Path::new("t.toml"),
             "[server]\nlisten = [\"127.0.0.1:22\"]\n",
         )
         .unwrap();
         assert_eq!(plain.destination().login_line("ops"), "ssh ops@127.0.0.1");
-        let (_, j) = crate::ssh::tunnel::lines(&plain.destination(), "ops", "inner", &t);
-        assert_eq!(j.unwrap(), "ssh -J ops@127.0.0.1 USER@inner");
         let p = problems("[server]\npublic_known_hosts = \"/tmp/$(id)\"\n");
         assert!(
             p[0].starts_with(

@@ -5,143 +5,61 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 
-use crate::cli::{CliError, CliResult};
-use crate::config::Config;
-use crate::drain::deliver::{Drain, Stats};
+use crate::config::{Config, ConfigError};
+use crate::drain::deliver::Stats;
 use crate::drain::syslog::Origin;
 use crate::drain::tee::{encode_event, Sink};
 use crate::exec::cgroup::Containment;
-use crate::journal::{Db, DrainRow, Journal, JournalError};
-use crate::ssh::session::EndReason;
+use crate::journal::EventKind;
+use crate::journal::{Db, DrainRow, EndReason, Journal, JournalError};
+use crate::state::{start_sink, Current, Shared};
 
-/// State every connection can reach. A reload makes a new one (new config,
-/// drains and SSH settings) around the same journal, live-session registry
-/// and webhook wake-up; a connection keeps the one it was accepted under,
-/// so a reload never changes a live session.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: Db,
-    /// Every configured drain, and how messages say where they come from.
-    pub drains: Arc<Vec<Sink>>,
-    pub origin: Arc<Origin>,
-    /// russh's settings: host keys, ciphers, authentication attempts.
-    pub russh: Arc<russh::server::Config>,
-    /// Per drain (same order): journal events up to this sequence number
-    /// were delivered by an earlier run and are not offered again.
-    resume_after: Vec<i64>,
-    /// The last journal event offered to the drains.
-    sent_seq: Arc<Mutex<i64>>,
-    /// Live sessions by id: where to send a request to end.
-    live: Arc<Mutex<HashMap<String, UnboundedSender<EndReason>>>>,
-    /// Wakes the webhook worker when a collect step created deliveries.
-    pub webhooks: Arc<tokio::sync::Notify>,
-    /// Per-session cgroups or process groups, decided at startup.
-    pub containment: Arc<Containment>,
-    /// Admission control: pending connections and penalties, kept across
-    /// reloads (a reload changes only the policy).
-    pub admission: Arc<crate::admission::Admission>,
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The configuration file has problems (`FILE:LINE:COL: …`, one a line).
+    Config(ConfigError),
+    /// The journal cannot be opened or written.
+    Journal(JournalError),
+    /// Anything else, said in full.
+    Failed(String),
 }
 
-impl Shared {
-    /// Makes a live session reachable for cancel and shutdown.
-    pub fn register(&self, id: &str, stop: UnboundedSender<EndReason>) {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), stop);
+impl DaemonError {
+    fn failed(message: impl std::fmt::Display) -> DaemonError {
+        DaemonError::Failed(message.to_string())
     }
+}
 
-    pub fn unregister(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-    }
-
-    fn end(&self, id: &str, reason: EndReason) -> bool {
-        match self.live.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
-            Some(tx) => tx.send(reason).is_ok(),
-            None => false,
-        }
-    }
-
-    fn end_all(&self, reason: EndReason) {
-        for tx in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            let _ = tx.send(reason);
-        }
-    }
-
-    fn live_count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// The same daemon under `config`: drains whose settings did not change
-    /// keep their queue and connection, new ones start with the events from
-    /// now on.
-    fn next(&self, config: Arc<Config>, russh: russh::server::Config) -> Shared {
-        self.admission.set_policy(config.server.admission.clone());
-        let now = *self.sent_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let (drains, resume_after) = config
-            .drains
-            .iter()
-            .map(|d| {
-                let kept = self
-                    .config
-                    .drains
-                    .iter()
-                    .zip(self.drains.iter().zip(&self.resume_after))
-                    .find(|(old, _)| {
-                        old.spec == d.spec
-                            && old.target == d.target
-                            && old.queue_bytes == d.queue_bytes
-                    });
-                match kept {
-                    Some((_, (sink, &after))) => (sink.clone(), after),
-                    None => (start_sink(d), now),
-                }
-            })
-            .unzip();
-        Shared {
-            config,
-            db: self.db.clone(),
-            drains: Arc::new(drains),
-            origin: self.origin.clone(),
-            russh: Arc::new(russh),
-            resume_after,
-            sent_seq: self.sent_seq.clone(),
-            live: self.live.clone(),
-            webhooks: self.webhooks.clone(),
-            containment: self.containment.clone(),
-            admission: self.admission.clone(),
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Config(e) => e.fmt(f),
+            DaemonError::Journal(e) => e.fmt(f),
+            DaemonError::Failed(m) => f.write_str(m),
         }
     }
 }
 
-fn start_sink(d: &crate::config::DrainConfig) -> Sink {
-    Sink {
-        spec: d.spec.clone(),
-        drain: Drain::start(d.target.clone(), d.queue_bytes),
+impl From<ConfigError> for DaemonError {
+    fn from(e: ConfigError) -> Self {
+        DaemonError::Config(e)
     }
 }
 
-/// The [`Shared`] new connections get: replaced whole by a reload.
-pub struct Current(std::sync::RwLock<Arc<Shared>>);
-
-impl Current {
-    pub fn get(&self) -> Arc<Shared> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, s: Arc<Shared>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = s;
+impl From<JournalError> for DaemonError {
+    fn from(e: JournalError) -> Self {
+        DaemonError::Journal(e)
     }
 }
+
+/// What the daemon's entry points return.
+pub type DaemonResult = Result<(), DaemonError>;
 
 /// Entry point of `tollgate serve`.
-pub fn serve_from_file(path: &Path) -> CliResult {
+pub fn serve_from_file(path: &Path) -> DaemonResult {
     let config = Config::load(path)?;
     init_logging(&config.server.log_level);
     serve(config, OnHangup::Reload, |_| {})
@@ -188,11 +106,11 @@ pub fn serve(
     config: Config,
     hangup: OnHangup,
     on_ready: impl FnOnce(&[std::net::SocketAddr]),
-) -> CliResult {
+) -> DaemonResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(CliError::failure)?;
+        .map_err(DaemonError::failed)?;
     runtime.block_on(run(config, hangup, on_ready))
 }
 
@@ -253,11 +171,11 @@ async fn run(
     config: Config,
     hangup: OnHangup,
     on_ready: impl FnOnce(&[std::net::SocketAddr]),
-) -> CliResult {
+) -> DaemonResult {
     raise_fd_limit();
     let notifier = crate::notify::Notifier::from_env();
-    let mut signals = Signals::install(hangup).map_err(CliError::failure)?;
-    let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
+    let mut signals = Signals::install(hangup).map_err(DaemonError::failed)?;
+    let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(DaemonError::failed)?;
     let mut journal = Journal::open(&config.server.journal)?;
     let journal_file = file_id(&config.server.journal);
     let containment = Arc::new(Containment::detect());
@@ -327,7 +245,7 @@ async fn run(
     let mut listeners = Listeners::new();
     let new = bind_new(&config.server.listen, &listeners)
         .await
-        .map_err(CliError::failure)?;
+        .map_err(DaemonError::failed)?;
     start_listeners(new, &current, &mut listeners);
     let watcher = tokio::spawn(watch_journal(
         config.server.journal.clone(),
@@ -426,7 +344,7 @@ async fn run(
             });
             if let Err(e) = shared
                 .db
-                .call(move |j| j.event(None, "drain.dropped", detail))
+                .call(move |j| j.event(None, EventKind::DrainDropped, detail))
                 .await
             {
                 tracing::error!(error = %e, "could not record drain.dropped");
@@ -541,7 +459,7 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
             let detail = serde_json::json!({"config": path, "error": e});
             if let Err(e) = old
                 .db
-                .call(move |j| j.event(None, "daemon.reload_failed", detail))
+                .call(move |j| j.event(None, EventKind::DaemonReloadFailed, detail))
                 .await
             {
                 tracing::error!(error = %e, "could not record daemon.reload_failed");
@@ -595,7 +513,7 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
     tracing::info!(%detail, "configuration reloaded");
     if let Err(e) = next
         .db
-        .call(move |j| j.event(None, "daemon.reloaded", detail))
+        .call(move |j| j.event(None, EventKind::DaemonReloaded, detail))
         .await
     {
         tracing::error!(error = %e, "could not record daemon.reloaded");
@@ -794,7 +712,7 @@ async fn report_drops(shared: &Shared, since: &mut std::time::Instant) {
         tracing::warn!(drain = %sink.spec.name, messages, bytes, "drain queue full: messages dropped");
         if let Err(e) = shared
             .db
-            .call(move |j| j.event(None, "drain.dropped", detail))
+            .call(move |j| j.event(None, EventKind::DrainDropped, detail))
             .await
         {
             tracing::error!(error = %e, "could not record drain.dropped");
@@ -853,14 +771,14 @@ async fn report_links(shared: &Shared, seen: &mut HashMap<String, (u64, bool)>) 
             let error = st.last_error.clone().unwrap_or_default();
             tracing::warn!(drain = %sink.spec.name, %error, "drain cannot deliver");
             event = Some((
-                "drain.error",
+                EventKind::DrainError,
                 serde_json::json!({"drain": sink.spec.name, "error": error, "queued": st.queued}),
             ));
             *seen = (st.failures, true);
         } else if troubled && st.connected && st.failures == failures_before {
             tracing::info!(drain = %sink.spec.name, "drain connected again");
             event = Some((
-                "drain.connected",
+                EventKind::DrainConnected,
                 serde_json::json!({"drain": sink.spec.name, "queued": st.queued}),
             ));
             *seen = (st.failures, false);
@@ -889,10 +807,10 @@ mod tests {
                 let db = db.clone();
                 tokio::spawn(async move {
                     db.call(move |j| {
-                        j.event(None, "test.write", json!({"i": i}))?;
+                        j.event(None, EventKind::TestWrite, json!({"i": i}))?;
                         if i % 2 == 0 {
                             // Fails after writing: its write must not survive.
-                            j.event(None, "test.write", json!({"i": i, "again": true}))?;
+                            j.event(None, EventKind::TestWrite, json!({"i": i, "again": true}))?;
                             return Err(JournalError::TooNew { found: 0, known: 0 });
                         }
                         Ok(i)

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod ssh;
+pub mod state;
 pub mod text;
 pub mod token;
 pub mod webhook;

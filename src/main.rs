@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let result = match args.command {
-        Command::Serve => daemon::serve_from_file(&config_path),
+        Command::Serve => daemon::serve_from_file(&config_path).map_err(cli::CliError::from),
         Command::Dev(a) => cli::dev::run(a, args.output),
         Command::Session(c) => cli::session::run(c, &config_path, args.output),
         Command::Events(a) => cli::events::run(a, &config_path, args.output),

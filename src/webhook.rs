@@ -5,7 +5,7 @@
 //! created in the same transaction as the collect step they report
 //! (`journal::collect`), so none is lost and a restart resumes them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,44 +17,17 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::config::Webhooks;
 use crate::journal::now_ms;
+pub use crate::journal::webhooks::{
+    backoff, Attempt, Due, NewWebhook, WebhookSpec, DEFAULT_BACKOFF_MULTIPLIER,
+    DEFAULT_INITIAL_BACKOFF, DEFAULT_RETRIES, EVENTS, MAX_BACKOFF, MAX_RETRIES,
+};
 
-/// The events a webhook may ask for; none listed means all of them.
-pub const EVENTS: [&str; 3] = ["key_collected", "new_connection", "status_changed"];
-/// Defaults for what `collect create --webhook` does not say.
-pub const DEFAULT_RETRIES: u32 = 3;
-pub const DEFAULT_INITIAL_BACKOFF: u32 = 10;
-pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
-/// Limits on what may be stored.
-pub const MAX_RETRIES: u32 = 50;
-/// No wait between attempts is longer than this.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 /// Deliveries in flight at once (never two for the same webhook).
 const IN_FLIGHT: usize = 16;
 
 /// The header carrying `sha256=HEX`, the HMAC-SHA256 of the body under the
 /// webhook's secret.
 pub const SIGNATURE_HEADER: &str = "X-Tollgate-Signature";
-
-/// How a webhook is called: everything about it but its secret, as stored
-/// and as shown.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WebhookSpec {
-    pub url: String,
-    pub method: String,
-    pub headers: BTreeMap<String, Vec<String>>,
-    /// Empty: every event.
-    pub events: Vec<String>,
-    pub retries: u32,
-    pub initial_backoff: u32,
-    pub backoff_multiplier: f64,
-}
-
-/// A webhook as `collect create`/`update` asks for it, already checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewWebhook {
-    pub spec: WebhookSpec,
-    pub secret: Option<String>,
-}
 
 /// Where a delivery goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,54 +159,11 @@ pub fn parse_header(line: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
-/// How long to wait after the `failed`-th failed attempt (1-based):
-/// `initial × multiplier^(failed-1)`, at most [`MAX_BACKOFF`].
-pub fn backoff(initial_secs: u32, multiplier: f64, failed: u32) -> Duration {
-    let secs = f64::from(initial_secs) * multiplier.powi(failed.saturating_sub(1) as i32);
-    if !secs.is_finite() || secs >= MAX_BACKOFF.as_secs_f64() {
-        MAX_BACKOFF
-    } else {
-        Duration::from_secs_f64(secs)
-    }
-}
-
 /// `sha256=HEX`: HMAC-SHA256 of `body` keyed with `secret`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", crate::token::hex(&mac.finalize().into_bytes()))
-}
-
-/// One delivery as the worker sends it.
-#[derive(Debug, Clone)]
-pub struct Due {
-    pub delivery_id: String,
-    pub webhook_id: String,
-    pub event: String,
-    pub body: String,
-    /// Attempts made before this one.
-    pub attempts: u32,
-    pub url: String,
-    pub method: String,
-    pub headers: BTreeMap<String, Vec<String>>,
-    pub secret: Option<String>,
-}
-
-/// What one attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub started_at: i64,
-    pub duration_ms: i64,
-    /// The HTTP status, when a response came.
-    pub status_code: Option<u16>,
-    /// Why it failed, when it did (a non-2xx status is a failure too).
-    pub error: Option<String>,
-}
-
-impl Attempt {
-    pub fn succeeded(&self) -> bool {
-        self.error.is_none()
-    }
 }
 
 /// Sends one delivery; never panics, never takes longer than the
@@ -395,7 +325,7 @@ fn status_code(line: &str) -> Option<u16> {
 /// The daemon's delivery worker: sends what is due (at once when told a
 /// collect step created deliveries, otherwise when the next retry falls
 /// due), one delivery per webhook at a time, and records each attempt.
-pub async fn worker(current: Arc<crate::daemon::Current>) {
+pub async fn worker(current: Arc<crate::state::Current>) {
     let busy = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     loop {

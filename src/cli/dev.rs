@@ -123,6 +123,7 @@ allow_exec = true
             println!("stop     Ctrl-C");
         }
     })
+    .map_err(CliError::from)
 }
 
 /// The command that issues another token for this server, as it can be

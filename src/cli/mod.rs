@@ -75,6 +75,17 @@ impl From<crate::config::ConfigError> for CliError {
     }
 }
 
+impl From<crate::daemon::DaemonError> for CliError {
+    fn from(e: crate::daemon::DaemonError) -> Self {
+        use crate::daemon::DaemonError as E;
+        match e {
+            E::Config(e) => e.into(),
+            E::Journal(e) => e.into(),
+            E::Failed(m) => CliError::failure(m),
+        }
+    }
+}
+
 pub type CliResult = Result<(), CliError>;
 
 /// Loads the config (exit 2 on problems) and opens its journal (exit 1).

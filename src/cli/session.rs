@@ -66,16 +66,18 @@ pub fn run(cmd: SessionCmd, config_path: &Path, output: Output) -> CliResult {
             Ok(())
         }
         SessionCmd::List { state } => {
-            const STATES: &[&str] = &["pending", "active", "canceling", "terminated", "expired"];
-            if let Some(s) = &state {
-                if !STATES.contains(&s.as_str()) {
-                    return Err(CliError::usage(format!(
+            use crate::journal::SessionState;
+            let state = match &state {
+                None => None,
+                Some(s) => Some(SessionState::parse(s).ok_or_else(|| {
+                    let all: Vec<&str> = SessionState::ALL.iter().map(|s| s.as_str()).collect();
+                    CliError::usage(format!(
                         "--state: unknown state \"{s}\" (one of {})",
-                        STATES.join(", ")
-                    )));
-                }
-            }
-            let rows = journal.list(state.as_deref())?;
+                        all.join(", ")
+                    ))
+                })?),
+            };
+            let rows = journal.list(state)?;
             match output {
                 Output::Json => print_json(&rows),
                 Output::Text => print_table(&rows),
@@ -297,7 +299,7 @@ fn print_table(rows: &[SessionRow]) {
             r.profile.as_deref().unwrap_or("-"),
             crate::text::escape_controls(&r.login_user),
             r.created_at,
-            r.end_reason.as_deref().unwrap_or("-")
+            r.end_reason.map_or("-", |e| e.as_str())
         );
     }
 }

@@ -229,11 +229,9 @@ pub fn encode_event(
     kind: &str,
     detail: &serde_json::Value,
 ) -> String {
-    let failure = kind.contains("failed")
-        || kind.contains("error")
-        || kind.contains("dropped")
-        || kind.contains("refused");
-    let severity = if failure {
+    // A kind this build does not know (written by a newer one) is news.
+    let trouble = crate::journal::EventKind::parse(kind).is_some_and(|k| k.is_trouble());
+    let severity = if trouble {
         Severity::Warning
     } else {
         Severity::Notice

@@ -5,10 +5,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{append_event, fmt_time, now_ms, Journal, JournalError};
+use super::webhooks::{NewWebhook, WebhookSpec};
+use super::{append_event, fmt_time, now_ms, EventKind, Journal, JournalError};
 use crate::collect::keys::KeyForms;
 use crate::collect::random_identifier;
-use crate::webhook::{NewWebhook, WebhookSpec};
 
 /// What `collect create` asks for.
 #[derive(Debug, Clone, Default)]
@@ -165,7 +165,7 @@ impl Journal {
             &tx,
             now,
             None,
-            "collect.created",
+            EventKind::CollectCreated,
             &json!({"collect": id, "connection_identifier": ident, "webhooks": n.webhooks.len()}),
         )?;
         tx.commit()?;
@@ -346,7 +346,7 @@ impl Journal {
             &tx,
             now,
             None,
-            "collect.updated",
+            EventKind::CollectUpdated,
             &json!({"collect": cur.id, "webhooks_added": p.add_webhooks.len(), "webhooks_removed": p.remove_webhooks}),
         )?;
         tx.commit()?;
@@ -366,7 +366,13 @@ impl Journal {
             )
             .optional()?;
         if let Some(cid) = &found {
-            append_event(&tx, now, None, "collect.deleted", &json!({"collect": cid}))?;
+            append_event(
+                &tx,
+                now,
+                None,
+                EventKind::CollectDeleted,
+                &json!({"collect": cid}),
+            )?;
         }
         tx.commit()?;
         Ok(found.is_some())
@@ -499,7 +505,7 @@ impl Journal {
             &self.conn,
             now,
             None,
-            "collect.keys_not_kept",
+            EventKind::CollectKeysNotKept,
             &json!({"collect": collect_id, "connection": c.id, "keys_proved": keys_proved, "reason": reason}),
         )?;
         Ok(())
@@ -551,7 +557,7 @@ fn open_connection(
         tx,
         now,
         None,
-        "collect.new_connection",
+        EventKind::CollectNewConnection,
         &json!({"collect": collect_id, "connection": id, "ip_address": ip_address, "client_version": client_version}),
     )?;
     tx.execute(
@@ -583,7 +589,7 @@ fn add_key(
         tx,
         now,
         None,
-        "collect.key_collected",
+        EventKind::CollectKeyCollected,
         &json!({"collect": c.collect_id, "connection": c.id, "key": key_id,
                 "public_key_algorithm": k.public_key_algorithm, "public_key_sha256": k.public_key_sha256}),
     )?;
@@ -607,7 +613,7 @@ fn close_connection(tx: &Connection, c: &OpenConnection, now: i64) -> Result<boo
             tx,
             now,
             None,
-            "collect.status_changed",
+            EventKind::CollectStatusChanged,
             &json!({"collect": c.collect_id, "from": "pending", "to": "completed"}),
         )?;
     }

@@ -13,6 +13,7 @@ use serde_json::Value;
 pub mod collect;
 mod drains;
 mod events;
+mod kinds;
 mod schema;
 mod sessions;
 pub mod webhooks;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use drains::DrainRow;
 pub use events::Event;
+pub use kinds::{EndReason, EventKind, SessionKind, SessionState};
 pub use sessions::{CancelOutcome, Ending, NewSession, Redeemed, SessionRow, StaleSession};
 pub use writer::Db;
 
@@ -217,7 +219,7 @@ impl Journal {
     pub fn event(
         &self,
         session: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         detail: Value,
     ) -> Result<(), JournalError> {
         append_event(&self.conn, now_ms(), session, kind, &detail)?;
@@ -229,7 +231,7 @@ pub(crate) fn append_event(
     conn: &Connection,
     at: i64,
     session: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     detail: &Value,
 ) -> rusqlite::Result<()> {
     let mut text = detail.to_string();
@@ -242,7 +244,7 @@ pub(crate) fn append_event(
     conn.prepare_cached(
         "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![at, session, kind, text])?;
+    .execute(params![at, session, kind.as_str(), text])?;
     Ok(())
 }
 
@@ -297,7 +299,7 @@ mod tests {
         assert!(j.redeem("h1", "wrong-user", "a").unwrap().is_none());
         assert!(j.redeem("h1", "u", "a").unwrap().is_some());
         assert!(j.redeem("h1", "u", "a").unwrap().is_none());
-        assert_eq!(j.get("s1").unwrap().unwrap().state, "active");
+        assert_eq!(j.get("s1").unwrap().unwrap().state.as_str(), "active");
     }
 
     #[test]
@@ -331,7 +333,7 @@ mod tests {
         assert_eq!(stale.len(), 1);
         let row = j.get("s1").unwrap().unwrap();
         assert_eq!(
-            (row.state.as_str(), row.end_reason.as_deref()),
+            (row.state.as_str(), row.end_reason.map(EndReason::as_str)),
             ("terminated", Some("daemon_stopped"))
         );
     }

@@ -5,7 +5,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use super::{append_event, fmt_time, now_ms, Journal, JournalError};
+use super::{
+    append_event, fmt_time, now_ms, EndReason, EventKind, Journal, JournalError, SessionKind,
+    SessionState,
+};
 
 /// A session an earlier run left live, found at start-up.
 #[derive(Debug)]
@@ -20,8 +23,8 @@ pub struct StaleSession {
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionRow {
     pub id: String,
-    pub kind: String,
-    pub state: String,
+    pub kind: SessionKind,
+    pub state: SessionState,
     pub profile: Option<String>,
     pub login_user: String,
     pub command: Option<String>,
@@ -31,7 +34,7 @@ pub struct SessionRow {
     pub max_duration_s: i64,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     pub exit_status: Option<i64>,
     pub exit_signal: Option<String>,
     pub client_addr: Option<String>,
@@ -46,14 +49,28 @@ pub struct SessionRow {
 
 const SESSION_COLUMNS: &str = "id, kind, state, profile, login_user, command, reason, created_at, expires_at, max_duration_ms, started_at, ended_at, end_reason, exit_status, exit_signal, client_addr, bytes_in, bytes_out, target, connection_limit, forwards";
 
+/// A column holding one of a closed set of names.
+fn named<T>(r: &Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    parse(&s).ok_or_else(|| unknown(i, &s))
+}
+
+fn unknown(i: usize, s: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Text,
+        format!("unknown value {s:?} (a journal from a newer tollgate?)").into(),
+    )
+}
+
 fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
     let opt_time = |i: usize| -> rusqlite::Result<Option<String>> {
         Ok(r.get::<_, Option<i64>>(i)?.map(fmt_time))
     };
     Ok(SessionRow {
         id: r.get(0)?,
-        kind: r.get(1)?,
-        state: r.get(2)?,
+        kind: named(r, 1, SessionKind::parse)?,
+        state: named(r, 2, SessionState::parse)?,
         profile: r.get(3)?,
         login_user: r.get(4)?,
         command: r.get(5)?,
@@ -63,7 +80,10 @@ fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
         max_duration_s: r.get::<_, i64>(9)? / 1000,
         started_at: opt_time(10)?,
         ended_at: opt_time(11)?,
-        end_reason: r.get(12)?,
+        end_reason: r
+            .get::<_, Option<String>>(12)?
+            .map(|s| EndReason::parse(&s).ok_or_else(|| unknown(12, &s)))
+            .transpose()?,
         exit_status: r.get(13)?,
         exit_signal: r.get(14)?,
         client_addr: r.get(15)?,
@@ -102,9 +122,9 @@ pub struct Redeemed {
 }
 
 /// How a session ended.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Ending {
-    pub reason: String,
+    pub reason: EndReason,
     pub exit_status: Option<i64>,
     pub exit_signal: Option<String>,
     pub bytes_in: u64,
@@ -179,14 +199,14 @@ impl Journal {
                 &tx,
                 now,
                 Some(&r.id),
-                "session.redeemed",
+                EventKind::SessionRedeemed,
                 &json!({"client_addr": client_addr, "login_user": login_user}),
             )?,
             None => append_event(
                 &tx,
                 now,
                 None,
-                "auth.failed",
+                EventKind::AuthFailed,
                 &json!({"client_addr": client_addr,
                         "login_user": crate::text::clip(login_user, crate::text::USER_MAX)}),
             )?,
@@ -208,7 +228,7 @@ impl Journal {
         let tx = self.conn.savepoint()?;
         tx.prepare_cached("UPDATE sessions SET pid = ?2, leader = ?3 WHERE id = ?1")?
             .execute(params![id, pid, leader])?;
-        append_event(&tx, now_ms(), Some(id), "session.started", &detail)?;
+        append_event(&tx, now_ms(), Some(id), EventKind::SessionStarted, &detail)?;
         tx.commit()?;
         Ok(())
     }
@@ -226,7 +246,7 @@ impl Journal {
         .execute(params![
                 id,
                 now,
-                end.reason,
+                end.reason.as_str(),
                 end.exit_status,
                 end.exit_signal,
                 end.bytes_in as i64,
@@ -239,7 +259,7 @@ impl Journal {
                 &tx,
                 now,
                 Some(id),
-                "session.exited",
+                EventKind::SessionExited,
                 &json!({"exit_status": end.exit_status, "exit_signal": end.exit_signal}),
             )?;
         }
@@ -247,7 +267,7 @@ impl Journal {
             &tx,
             now,
             Some(id),
-            "session.terminated",
+            EventKind::SessionTerminated,
             &json!({"reason": end.reason, "exit_status": end.exit_status, "exit_signal": end.exit_signal,
                     "bytes_in": end.bytes_in, "bytes_out": end.bytes_out}),
         )?;
@@ -277,7 +297,7 @@ impl Journal {
                     &tx,
                     now,
                     Some(id),
-                    "session.canceled",
+                    EventKind::SessionCanceled,
                     &json!({"while": "pending"}),
                 )?;
                 CancelOutcome::Voided
@@ -287,7 +307,13 @@ impl Journal {
                     "UPDATE sessions SET state = 'canceling' WHERE id = ?1",
                     [id],
                 )?;
-                append_event(&tx, now, Some(id), "session.cancel_requested", &json!({}))?;
+                append_event(
+                    &tx,
+                    now,
+                    Some(id),
+                    EventKind::SessionCancelRequested,
+                    &json!({}),
+                )?;
                 CancelOutcome::Requested
             }
             Some(_) => CancelOutcome::AlreadyOver,
@@ -322,7 +348,7 @@ impl Journal {
             ids
         };
         for id in &ids {
-            append_event(&tx, now, Some(id), "session.expired", &json!({}))?;
+            append_event(&tx, now, Some(id), EventKind::SessionExpired, &json!({}))?;
         }
         tx.commit()?;
         Ok(ids)
@@ -356,7 +382,7 @@ impl Journal {
                 &tx,
                 now,
                 Some(id),
-                "session.terminated",
+                EventKind::SessionTerminated,
                 &json!({"reason": "daemon_stopped", "found_at_startup": true}),
             )?;
         }
@@ -365,12 +391,12 @@ impl Journal {
     }
 
     /// All sessions, newest first, optionally in one state.
-    pub fn list(&self, state: Option<&str>) -> Result<Vec<SessionRow>, JournalError> {
+    pub fn list(&self, state: Option<SessionState>) -> Result<Vec<SessionRow>, JournalError> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
         ))?;
         let rows = st
-            .query_map([state], session_row)?
+            .query_map([state.map(SessionState::as_str)], session_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -413,7 +439,7 @@ fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, Journal
         tx,
         now,
         Some(s.id),
-        "session.issued",
+        EventKind::SessionIssued,
         &json!({"profile": (!s.profile.is_empty()).then_some(s.profile), "target": s.target,
                 "connection_limit": s.connection_limit, "login_user": s.login_user, "command": s.command,
                 "reason": s.reason, "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),

@@ -6,9 +6,10 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::{append_event, fmt_time, now_ms, Journal, JournalError};
-use crate::webhook::{backoff, Attempt, Due};
+use super::{append_event, fmt_time, now_ms, EventKind, Journal, JournalError};
 
 /// One delivery with every attempt, for the CLI.
 #[derive(Debug, Clone, Serialize)]
@@ -101,10 +102,10 @@ impl Journal {
         let detail = json!({"collect": collect_id, "webhook": webhook_id, "delivery": delivery_id,
                             "event": event, "attempts": n, "status_code": a.status_code, "error": a.error});
         let (status, next) = if a.succeeded() {
-            append_event(&tx, now, None, "collect.webhook_delivered", &detail)?;
+            append_event(&tx, now, None, EventKind::CollectWebhookDelivered, &detail)?;
             ("delivered", None)
         } else if n > retries {
-            append_event(&tx, now, None, "collect.webhook_failed", &detail)?;
+            append_event(&tx, now, None, EventKind::CollectWebhookFailed, &detail)?;
             ("failed", None)
         } else {
             let wait = backoff(initial, multiplier, n);
@@ -156,5 +157,80 @@ impl Journal {
                 .collect::<Result<Vec<_>, _>>()?;
         }
         Ok(out)
+    }
+}
+
+/// The events a webhook may ask for; none listed means all of them.
+pub const EVENTS: [&str; 3] = ["key_collected", "new_connection", "status_changed"];
+/// Defaults for what `collect create --webhook` does not say.
+pub const DEFAULT_RETRIES: u32 = 3;
+pub const DEFAULT_INITIAL_BACKOFF: u32 = 10;
+pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+/// Limits on what may be stored.
+pub const MAX_RETRIES: u32 = 50;
+/// No wait between attempts is longer than this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+/// How a webhook is called: everything about it but its secret, as stored
+/// and as shown.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WebhookSpec {
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Empty: every event.
+    pub events: Vec<String>,
+    pub retries: u32,
+    pub initial_backoff: u32,
+    pub backoff_multiplier: f64,
+}
+
+/// A webhook as `collect create`/`update` asks for it, already checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWebhook {
+    pub spec: WebhookSpec,
+    pub secret: Option<String>,
+}
+
+/// How long to wait after the `failed`-th failed attempt (1-based):
+/// `initial × multiplier^(failed-1)`, at most [`MAX_BACKOFF`].
+pub fn backoff(initial_secs: u32, multiplier: f64, failed: u32) -> Duration {
+    let secs = f64::from(initial_secs) * multiplier.powi(failed.saturating_sub(1) as i32);
+    if !secs.is_finite() || secs >= MAX_BACKOFF.as_secs_f64() {
+        MAX_BACKOFF
+    } else {
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// One delivery as the worker sends it.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub event: String,
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub secret: Option<String>,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub started_at: i64,
+    pub duration_ms: i64,
+    /// The HTTP status, when a response came.
+    pub status_code: Option<u16>,
+    /// Why it failed, when it did (a non-2xx status is a failure too).
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
     }
 }

@@ -23,9 +23,9 @@ use russh::{MethodKind, MethodSet};
 use super::Progress;
 use crate::collect::keys::KeyForms;
 use crate::collect::valid_identifier;
-use crate::daemon::Shared;
 use crate::journal::collect::{CollectConnection, OpenConnection};
 use crate::journal::JournalError;
+use crate::state::Shared;
 
 /// Why a `must_confirm` connection that proved keys kept none.
 const NEVER_CONFIRMED: &str = "this collection must be confirmed at the keyboard-interactive prompt, which the client never reached (keys only, or BatchMode)";

@@ -21,8 +21,8 @@ use super::auth::{self, AuthorizedSession};
 use super::collecting::Collecting;
 use super::session::{self, Ctl, InputGate};
 use super::Progress;
-use crate::daemon::Shared;
 use crate::exec::PtyRequest;
+use crate::state::Shared;
 
 /// Prompt shown by keyboard-interactive authentication.
 const TOKEN_PROMPT: &str = "Token: ";

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 
 use crate::admission::{Ending, NewPenalty, Refusal, Ticket};
 use crate::config::Config;
-use crate::daemon::{Current, Shared};
+use crate::journal::EventKind;
+use crate::state::{Current, Shared};
 
 /// The version string we announce: no library name or version to fingerprint.
 pub const SERVER_ID: &str = "SSH-2.0-tollgate";
@@ -294,7 +295,7 @@ async fn record_penalty(shared: &Shared, p: NewPenalty) {
     });
     if let Err(e) = shared
         .db
-        .call(move |j| j.event(None, "source.penalized", detail))
+        .call(move |j| j.event(None, EventKind::SourcePenalized, detail))
         .await
     {
         tracing::error!(error = %e, "could not record source.penalized in the journal");

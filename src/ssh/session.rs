@@ -15,10 +15,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::auth::AuthorizedSession;
-use crate::daemon::Shared;
 use crate::drain::tee::{OutputTee, SessionMeta, Sink};
 use crate::exec::{self, Account, PtyMaster, PtyRequest, Spec, Stdio3};
 use crate::journal::Ending;
+use crate::journal::EventKind;
+use crate::state::Shared;
 use nix::sys::signal::Signal;
 
 /// What the handler tells the session task.
@@ -42,42 +43,7 @@ pub enum Ctl {
     Forward(super::tunnel::ForwardRequest),
 }
 
-/// Why a session ends, as recorded in the journal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    Exited,
-    Disconnected,
-    Canceled,
-    MaxDuration,
-    IdleTimeout,
-    DaemonStopped,
-    Error,
-}
-
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Exited => "exited",
-            EndReason::Disconnected => "disconnected",
-            EndReason::Canceled => "canceled",
-            EndReason::MaxDuration => "max_duration",
-            EndReason::IdleTimeout => "idle_timeout",
-            EndReason::DaemonStopped => "daemon_stopped",
-            EndReason::Error => "error",
-        }
-    }
-
-    /// What the person is told before the connection closes.
-    fn message(self) -> Option<&'static str> {
-        match self {
-            EndReason::Canceled => Some("session canceled by an administrator"),
-            EndReason::MaxDuration => Some("session reached its maximum duration"),
-            EndReason::IdleTimeout => Some("session ended after being idle too long"),
-            EndReason::DaemonStopped => Some("the bastion is shutting down"),
-            _ => None,
-        }
-    }
-}
+pub use crate::journal::EndReason;
 
 /// Client `env` requests kept per session at most; later ones are refused
 /// (OpenSSH ignores env requests past its own limit too).
@@ -285,7 +251,7 @@ struct Task {
     gate: Arc<InputGate>,
     resize: Arc<Latest<WinSize>>,
     /// Events recorded so far by kind, for [`EVENTS_PER_KIND`].
-    recorded: std::collections::HashMap<&'static str, u64>,
+    recorded: std::collections::HashMap<EventKind, u64>,
 }
 
 /// How the main loop ended.
@@ -303,7 +269,7 @@ impl Task {
 
     /// Records an event of a kind a client can repeat at will, up to
     /// [`EVENTS_PER_KIND`] per session; past that it is only counted.
-    async fn capped_event(&mut self, kind: &'static str, detail: serde_json::Value) {
+    async fn capped_event(&mut self, kind: EventKind, detail: serde_json::Value) {
         let n = self.recorded.entry(kind).or_default();
         *n += 1;
         if *n <= EVENTS_PER_KIND {
@@ -352,21 +318,21 @@ impl Task {
         if let Some(t) = &self.tunnel {
             if t.refusals() > EVENTS_PER_KIND {
                 over.insert(
-                    "tunnel.refused".into(),
+                    EventKind::TunnelRefused.to_string(),
                     json!(t.refusals() - EVENTS_PER_KIND),
                 );
             }
         }
         if !over.is_empty() {
             self.event(
-                "session.events_suppressed",
+                EventKind::SessionEventsSuppressed,
                 json!({"after_each": EVENTS_PER_KIND, "suppressed": over}),
             )
             .await;
         }
     }
 
-    async fn event(&self, kind: &'static str, detail: serde_json::Value) {
+    async fn event(&self, kind: EventKind, detail: serde_json::Value) {
         let id = self.auth.id.clone();
         if let Err(e) = self
             .shared
@@ -374,7 +340,7 @@ impl Task {
             .call(move |j| j.event(Some(&id), kind, detail))
             .await
         {
-            tracing::error!(session = %self.auth.id, kind, error = %e, "could not record event in the journal");
+            tracing::error!(session = %self.auth.id, kind = kind.as_str(), error = %e, "could not record event in the journal");
         }
     }
 
@@ -453,22 +419,25 @@ impl Task {
                     if let Err(e) = m.resize(cols, rows, pw, ph) {
                         tracing::warn!(session = %self.auth.id, error = %e, "resize failed");
                     }
-                    self.capped_event("session.resized", json!({"cols": cols, "rows": rows}))
-                        .await;
+                    self.capped_event(
+                        EventKind::SessionResized,
+                        json!({"cols": cols, "rows": rows}),
+                    )
+                    .await;
                 }
             }
             Ctl::Signal(name) => {
                 if let Some(r) = &self.running {
                     let delivered = exec::deliver_signal(r.pid, &name);
                     self.capped_event(
-                        "session.signal",
+                        EventKind::SessionSignal,
                         json!({"signal": name, "delivered": delivered}),
                     )
                     .await;
                 }
             }
             Ctl::Refused(what) => {
-                self.capped_event("session.request_refused", json!({"request": what}))
+                self.capped_event(EventKind::SessionRequestRefused, json!({"request": what}))
                     .await;
             }
         }
@@ -483,7 +452,7 @@ impl Task {
             f.reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
-            self.capped_event("session.request_refused", json!({"request": what}))
+            self.capped_event(EventKind::SessionRequestRefused, json!({"request": what}))
                 .await;
             return;
         };
@@ -526,7 +495,7 @@ impl Task {
         .await;
         self.channel = None;
         self.event(
-            "session.request_refused",
+            EventKind::SessionRequestRefused,
             json!({"request": "session channel on a tunnel token (explained)"}),
         )
         .await;
@@ -554,7 +523,7 @@ impl Task {
     async fn refuse(
         &mut self,
         message: &str,
-        kind: &'static str,
+        kind: EventKind,
         detail: serde_json::Value,
     ) -> Result<(), EndReason> {
         self.say(message).await;
@@ -571,7 +540,7 @@ impl Task {
             return self
                 .refuse(
                     "this token's profile is no longer configured",
-                    "session.error",
+                    EventKind::SessionError,
                     json!({"error": "profile not configured", "profile": self.auth.profile}),
                 )
                 .await;
@@ -582,7 +551,7 @@ impl Task {
                 return self
                     .refuse(
                         "the session's account is not available",
-                        "session.error",
+                        EventKind::SessionError,
                         json!({"error": e.to_string()}),
                     )
                     .await
@@ -602,7 +571,7 @@ impl Task {
                 return self
                     .refuse(
                         "this token does not allow running a command; connect without one to get the console",
-                        "session.request_refused",
+                        EventKind::SessionRequestRefused,
                         json!({"request": "exec", "command": crate::text::clip(cmd, crate::text::COMMAND_MAX)}),
                     )
                     .await
@@ -648,7 +617,7 @@ impl Task {
                 return self
                     .refuse(
                         "the session's command could not be started",
-                        "session.error",
+                        EventKind::SessionError,
                         json!({"error": format!("cgroup: {e}")}),
                     )
                     .await;
@@ -675,7 +644,7 @@ impl Task {
                 return self
                     .refuse(
                         "the session's command could not be started",
-                        "session.error",
+                        EventKind::SessionError,
                         json!({"error": e.to_string()}),
                     )
                     .await;
@@ -857,7 +826,7 @@ impl Task {
             use std::os::unix::process::ExitStatusExt;
             Ending {
                 forwards,
-                reason: reason.as_str().to_string(),
+                reason,
                 exit_status: status.and_then(|s| s.code()).map(i64::from),
                 exit_signal: status.and_then(|s| s.signal()).map(exec::signal_name),
                 bytes_in: self.activity.bytes_in.load(Ordering::Relaxed),

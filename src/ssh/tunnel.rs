@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Destination, Target};
-use crate::daemon::Shared;
+use crate::journal::EventKind;
+use crate::state::Shared;
 
 /// How long dialing the target may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,7 +125,7 @@ impl Tunnel {
                 record(
                     shared,
                     session,
-                    "tunnel.refused",
+                    EventKind::TunnelRefused,
                     json!({"destination": dest, "reason": reason}),
                 )
                 .await;
@@ -150,7 +151,7 @@ impl Tunnel {
                 Ok(t) => t,
                 Err(e) => {
                     f.reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                    record(&shared, &session, "tunnel.connect_failed",
+                    record(&shared, &session, EventKind::TunnelConnectFailed,
                         json!({"connection": n, "destination": format!("{}:{}", target.host, target.port), "error": e.to_string()})).await;
                     open.fetch_sub(1, Ordering::AcqRel);
                     return;
@@ -158,7 +159,7 @@ impl Tunnel {
             };
             let _ = tcp.set_nodelay(true);
             f.reply.accept().await;
-            record(&shared, &session, "tunnel.opened",
+            record(&shared, &session, EventKind::TunnelOpened,
                 json!({"connection": n, "destination": format!("{}:{}", target.host, target.port), "origin": f.origin})).await;
             let (from_client, to_client) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
             let (cr, cw) = tokio::io::split(f.channel.into_stream());
@@ -174,7 +175,7 @@ impl Tunnel {
                 _ = both => "closed",
                 _ = stop.wait_for(|s| *s) => "session_ended",
             };
-            record(&shared, &session, "tunnel.closed", json!({
+            record(&shared, &session, EventKind::TunnelClosed, json!({
                 "connection": n,
                 "bytes_from_client": from_client.load(Ordering::Relaxed),
                 "bytes_to_client": to_client.load(Ordering::Relaxed),
@@ -217,14 +218,14 @@ async fn pipe<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let _ = w.shutdown().await;
 }
 
-async fn record(shared: &Shared, session: &str, kind: &'static str, detail: serde_json::Value) {
+async fn record(shared: &Shared, session: &str, kind: EventKind, detail: serde_json::Value) {
     let id = session.to_string();
     if let Err(e) = shared
         .db
         .call(move |j| j.event(Some(&id), kind, detail))
         .await
     {
-        tracing::error!(session, kind, error = %e, "could not record event in the journal");
+        tracing::error!(session, kind = kind.as_str(), error = %e, "could not record event in the journal");
     }
 }
 
@@ -296,6 +297,38 @@ pub fn explanation(name: &str, t: &Target, user: &str, dest: &Destination) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_tunnel_lines_carry_the_public_known_hosts_file() {
+        use crate::config::{Config, Target};
+        use std::path::Path;
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[server]\nlisten = [\"127.0.0.1:2222\"]\npublic_known_hosts = \"/tmp/dev x/known_hosts\"\n",
+        )
+        .unwrap();
+        let d = c.destination();
+        let t = Target {
+            host: "10.0.0.5".into(),
+            port: 22,
+            max_duration: None,
+            connection_limit: None,
+            ssh: true,
+        };
+        let (l, j) = lines(&d, "ops", "inner", &t);
+        assert_eq!(l, "ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -N -L 10022:inner:22 -p 2222 ops@127.0.0.1");
+        assert_eq!(
+            j.unwrap(),
+            "ssh -o ProxyCommand=\"ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -p 2222 -W %h:%p ops@127.0.0.1\" USER@inner"
+        );
+        let plain = Config::parse(
+            Path::new("t.toml"),
+            "[server]\nlisten = [\"127.0.0.1:22\"]\n",
+        )
+        .unwrap();
+        let (_, j) = lines(&plain.destination(), "ops", "inner", &t);
+        assert_eq!(j.unwrap(), "ssh -J ops@127.0.0.1 USER@inner");
+    }
 
     fn db() -> Target {
         Target {
