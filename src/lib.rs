@@ -2,8 +2,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line; everything else is
 //! here, so benchmarks and tests can drive the same code. Only `exec` may use
-//! `unsafe` (process spawning, pidfds and PTY ioctls), and `drain` (for
-//! `localtime_r` and the tee thread's `setpriority`).
+//! `unsafe` (process spawning, pidfds, PTY ioctls, thread priority).
 #![deny(unsafe_code)]
 
 pub mod admission;

@@ -210,3 +210,27 @@ fn the_check_finds_an_import_that_points_up_and_a_circle() {
     let names: Vec<&str> = parsed.iter().map(|(m, _, _)| m.as_str()).collect();
     assert_eq!(names, ["config", "journal", "text", "drain", "exec"]);
 }
+
+#[test]
+fn unsafe_code_is_only_under_src_exec() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| !f.starts_with(src.join("exec"))) {
+        for (n, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            if ["unsafe {", "unsafe fn", "unsafe impl", "allow(unsafe_code)"]
+                .iter()
+                .any(|u| code.contains(u))
+            {
+                found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "unsafe outside src/exec/:\n{}",
+        found.join("\n")
+    );
+}

@@ -64,7 +64,7 @@ impl KeyForms {
             .map_err(|e| KeyFormError::Encoding(e.to_string()))?;
         let b64 = Base64::encode_string(&blob);
         let algorithm = data.algorithm().to_string();
-        let md5 = md5::compute(&blob);
+        let md5 = <md5::Md5 as md5::Digest>::digest(&blob);
         let md5 = md5
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -7,7 +7,6 @@
 //! collectors), [`tee`] turns a session's
 //! output and journal events into messages for each drain. The daemon feeds
 //! the tee from the session's output pumps and the events from the journal.
-#![allow(unsafe_code)] // localtime_r (RFC 3164 timestamps) in `syslog`; setpriority in `tee`
 
 pub mod deliver;
 pub mod lines;

@@ -158,27 +158,12 @@ pub fn rfc3164(
     at: SystemTime,
     msg: &str,
 ) -> String {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r fills a tm we own.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let local: chrono::DateTime<chrono::Local> = at.into();
     format!(
-        "<{}>{} {:>2} {:02}:{:02}:{:02} {} {}[{}]: {}",
+        "<{}>{} {} {}[{}]: {}",
         u16::from(facility) * 8 + severity as u16,
-        MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
+        // `Mmm dd hh:mm:ss`, the day padded with a space.
+        local.format("%b %e %H:%M:%S"),
         header_field(&origin.hostname, 255),
         header_field(&origin.app_name, 32),
         header_field(&origin.procid, 16),
@@ -295,6 +280,31 @@ mod tests {
         );
         assert!(m.starts_with("<36>"), "{m}");
         assert!(m.ends_with(" bastionone tollgate[4242]: x y"), "{m}");
+        // The timestamp is local time, as date(1) prints it here.
+        let date = std::process::Command::new("date")
+            .args(["-d", &format!("@{}", 86400 * 40), "+%b %e %H:%M:%S"])
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let want = String::from_utf8(date.stdout).unwrap();
+        assert_eq!(&m[4..19], want.trim_end_matches('\n'), "{m}");
+        let m = rfc3164(
+            &origin(),
+            4,
+            Severity::Warning,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            "x",
+        );
+        let date = std::process::Command::new("date")
+            .args(["-d", "@1700000000", "+%b %e %H:%M:%S"])
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert_eq!(
+            &m[4..19],
+            String::from_utf8(date.stdout).unwrap().trim_end(),
+            "{m}"
+        );
         assert_eq!(octet_counted("héllo"), b"6 h\xc3\xa9llo".to_vec());
         assert_eq!(facility("local7"), Some(23));
         assert_eq!(facility("nope"), None);

@@ -59,10 +59,8 @@ pub fn tee_runtime() -> &'static tokio::runtime::Handle {
 
 /// Sets the calling thread's nice value (Linux: per thread).
 fn lower_thread_priority(nice: i32) {
-    // SAFETY: plain system calls on the calling thread's own id.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
-    if r != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the tee thread's priority");
+    if let Err(e) = crate::exec::set_thread_nice(nice) {
+        tracing::warn!(error = %e, "cannot lower the tee thread's priority");
     }
 }
 

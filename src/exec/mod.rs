@@ -737,6 +737,16 @@ pub fn signal_tree(leader: i32, sigs: &[Signal]) {
     }
 }
 
+/// Sets the calling thread's nice value (on Linux, priority is per thread).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: plain system calls on the calling thread's own id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// True while the leader's process group has a member. Cheap (no /proc).
 pub fn group_alive(leader: i32) -> bool {
     leader > 1 && killpg(Pid::from_raw(leader), None).is_ok()
