@@ -11,6 +11,7 @@ use rusqlite::{params, Connection};
 use serde_json::Value;
 
 pub mod collect;
+mod collect_steps;
 mod drains;
 mod events;
 mod kinds;
@@ -19,6 +20,7 @@ mod sessions;
 pub mod webhooks;
 mod writer;
 
+pub use collect_steps::OpenConnection;
 pub use drains::DrainRow;
 pub use events::Event;
 pub use kinds::{EndReason, EventKind, SessionKind, SessionState};

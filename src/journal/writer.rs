@@ -103,3 +103,46 @@ impl JournalError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::EventKind;
+    use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_call_in_a_batch_undoes_only_itself() {
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-db-").unwrap());
+        let db = Db::new(Journal::open(&dir.join("j.db")).unwrap());
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.call(move |j| {
+                        j.event(None, EventKind::TestWrite, json!({"i": i}))?;
+                        if i % 2 == 0 {
+                            // Fails after writing: its write must not survive.
+                            j.event(None, EventKind::TestWrite, json!({"i": i, "again": true}))?;
+                            return Err(JournalError::TooNew { found: 0, known: 0 });
+                        }
+                        Ok(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for c in calls {
+            if c.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 25);
+        let events = db.call(|j| j.events(None, 0, None)).await.unwrap();
+        assert_eq!(events.len(), 25, "only the successful calls' writes remain");
+        assert!(events
+            .iter()
+            .all(|e| e.detail["i"].as_i64().unwrap() % 2 == 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -23,8 +23,9 @@ use russh::{MethodKind, MethodSet};
 use super::Progress;
 use crate::collect::keys::KeyForms;
 use crate::collect::valid_identifier;
-use crate::journal::collect::{CollectConnection, OpenConnection};
+use crate::journal::collect::CollectConnection;
 use crate::journal::JournalError;
+use crate::journal::OpenConnection;
 use crate::state::Shared;
 
 /// Why a `must_confirm` connection that proved keys kept none.

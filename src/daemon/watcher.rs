@@ -1,0 +1,228 @@
+//! The journal watcher: what other processes (the admin CLI) wrote, the
+//! events the drains are offered, and each drain's state recorded for
+//! `tollgate drain status` and reported when it changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::drain::deliver::Stats;
+use crate::drain::tee::{encode_event, Sink};
+use crate::journal::{DrainRow, EndReason, EventKind, Journal, JournalError};
+use crate::state::{Current, Shared};
+
+/// Notices what other processes (the admin CLI) wrote: cancels within a
+/// second, and moves tokens past their TTL to `expired`. Uses its own
+/// connection so `data_version` sees every commit not made through it.
+pub(super) async fn watch_journal(
+    path: std::path::PathBuf,
+    current: Arc<Current>,
+    mut cursor: i64,
+) {
+    // Reads only, on a connection of its own: never in the writer's batches.
+    let conn = match tokio::task::spawn_blocking(move || Journal::open(&path)).await {
+        Ok(Ok(j)) => Arc::new(Mutex::new(j)),
+        Ok(Err(e)) => return tracing::error!(error = %e, "journal watcher cannot open the journal"),
+        Err(_) => return,
+    };
+    let mut last_version = -1;
+    let mut last_drop_report = std::time::Instant::now();
+    let mut failures_seen: HashMap<String, (u64, bool)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let shared = current.get();
+        n += 1;
+        let periodic = n % 5 == 0;
+        let version = match read(&conn, |j| j.data_version()).await {
+            Ok(v) => v,
+            Err(_) => last_version,
+        };
+        if version == last_version && !periodic {
+            continue;
+        }
+        last_version = version;
+        if shared.drains.iter().any(|d| d.spec.send_events) {
+            let sh = shared.clone();
+            let c = conn.clone();
+            cursor = tokio::task::spawn_blocking(move || {
+                let mut cur = cursor;
+                forward_events(&c.lock().unwrap_or_else(|e| e.into_inner()), &sh, &mut cur);
+                cur
+            })
+            .await
+            .unwrap_or(cursor);
+            *shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner()) = cursor;
+        }
+        match read(&conn, |j| j.canceling()).await {
+            Ok(ids) => {
+                for id in ids {
+                    if shared.end(&id, EndReason::Canceled) {
+                        tracing::info!(session = %id, "cancel requested; ending session");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "journal watcher: cannot read cancellations"),
+        }
+        if periodic {
+            report_drops(&shared, &mut last_drop_report).await;
+            report_links(&shared, &mut failures_seen).await;
+            let rows = drain_rows(&shared);
+            if !rows.is_empty() {
+                if let Err(e) = shared.db.call(move |j| j.save_drains(&rows)).await {
+                    tracing::error!(error = %e, "could not record the drains' state");
+                }
+            }
+            match shared.db.call(|j| j.expire_due()).await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::info!(session = %id, "token expired unused");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "journal watcher: cannot expire tokens"),
+            }
+        }
+    }
+}
+
+/// Runs a read on the watcher's own connection, off the async threads.
+async fn read<T, F>(conn: &Arc<Mutex<Journal>>, f: F) -> Result<T, JournalError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+{
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || f(&conn.lock().unwrap_or_else(|e| e.into_inner())))
+        .await
+        .unwrap_or_else(|_| Err(JournalError::gone()))
+}
+
+/// Offers every journal event after `*cursor` to the drains that want
+/// events, and moves the cursor. Events come from the journal itself, so
+/// those written by the admin CLI are sent too.
+pub(super) fn forward_events(j: &Journal, shared: &Shared, cursor: &mut i64) {
+    let Ok(events) = j.events(None, *cursor, Some(1000)) else {
+        return;
+    };
+    for e in events {
+        let at = humantime::parse_rfc3339(&e.at).unwrap_or_else(|_| std::time::SystemTime::now());
+        for (sink, _) in shared
+            .drains
+            .iter()
+            .zip(&shared.resume_after)
+            .filter(|(s, &after)| s.spec.send_events && e.seq > after)
+        {
+            sink.drain.offer_event(
+                encode_event(
+                    &sink.spec,
+                    &shared.origin,
+                    at,
+                    e.seq,
+                    e.session_id.as_deref(),
+                    &e.kind,
+                    &e.detail,
+                ),
+                e.seq,
+            );
+        }
+        *cursor = e.seq;
+    }
+}
+
+/// Turns each drain's overflow since the last report into a `drain.dropped`
+/// event (which the journal then offers to every drain).
+async fn report_drops(shared: &Shared, since: &mut std::time::Instant) {
+    let interval_ms = since.elapsed().as_millis() as u64;
+    *since = std::time::Instant::now();
+    for sink in shared.drains.iter() {
+        let (messages, bytes) = sink.drain.take_dropped();
+        if messages == 0 {
+            continue;
+        }
+        let detail = serde_json::json!({
+            "drain": sink.spec.name, "messages": messages, "bytes": bytes, "interval_ms": interval_ms,
+        });
+        tracing::warn!(drain = %sink.spec.name, messages, bytes, "drain queue full: messages dropped");
+        if let Err(e) = shared
+            .db
+            .call(move |j| j.event(None, EventKind::DrainDropped, detail))
+            .await
+        {
+            tracing::error!(error = %e, "could not record drain.dropped");
+        }
+    }
+}
+
+/// Each drain's state as `drain status` shows it.
+pub(super) fn drain_rows(shared: &Shared) -> Vec<DrainRow> {
+    shared
+        .drains
+        .iter()
+        .zip(&shared.resume_after)
+        .map(|(sink, &after)| {
+            let st = sink.drain.stats();
+            drain_row(shared, sink, after.max(st.delivered_event_seq), &st)
+        })
+        .collect()
+}
+
+pub(super) fn drain_row(shared: &Shared, sink: &Sink, event_seq: i64, st: &Stats) -> DrainRow {
+    let url = shared
+        .config
+        .drains
+        .iter()
+        .find(|d| d.spec.name == sink.spec.name)
+        .map(|d| d.target.to_string())
+        .unwrap_or_default();
+    DrainRow {
+        name: sink.spec.name.clone(),
+        url,
+        connected: st.connected,
+        delivered: st.delivered,
+        queued: st.queued,
+        queued_bytes: st.queued_bytes,
+        dropped: st.dropped_total,
+        dropped_bytes: st.dropped_bytes_total,
+        failures: st.failures,
+        last_error: st.last_error.clone(),
+        event_seq,
+        daemon_pid: std::process::id(),
+        updated_at: String::new(),
+    }
+}
+
+/// Records a `drain.error` event when a drain could not connect or lost
+/// its connection since the last look (once per run of failures with the
+/// same cause, not once per retry), and `drain.connected` when it is back.
+async fn report_links(shared: &Shared, seen: &mut HashMap<String, (u64, bool)>) {
+    for sink in shared.drains.iter() {
+        let seen = seen.entry(sink.spec.name.clone()).or_default();
+        let st = sink.drain.stats();
+        let (failures_before, troubled) = *seen;
+        let mut event = None;
+        if st.failures > failures_before && !troubled {
+            let error = st.last_error.clone().unwrap_or_default();
+            tracing::warn!(drain = %sink.spec.name, %error, "drain cannot deliver");
+            event = Some((
+                EventKind::DrainError,
+                serde_json::json!({"drain": sink.spec.name, "error": error, "queued": st.queued}),
+            ));
+            *seen = (st.failures, true);
+        } else if troubled && st.connected && st.failures == failures_before {
+            tracing::info!(drain = %sink.spec.name, "drain connected again");
+            event = Some((
+                EventKind::DrainConnected,
+                serde_json::json!({"drain": sink.spec.name, "queued": st.queued}),
+            ));
+            *seen = (st.failures, false);
+        } else {
+            seen.0 = st.failures;
+        }
+        if let Some((kind, detail)) = event {
+            if let Err(e) = shared.db.call(move |j| j.event(None, kind, detail)).await {
+                tracing::error!(error = %e, "could not record {kind}");
+            }
+        }
+    }
+}
