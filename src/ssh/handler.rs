@@ -19,7 +19,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::{self, AuthorizedSession};
 use super::collecting::Collecting;
-use super::session::{self, Ctl, InputGate};
+use super::ctl::{self, Ctl, Latest, WinSize};
+use super::session::{self, InputGate};
 use super::Progress;
 use crate::exec::PtyRequest;
 use crate::state::Shared;
@@ -38,7 +39,7 @@ pub struct Handler {
     ctl: Option<UnboundedSender<Ctl>>,
     input: Option<Arc<InputGate>>,
     /// The latest window size, for the session task to apply.
-    resize: Option<Arc<session::Latest<session::WinSize>>>,
+    resize: Option<Arc<Latest<WinSize>>>,
     /// Env requests accepted so far (at most [`session::ENV_MAX`]).
     env_kept: usize,
     channel: Option<ChannelId>,
@@ -420,7 +421,7 @@ impl russh::server::Handler for Handler {
     ) -> Result<(), Self::Error> {
         if self.channel == Some(channel)
             && self.env_kept < session::ENV_MAX
-            && session::client_env_allowed(name, value)
+            && ctl::client_env_allowed(name, value)
         {
             self.env_kept += 1;
             self.send(channel, Ctl::Env(name.to_string(), value.to_string()));
@@ -520,7 +521,7 @@ impl russh::server::Handler for Handler {
         signal: Sig,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.send(channel, Ctl::Signal(session::sig_name(&signal)));
+        self.send(channel, Ctl::Signal(ctl::sig_name(&signal)));
         Ok(())
     }
 

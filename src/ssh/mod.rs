@@ -5,7 +5,9 @@
 
 pub mod auth;
 pub mod collecting;
+pub mod ctl;
 pub mod handler;
+mod pumps;
 pub mod session;
 pub mod tunnel;
 pub mod wire;
