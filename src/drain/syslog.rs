@@ -281,30 +281,22 @@ mod tests {
         assert!(m.starts_with("<36>"), "{m}");
         assert!(m.ends_with(" bastionone tollgate[4242]: x y"), "{m}");
         // The timestamp is local time, as date(1) prints it here.
-        let date = std::process::Command::new("date")
-            .args(["-d", &format!("@{}", 86400 * 40), "+%b %e %H:%M:%S"])
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap();
-        let want = String::from_utf8(date.stdout).unwrap();
-        assert_eq!(&m[4..19], want.trim_end_matches('\n'), "{m}");
-        let m = rfc3164(
-            &origin(),
-            4,
-            Severity::Warning,
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            "x",
-        );
-        let date = std::process::Command::new("date")
-            .args(["-d", "@1700000000", "+%b %e %H:%M:%S"])
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap();
-        assert_eq!(
-            &m[4..19],
-            String::from_utf8(date.stdout).unwrap().trim_end(),
-            "{m}"
-        );
+        for secs in [86400 * 40, 1_700_000_000] {
+            let m = rfc3164(
+                &origin(),
+                4,
+                Severity::Warning,
+                UNIX_EPOCH + Duration::from_secs(secs),
+                "x",
+            );
+            let date = std::process::Command::new("date")
+                .args(["-d", &format!("@{secs}"), "+%b %e %H:%M:%S"])
+                .env("LC_ALL", "C")
+                .output()
+                .unwrap();
+            let want = String::from_utf8(date.stdout).unwrap();
+            assert_eq!(&m[4..19], want.trim_end(), "{m}");
+        }
         assert_eq!(octet_counted("héllo"), b"6 h\xc3\xa9llo".to_vec());
         assert_eq!(facility("local7"), Some(23));
         assert_eq!(facility("nope"), None);

@@ -123,25 +123,45 @@ pub(super) async fn run_tee(mut tee: OutputTee, mut rx: mpsc::Receiver<bytes::By
     tee.flush();
 }
 
-/// PTY output to the client, respecting the client's window (backpressure).
-pub(super) async fn pump_pty(
-    master: Arc<PtyMaster>,
-    handle: Handle,
-    ch: ChannelId,
-    activity: Arc<Activity>,
-    epoch: Instant,
-    tee_tx: TeeTx,
-) {
+/// Where a stream of the process's output goes: to the client on one
+/// channel (as data, or as extended data `ext`), counted, and copied to
+/// the tee.
+#[derive(Clone)]
+pub(super) struct Output {
+    pub(super) handle: Handle,
+    pub(super) ch: ChannelId,
+    /// `Some(1)`: stderr, as extended data.
+    pub(super) ext: Option<u32>,
+    pub(super) activity: Arc<Activity>,
+    pub(super) epoch: Instant,
+    pub(super) tee_tx: TeeTx,
+}
+
+impl Output {
+    /// Sends one chunk, waiting for the client's window (backpressure);
+    /// false once the channel is gone.
+    async fn send(&self, data: &[u8]) -> bool {
+        mark(&self.activity, self.epoch, data.len());
+        let chunk = bytes::Bytes::copy_from_slice(data);
+        tee(&self.tee_tx, &chunk);
+        let sent = match self.ext {
+            None => self.handle.data(self.ch, chunk).await,
+            Some(code) => self.handle.extended_data(self.ch, code, chunk).await,
+        };
+        sent.is_ok()
+    }
+}
+
+/// PTY output to the client: what one read returns plus whatever else is
+/// ready at once, one chunk.
+pub(super) async fn pump_pty(master: Arc<PtyMaster>, out: Output) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match master.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let n = n + master.read_ready(&mut buf[n..]);
-                mark(&activity, epoch, n);
-                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                tee(&tee_tx, &chunk);
-                if handle.data(ch, chunk).await.is_err() {
+                if !out.send(&buf[..n]).await {
                     break;
                 }
             }
@@ -149,29 +169,14 @@ pub(super) async fn pump_pty(
     }
 }
 
-/// A pipe (stdout, or stderr as extended data 1) to the client.
-pub(super) async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(
-    mut pipe: R,
-    ext: Option<u32>,
-    handle: Handle,
-    ch: ChannelId,
-    activity: Arc<Activity>,
-    epoch: Instant,
-    tee_tx: TeeTx,
-) {
+/// A pipe (stdout, or stderr) to the client.
+pub(super) async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, out: Output) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                mark(&activity, epoch, n);
-                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                tee(&tee_tx, &chunk);
-                let sent = match ext {
-                    None => handle.data(ch, chunk).await,
-                    Some(code) => handle.extended_data(ch, code, chunk).await,
-                };
-                if sent.is_err() {
+                if !out.send(&buf[..n]).await {
                     break;
                 }
             }

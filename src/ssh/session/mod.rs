@@ -18,7 +18,7 @@ pub use super::ctl::{Ctl, Latest, WinSize};
 mod teardown;
 pub use super::pumps::InputGate;
 use super::pumps::{
-    feed_pipe, feed_pty, pump_pipe, pump_pty, run_tee, wait_pumps, Activity, TeeTx,
+    feed_pipe, feed_pty, pump_pipe, pump_pty, run_tee, wait_pumps, Activity, Output, TeeTx,
 };
 use crate::drain::tee::{OutputTee, SessionMeta};
 use crate::exec::{self, Account, PtyMaster, PtyRequest, Spec, Stdio3};
@@ -530,18 +530,19 @@ impl Task {
             crate::drain::tee::tee_runtime().spawn(run_tee(tee, rx));
             Some((tx, self.shared.drains.clone()))
         };
+        let output = |ext| Output {
+            handle: self.handle.clone(),
+            ch,
+            ext,
+            activity: self.activity.clone(),
+            epoch: self.epoch,
+            tee_tx: tee_tx.clone(),
+        };
         let mut pumps = Vec::new();
         let master = match spawned.io {
             Stdio3::Pty(m) => {
                 let m = Arc::new(m);
-                pumps.push(tokio::spawn(pump_pty(
-                    m.clone(),
-                    self.handle.clone(),
-                    ch,
-                    self.activity.clone(),
-                    self.epoch,
-                    tee_tx.clone(),
-                )));
+                pumps.push(tokio::spawn(pump_pty(m.clone(), output(None))));
                 tokio::spawn(feed_pty(m.clone(), input_rx, self.gate.clone()));
                 Some(m)
             }
@@ -550,24 +551,8 @@ impl Task {
                 stdout,
                 stderr,
             } => {
-                pumps.push(tokio::spawn(pump_pipe(
-                    stdout,
-                    None,
-                    self.handle.clone(),
-                    ch,
-                    self.activity.clone(),
-                    self.epoch,
-                    tee_tx.clone(),
-                )));
-                pumps.push(tokio::spawn(pump_pipe(
-                    stderr,
-                    Some(1),
-                    self.handle.clone(),
-                    ch,
-                    self.activity.clone(),
-                    self.epoch,
-                    tee_tx.clone(),
-                )));
+                pumps.push(tokio::spawn(pump_pipe(stdout, output(None))));
+                pumps.push(tokio::spawn(pump_pipe(stderr, output(Some(1)))));
                 tokio::spawn(feed_pipe(stdin, input_rx, self.gate.clone()));
                 None
             }
