@@ -153,6 +153,22 @@ def hold(src, port, n, limit, talk):
     return out
 
 
+def first_line(s):
+    """What the server sends first, up to its first newline: its version
+    line when it admits the connection, its one-line reason when not."""
+    s.settimeout(5)
+    got = b""
+    try:
+        while b"\n" not in got:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    return got
+
+
 def fill(src, port, n, limit):
     """Connects until n connections are admitted (the server sent its
     version line, not a refusal), holds them `limit` seconds."""
@@ -160,16 +176,7 @@ def fill(src, port, n, limit):
     while len(held) < n and tries < 50 * n + 1000:
         tries += 1
         s = connect(src, port)
-        s.settimeout(5)
-        got = b""
-        try:
-            while b"\n" not in got:
-                chunk = s.recv(256)
-                if not chunk:
-                    break
-                got += chunk
-        except OSError:
-            pass
+        got = first_line(s)
         if got.startswith(b"SSH-"):
             held.append(s)
         else:
@@ -184,16 +191,7 @@ def probe(src, port, n):
     admitted = refused = 0
     for _ in range(n):
         s = connect(src, port)
-        s.settimeout(5)
-        got = b""
-        try:
-            while b"\n" not in got:
-                chunk = s.recv(256)
-                if not chunk:
-                    break
-                got += chunk
-        except OSError:
-            pass
+        got = first_line(s)
         s.close()
         if got.startswith(b"SSH-"):
             admitted += 1
