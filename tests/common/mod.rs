@@ -68,13 +68,46 @@ pub fn askpass_script(path: &Path, token: &str) -> PathBuf {
     path.to_path_buf()
 }
 
-/// A free loopback port (the OS picks; tollgate binds it right after).
+/// A free loopback port (TCP and UDP) for a listener the test starts next.
+///
+/// Taken below the kernel's ephemeral range, each port once per test
+/// process: a port the OS picked for `bind(0)` is free again the moment it
+/// is returned, and the next `connect()` anywhere on the machine may take
+/// it as its source port (or, on loopback, connect to itself), so a test
+/// that dials it would reach a stranger. Ports below the range are never
+/// handed out by the kernel, and the counter never hands one out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::net::UdpSocket;
+    use std::sync::OnceLock;
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if low < FLOOR + 2_000 {
+        // No room below the range: let the OS pick.
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let span = low - FLOOR;
+    // Test binaries run one after another; a start of their own still
+    // keeps two that overlap (a rerun, a second checkout) apart.
+    let start = *START.get_or_init(|| std::process::id().wrapping_mul(7_919) % span);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (FLOOR + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FLOOR}..{low}");
 }
 
 /// Knobs for a test server.
