@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod checked;
 pub mod cli;
 pub mod collect;
 pub mod config;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::checked::Checked;
 use crate::config::Config;
-use crate::drain::deliver::Drain;
 use crate::drain::syslog::Origin;
 use crate::drain::tee::Sink;
 use crate::exec::cgroup::Containment;
@@ -21,6 +21,8 @@ use crate::journal::{Db, EndReason};
 /// so a reload never changes a live session.
 pub struct Shared {
     pub config: Arc<Config>,
+    /// The client https:// webhooks use when `webhooks.ca_file` is set.
+    pub webhook_tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     pub db: Db,
     /// Every configured drain, and how messages say where they come from.
     pub drains: Arc<Vec<Sink>>,
@@ -76,34 +78,34 @@ impl Shared {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// The same daemon under `config`: drains whose settings did not change
-    /// keep their queue and connection, new ones start with the events from
-    /// now on.
-    pub fn next(&self, config: Arc<Config>, russh: russh::server::Config) -> Shared {
+    /// The same daemon under `checked`: drains whose settings did not
+    /// change keep their queue and connection, new ones start with the
+    /// events from now on.
+    pub fn next(&self, checked: Checked, russh: russh::server::Config) -> Shared {
+        let Checked {
+            config,
+            drains: planned,
+            webhook_tls,
+        } = checked;
         self.admission.set_policy(config.server.admission.clone());
         let now = *self.sent_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let (drains, resume_after) = config
-            .drains
+        let (drains, resume_after) = planned
             .iter()
-            .map(|d| {
+            .map(|p| {
                 let kept = self
-                    .config
                     .drains
                     .iter()
-                    .zip(self.drains.iter().zip(&self.resume_after))
-                    .find(|(old, _)| {
-                        old.spec == d.spec
-                            && old.target == d.target
-                            && old.queue_bytes == d.queue_bytes
-                    });
+                    .zip(&self.resume_after)
+                    .find(|(sink, _)| sink.runs(p));
                 match kept {
-                    Some((_, (sink, &after))) => (sink.clone(), after),
-                    None => (start_sink(d), now),
+                    Some((sink, &after)) => (sink.clone(), after),
+                    None => (Sink::start(p), now),
                 }
             })
             .unzip();
         Shared {
-            config,
+            config: Arc::new(config),
+            webhook_tls,
             db: self.db.clone(),
             drains: Arc::new(drains),
             origin: self.origin.clone(),
@@ -115,13 +117,6 @@ impl Shared {
             containment: self.containment.clone(),
             admission: self.admission.clone(),
         }
-    }
-}
-
-pub fn start_sink(d: &crate::config::DrainConfig) -> Sink {
-    Sink {
-        spec: d.spec.clone(),
-        drain: Drain::start(d.target.clone(), d.queue_bytes),
     }
 }
 

@@ -14,6 +14,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::config::Webhooks;
 use crate::journal::now_ms;
@@ -168,10 +169,12 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// Sends one delivery; never panics, never takes longer than the
 /// configured `webhooks.timeout`.
-pub async fn send(d: &Due, cfg: &Webhooks) -> Attempt {
+/// One attempt at `d`; `tls` is the client https:// uses when
+/// `webhooks.ca_file` is set (else the system bundle's).
+pub async fn send(d: &Due, cfg: &Webhooks, tls: Option<&Arc<ClientConfig>>) -> Attempt {
     let started_at = now_ms();
     let clock = Instant::now();
-    let result = match tokio::time::timeout(cfg.timeout, request(d, cfg)).await {
+    let result = match tokio::time::timeout(cfg.timeout, request(d, tls)).await {
         Ok(r) => r,
         Err(_) => Err((
             None,
@@ -200,7 +203,7 @@ pub async fn send(d: &Due, cfg: &Webhooks) -> Attempt {
 
 /// The request and its status line: `Ok(status)` for 2xx, else the status
 /// (when one came) and the reason.
-async fn request(d: &Due, cfg: &Webhooks) -> Result<u16, (Option<u16>, String)> {
+async fn request(d: &Due, tls: Option<&Arc<ClientConfig>>) -> Result<u16, (Option<u16>, String)> {
     let ep = Endpoint::parse(&d.url).map_err(|e| (None, e))?;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tollgate/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nX-Tollgate-Event: {}\r\nX-Tollgate-Delivery: {}\r\nX-Tollgate-Attempt: {}\r\n",
@@ -230,7 +233,7 @@ async fn request(d: &Due, cfg: &Webhooks) -> Result<u16, (Option<u16>, String)> 
         .map_err(|e| (None, format!("connect {}: {e}", ep.addr())))?;
     let _ = tcp.set_nodelay(true);
     if ep.tls {
-        let tls = match &cfg.tls {
+        let tls = match tls {
             Some(c) => c.clone(),
             None => system_tls().map_err(|e| (None, e))?,
         };
@@ -351,7 +354,7 @@ pub async fn worker(current: Arc<crate::state::Current>) {
             let busy = busy.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                let attempt = send(&d, &sh.config.webhooks).await;
+                let attempt = send(&d, &sh.config.webhooks, sh.webhook_tls.as_ref()).await;
                 let id = d.delivery_id.clone();
                 let a = attempt.clone();
                 match sh.db.call(move |j| j.webhook_attempted(&id, &a)).await {

@@ -1,6 +1,6 @@
 //! The manual pages are lint-clean: groff with every warning on says
 //! nothing. (That they name every subcommand, option and config key is
-//! checked beside the code: `main.rs` and `config.rs` tests.)
+//! checked beside the code: `main.rs` and `config/tests.rs`.)
 mod common;
 use common::*;
 

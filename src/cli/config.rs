@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Output;
 use super::{print_json, CliError, CliResult};
-use crate::config::Config;
+use crate::checked::Checked;
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {
@@ -17,8 +17,8 @@ pub enum ConfigCmd {
 
 pub fn run(cmd: ConfigCmd, path: &Path, output: Output) -> CliResult {
     match cmd {
-        ConfigCmd::Check => match Config::load(path) {
-            Ok(c) => {
+        ConfigCmd::Check => match crate::checked::load(path) {
+            Ok(Checked { config: c, .. }) => {
                 match output {
                     Output::Json => print_json(&json!({
                         "ok": true, "file": path, "profiles": c.profiles.keys().collect::<Vec<_>>(),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::session::{issue, print_issued, IssueArgs};
 use super::Output;
 use super::{CliError, CliResult};
-use crate::config::{shell_word, Config};
+use crate::config::shell_word;
 use crate::journal::Journal;
 
 #[derive(clap::Args, Debug)]
@@ -76,7 +76,8 @@ allow_exec = true
     );
     std::fs::write(&config_path, text)
         .map_err(|e| CliError::failure(format!("{}: {e}", config_path.display())))?;
-    let config = Config::load(&config_path)?;
+    let checked = crate::checked::load(&config_path)?;
+    let config = &checked.config;
     // The host key exists before the ssh line is printed, so known_hosts can name it.
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(CliError::failure)?;
     let known_hosts = dir.join("known_hosts");
@@ -95,7 +96,7 @@ allow_exec = true
 
     let mut journal = Journal::open(&config.server.journal)?;
     let issued = issue(
-        &config,
+        config,
         &mut journal,
         &IssueArgs {
             profile: Some("dev".into()),
@@ -114,7 +115,7 @@ allow_exec = true
         ),
         None => dir.display().to_string(),
     };
-    crate::daemon::serve(config, crate::daemon::OnHangup::Stop, move |_| {
+    crate::daemon::serve(checked, crate::daemon::OnHangup::Stop, move |_| {
         print_issued(&issued, output);
         if output == Output::Text {
             println!();

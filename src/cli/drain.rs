@@ -42,7 +42,7 @@ pub fn run(cmd: DrainCmd, config_path: &Path, output: Output) -> CliResult {
             .map(|i| rows.remove(i));
         out.push(Status {
             name: d.spec.name.clone(),
-            url: d.target.to_string(),
+            url: d.url.to_string(),
             configured: true,
             current: recorded.as_ref().is_some_and(fresh),
             recorded,

@@ -90,7 +90,7 @@ pub type CliResult = Result<(), CliError>;
 
 /// Loads the config (exit 2 on problems) and opens its journal (exit 1).
 pub fn load(config_path: &Path) -> Result<(Config, Journal), CliError> {
-    let config = Config::load(config_path)?;
+    let config = crate::checked::load(config_path)?.config;
     let journal = Journal::open(&config.server.journal)?;
     Ok((config, journal))
 }

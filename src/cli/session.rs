@@ -225,7 +225,7 @@ pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Is
         }
         // Issued all the same: the bastion that redeems it may differ.
         let profile = a.profile.as_deref().and_then(|p| config.profile(p));
-        if let Some(why) = profile.and_then(|p| p.exec_shell_refuses()) {
+        if let Some(why) = profile.and_then(crate::exec::account::shell_refuses) {
             eprintln!(
                 "tollgate: warning: --command: {why}; set profiles.{}.shell in {}",
                 a.profile.as_deref().unwrap_or_default(),

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::checked::Checked;
 use crate::config::{Config, ConfigError};
 use crate::drain::syslog::Origin;
 use crate::drain::tee::Sink;
 use crate::exec::cgroup::Containment;
 use crate::journal::EventKind;
 use crate::journal::{Db, EndReason, Journal, JournalError};
-use crate::state::{start_sink, Current, Shared};
+use crate::state::{Current, Shared};
 
 mod watcher;
 use watcher::{drain_row, drain_rows, forward_events, watch_journal};
@@ -62,9 +63,9 @@ pub type DaemonResult = Result<(), DaemonError>;
 
 /// Entry point of `tollgate serve`.
 pub fn serve_from_file(path: &Path) -> DaemonResult {
-    let config = Config::load(path)?;
-    init_logging(&config.server.log_level);
-    serve(config, OnHangup::Reload, |_| {})
+    let checked = crate::checked::load(path)?;
+    init_logging(&checked.config.server.log_level);
+    serve(checked, OnHangup::Reload, |_| {})
 }
 
 /// Logs on stderr. Under systemd (stderr is the journal, `JOURNAL_STREAM`)
@@ -105,7 +106,7 @@ pub fn init_logging(level: &str) {
 /// `on_ready` is called once every listener is bound, with the addresses
 /// actually bound.
 pub fn serve(
-    config: Config,
+    checked: Checked,
     hangup: OnHangup,
     on_ready: impl FnOnce(&[std::net::SocketAddr]),
 ) -> DaemonResult {
@@ -113,7 +114,7 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(DaemonError::failed)?;
-    runtime.block_on(run(config, hangup, on_ready))
+    runtime.block_on(run(checked, hangup, on_ready))
 }
 
 /// One listening address and its accept loop.
@@ -170,11 +171,16 @@ fn start_listeners(
 }
 
 async fn run(
-    config: Config,
+    checked: Checked,
     hangup: OnHangup,
     on_ready: impl FnOnce(&[std::net::SocketAddr]),
 ) -> DaemonResult {
     raise_fd_limit();
+    let Checked {
+        config,
+        drains: planned,
+        webhook_tls,
+    } = checked;
     let notifier = crate::notify::Notifier::from_env();
     let mut signals = Signals::install(hangup).map_err(DaemonError::failed)?;
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(DaemonError::failed)?;
@@ -220,7 +226,7 @@ async fn run(
         .map(|(_, &r)| r)
         .min()
         .unwrap_or(newest_event);
-    let drains: Arc<Vec<Sink>> = Arc::new(config.drains.iter().map(start_sink).collect());
+    let drains: Arc<Vec<Sink>> = Arc::new(planned.iter().map(Sink::start).collect());
     let origin = Arc::new(Origin {
         hostname: nix::unistd::gethostname()
             .ok()
@@ -232,6 +238,7 @@ async fn run(
     let shared = Arc::new(Shared {
         russh: Arc::new(crate::ssh::russh_config(&config, keys)),
         config: config.clone(),
+        webhook_tls,
         db: Db::new(journal),
         drains,
         origin,
@@ -353,12 +360,7 @@ async fn run(
             }
         }
         let st = sink.drain.stats();
-        *row = drain_row(
-            &shared,
-            sink,
-            row.event_seq.max(st.delivered_event_seq),
-            &st,
-        );
+        *row = drain_row(sink, row.event_seq.max(st.delivered_event_seq), &st);
         row.connected = false;
     }
     if !rows.is_empty() {
@@ -435,7 +437,8 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
     let path = old.config.path.clone();
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let outcome = async {
-        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let checked = crate::checked::load(&path).map_err(|e| e.to_string())?;
+        let config = &checked.config;
         if config.server.journal != old.config.server.journal {
             return Err(format!(
                 "{}: server.journal cannot change while the daemon runs (restart it to use {})",
@@ -446,11 +449,11 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
         let keys =
             crate::ssh::load_host_keys(&config.server.host_keys).map_err(|e| e.to_string())?;
         let new = bind_new(&config.server.listen, listeners).await?;
-        let russh = crate::ssh::russh_config(&config, keys);
-        Ok((Arc::new(config), russh, new))
+        let russh = crate::ssh::russh_config(config, keys);
+        Ok((checked, russh, new))
     }
     .await;
-    let (config, russh, new) = match outcome {
+    let (checked, russh, new) = match outcome {
         Ok(x) => x,
         Err(e) => {
             // One line each: journald gives every line its own priority.
@@ -469,7 +472,8 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
             return;
         }
     };
-    let next = Arc::new(old.next(config.clone(), russh));
+    let next = Arc::new(old.next(checked, russh));
+    let config = next.config.clone();
     current.set(next.clone());
     warn_unenforced(&config, &next.containment);
     start_listeners(new, current, listeners);

@@ -162,19 +162,13 @@ pub(super) fn drain_rows(shared: &Shared) -> Vec<DrainRow> {
         .zip(&shared.resume_after)
         .map(|(sink, &after)| {
             let st = sink.drain.stats();
-            drain_row(shared, sink, after.max(st.delivered_event_seq), &st)
+            drain_row(sink, after.max(st.delivered_event_seq), &st)
         })
         .collect()
 }
 
-pub(super) fn drain_row(shared: &Shared, sink: &Sink, event_seq: i64, st: &Stats) -> DrainRow {
-    let url = shared
-        .config
-        .drains
-        .iter()
-        .find(|d| d.spec.name == sink.spec.name)
-        .map(|d| d.target.to_string())
-        .unwrap_or_default();
+pub(super) fn drain_row(sink: &Sink, event_seq: i64, st: &Stats) -> DrainRow {
+    let url = sink.planned.target.to_string();
     DrainRow {
         name: sink.spec.name.clone(),
         url,

@@ -28,6 +28,27 @@ pub enum Target {
     Unix(PathBuf),
 }
 
+impl Target {
+    /// The delivery a drain's `url` asks for, its TLS settings loaded from
+    /// their files (an error says which file and why).
+    pub fn from_url(url: &crate::config::DrainUrl) -> Result<Target, super::tls::TlsError> {
+        use crate::config::DrainUrl;
+        Ok(match url {
+            DrainUrl::Tcp(a) => Target::Tcp(a.clone()),
+            DrainUrl::Udp(a) => Target::Udp(a.clone()),
+            DrainUrl::Unix(p) => Target::Unix(p.clone()),
+            DrainUrl::Tls(f) => {
+                let ca = f
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(super::tls::SYSTEM_CA_FILE));
+                let client = f.client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+                Target::Tls(Box::new(super::tls::target(&f.addr, &ca, client)?))
+            }
+        })
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

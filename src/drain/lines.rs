@@ -9,14 +9,7 @@
 //! an escape. Memory is bounded: a line that never ends is cut at
 //! [`LineCutter::MAX_PENDING_FACTOR`] times the budget.
 
-/// What to do with terminal escape sequences (colours, cursor movement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ansi {
-    /// Remove them: the stored line is the text a person read.
-    Strip,
-    /// Keep them, escaped like any control character.
-    Keep,
-}
+pub use crate::config::Ansi;
 
 /// One message's worth of a terminal line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,36 +8,7 @@
 
 use std::time::SystemTime;
 
-/// Syslog facility by its usual name (`authpriv`, `local0`, …).
-pub fn facility(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern",
-        "user",
-        "mail",
-        "daemon",
-        "auth",
-        "syslog",
-        "lpr",
-        "news",
-        "uucp",
-        "cron",
-        "authpriv",
-        "ftp",
-        "ntp",
-        "security",
-        "console",
-        "solaris-cron",
-        "local0",
-        "local1",
-        "local2",
-        "local3",
-        "local4",
-        "local5",
-        "local6",
-        "local7",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
-}
+pub use crate::config::facility;
 
 /// Severities used by tollgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

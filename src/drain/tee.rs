@@ -5,30 +5,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::deliver::Drain;
-use super::lines::{Ansi, Line, LineCutter};
+use super::deliver::{Drain, Target};
+use super::lines::{Line, LineCutter};
 use super::syslog::{rfc3164, rfc5424, Origin, Severity, StructuredData};
 
-/// Message format of a drain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Rfc5424,
-    Rfc3164,
-}
-
-/// How one drain wants its messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spec {
-    pub name: String,
-    pub format: Format,
-    pub send_output: bool,
-    pub send_events: bool,
-    pub facility: u8,
-    pub output_facility: u8,
-    pub sd_id: String,
-    pub max_message_bytes: usize,
-    pub ansi: Ansi,
-}
+pub use crate::config::{Format, Spec};
 
 /// Niceness of the thread that cuts and encodes every session's output
 /// for the drains: under CPU contention the sessions themselves come
@@ -64,11 +45,51 @@ fn lower_thread_priority(nice: i32) {
     }
 }
 
+/// A configured drain with its delivery built (TLS settings loaded): what
+/// a [`Sink`] starts from.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub spec: Spec,
+    pub target: Target,
+    pub queue_bytes: usize,
+}
+
+impl Planned {
+    /// `d`'s delivery built.
+    pub fn new(d: &crate::config::DrainConfig) -> Result<Planned, super::tls::TlsError> {
+        Ok(Planned {
+            spec: d.spec.clone(),
+            target: Target::from_url(&d.url)?,
+            queue_bytes: d.queue_bytes,
+        })
+    }
+}
+
 /// A configured drain and its delivery.
 #[derive(Clone)]
 pub struct Sink {
     pub spec: Spec,
     pub drain: Drain,
+    /// What it was started with: a reload keeps it when that is unchanged.
+    pub planned: Planned,
+}
+
+impl Sink {
+    /// Starts delivering as `p` says.
+    pub fn start(p: &Planned) -> Sink {
+        Sink {
+            spec: p.spec.clone(),
+            drain: Drain::start(p.target.clone(), p.queue_bytes),
+            planned: p.clone(),
+        }
+    }
+
+    /// Whether it was started as `p` says.
+    pub fn runs(&self, p: &Planned) -> bool {
+        self.planned.spec == p.spec
+            && self.planned.target == p.target
+            && self.planned.queue_bytes == p.queue_bytes
+    }
 }
 
 /// What every output message says about its session.
@@ -313,7 +334,7 @@ fn prefix(s: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drain::deliver::Target;
+    use crate::config::Ansi;
 
     fn spec(format: Format, max: usize) -> Spec {
         Spec {
@@ -350,15 +371,17 @@ mod tests {
     /// queued where the test can read it.
     fn captured(specs: Vec<Spec>) -> (Arc<Vec<Sink>>, Vec<Drain>) {
         let nowhere = std::path::PathBuf::from("/nonexistent-tollgate-test/log.sock");
-        let drains: Vec<Drain> = specs
-            .iter()
-            .map(|_| Drain::start(Target::Unix(nowhere.clone()), 1 << 20))
-            .collect();
-        let sinks = specs
+        let sinks: Vec<Sink> = specs
             .into_iter()
-            .zip(drains.iter().cloned())
-            .map(|(spec, drain)| Sink { spec, drain })
+            .map(|spec| {
+                Sink::start(&Planned {
+                    spec,
+                    target: Target::Unix(nowhere.clone()),
+                    queue_bytes: 1 << 20,
+                })
+            })
             .collect();
+        let drains = sinks.iter().map(|s| s.drain.clone()).collect();
         (Arc::new(sinks), drains)
     }
 

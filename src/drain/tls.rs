@@ -12,7 +12,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// The CA bundle used when a drain names none (Debian's ca-certificates).
-pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub use crate::config::SYSTEM_CA_FILE;
 
 /// Everything needed to open a verified TLS connection to a collector.
 #[derive(Debug, Clone)]

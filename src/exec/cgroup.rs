@@ -29,18 +29,7 @@ const WANTED: [&str; 3] = ["cpu", "memory", "pids"];
 /// The name of the leaf the daemon's own processes live in.
 const DAEMON_LEAF: &str = "daemon";
 
-/// A profile's resource limits for each of its sessions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// `memory.max`, bytes.
-    pub memory_max: Option<u64>,
-    /// `pids.max`: processes and threads at once.
-    pub pids_max: Option<u64>,
-    /// `cpu.weight`, 1 to 10000 (100 is everyone's default).
-    pub cpu_weight: Option<u64>,
-    /// `cpu.max` as a percentage of one CPU (200 = two CPUs' worth).
-    pub cpu_max_percent: Option<u64>,
-}
+pub use crate::config::Limits;
 
 impl Limits {
     /// Each limit that is set: its profile key, controller, file and value.

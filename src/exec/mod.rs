@@ -21,6 +21,7 @@ use nix::unistd::{Gid, Pid, Uid, User};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
+pub mod account;
 pub mod cgroup;
 mod child;
 mod pty;

@@ -1,0 +1,210 @@
+//! The configuration checked against this host, and the runtime pieces
+//! that check builds: one step that `config check`, `serve`, a reload and
+//! every admin command take, so each reports the same problems at the
+//! same `FILE:LINE:COL`.
+//!
+//! `config` reads the text into plain data and keeps where each setting
+//! is written; here the accounts profiles name are looked up (`exec`), the
+//! drains' TLS files and the webhooks' CA file are loaded (`drain`), and
+//! what cannot be used is placed back at its key.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::config::{Config, ConfigError, Draft, DrainUrl, Problem};
+use crate::drain::tee::Planned;
+use crate::drain::tls::{self, TlsError};
+
+/// A configuration that passed every check, with what they built.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    /// `config.drains`, in order, each with its delivery built.
+    pub drains: Vec<Planned>,
+    /// The client webhooks use for https:// when `webhooks.ca_file` is set
+    /// (`None`: the system bundle, loaded at the first such delivery).
+    pub webhook_tls: Option<Arc<ClientConfig>>,
+}
+
+/// Reads `path` and checks it.
+pub fn load(path: &Path) -> Result<Checked, ConfigError> {
+    check(Config::read(path)?)
+}
+
+/// Checks `text` as if read from `path` (for tests).
+pub fn parse(path: &Path, text: &str) -> Result<Checked, ConfigError> {
+    check(Config::draft(path, text)?)
+}
+
+/// Checks what `draft` says against this host, and reports every problem
+/// of the text and of the host together, in file order.
+pub fn check(draft: Draft) -> Result<Checked, ConfigError> {
+    let config = &draft.config;
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    for (name, p) in &config.profiles {
+        let s = format!("profiles.{name}");
+        // A missing `user` was reported by the walk.
+        if !p.user.is_empty() {
+            if let Some(why) = crate::exec::account::refusal(&p.user, p.allow_root) {
+                problems.push(p.user_at.problem(format!("{s}.user: {why}")));
+            }
+        }
+        if p.allow_exec {
+            if let Some(why) = crate::exec::account::shell_refuses(p) {
+                warnings.push(p.allow_exec_at.problem(format!(
+                    "{s}.allow_exec: {why}; set {s}.shell (e.g. shell = \"/bin/sh\")"
+                )));
+            }
+        }
+    }
+    let mut drains = Vec::new();
+    for d in &config.drains {
+        match Planned::new(d) {
+            Ok(p) => drains.push(p),
+            Err(e) => problems.push(drain_problem(&d.spec.name, &d.url, e)),
+        }
+    }
+    let mut webhook_tls = None;
+    if let Some(at) = config.webhooks.ca_file_at {
+        match tls::client_config(&config.webhooks.ca_file, None) {
+            Ok(c) => webhook_tls = Some(c),
+            Err(e) => problems.push(at.problem(format!("webhooks.ca_file: {}", message(e)))),
+        }
+    }
+    let config = draft.finish(problems, warnings)?;
+    Ok(Checked {
+        config,
+        drains,
+        webhook_tls,
+    })
+}
+
+/// A TLS drain's settings that cannot be used, placed at the key at fault.
+fn drain_problem(name: &str, url: &DrainUrl, e: TlsError) -> Problem {
+    let d = format!("drains.{name}");
+    let DrainUrl::Tls(f) = url else {
+        // Only TLS settings load anything.
+        return Problem {
+            line: 0,
+            col: 0,
+            message: format!("{d}: {}", message(e)),
+        };
+    };
+    let at = &f.at;
+    let (key, place, msg) = match e {
+        TlsError::Url(m) => ("url", at.url, m),
+        TlsError::CaFile(m) if f.ca_file.is_none() => (
+            "url",
+            at.url,
+            format!("{m} (the system CA bundle; set ca_file to the collector's CA)"),
+        ),
+        TlsError::CaFile(m) => ("ca_file", at.ca_file, m),
+        TlsError::ClientCert(m) => ("client_cert", at.client_cert, m),
+        TlsError::ClientKey(m) => ("client_key", at.client_key, m),
+        TlsError::Client(m) => ("url", at.url, m),
+    };
+    place.problem(format!("{d}.{key}: {msg}"))
+}
+
+/// The text of a TLS settings error.
+fn message(e: TlsError) -> String {
+    match e {
+        TlsError::Url(m)
+        | TlsError::CaFile(m)
+        | TlsError::ClientCert(m)
+        | TlsError::ClientKey(m)
+        | TlsError::Client(m) => m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(Path::new("t.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.to_string().lines().map(String::from).collect(),
+        }
+    }
+
+    #[test]
+    fn root_needs_allow_root_and_unknown_users_are_named() {
+        let p = problems("[profiles.a]\nuser = \"root\"\ncommand = \"/bin/sh\"\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("t.toml:2:8: profiles.a.user: \"root\" is root"));
+        assert!(problems(
+            "[profiles.a]\nuser = \"root\"\nallow_root = true\ncommand = \"/bin/sh\"\n"
+        )
+        .is_empty());
+        let p = problems("[profiles.a]\nuser = \"no-such-user-x\"\ncommand = \"/bin/sh\"\n");
+        assert_eq!(
+            p,
+            vec!["t.toml:2:8: profiles.a.user: no such account \"no-such-user-x\""]
+        );
+    }
+
+    #[test]
+    fn tls_drains_load_their_files_and_say_which_one_is_wrong() {
+        let p = problems(
+            "[[drains]]\nname = \"t\"\nurl = \"tls://127.0.0.1:6514\"\nca_file = \"/nonexistent/ca.pem\"\n\n[[drains]]\nname = \"u\"\nurl = \"udp://127.0.0.1:514\"\nca_file = \"/etc/ssl/x.pem\"\n",
+        );
+        let joined = p.join("\n");
+        assert!(
+            joined.contains("t.toml:4:11: drains.t.ca_file: /nonexistent/ca.pem: No such file"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("t.toml:9:11: drains.u.ca_file applies only to tls:// drains"),
+            "{joined}"
+        );
+        // A file that is not a certificate.
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-tls-").unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let p = problems(&format!(
+            "[[drains]]\nname = \"t\"\nurl = \"tls://logs.example.com:6514\"\nca_file = \"{}\"\n",
+            junk.display()
+        ));
+        assert!(
+            p.join("\n").contains("drains.t.ca_file: ")
+                && p.join("\n").contains("no usable CA certificate"),
+            "{p:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_profile_whose_login_shell_refuses_commands_is_warned_about_with_its_position() {
+        // Debian's nobody has /usr/sbin/nologin.
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            return;
+        };
+        let refuses = nobody.shell.ends_with("nologin") || nobody.shell.ends_with("false");
+        let text = "[profiles.p]\nuser = \"nobody\"\ncommand = \"/bin/sh\"\nallow_exec = true\n";
+        let c = parse(Path::new("t.toml"), text).unwrap().config;
+        if refuses {
+            assert_eq!(c.warning_lines().len(), 1, "{:?}", c.warnings);
+            let w = &c.warning_lines()[0];
+            assert!(
+                w.starts_with("t.toml:4:14: warning: profiles.p.allow_exec: commands run through the account's login shell, and \"nobody\"'s is "),
+                "{w}"
+            );
+            assert!(
+                w.ends_with("set profiles.p.shell (e.g. shell = \"/bin/sh\")"),
+                "{w}"
+            );
+        }
+        // A shell of its own, or no exec: nothing to say.
+        for quiet in [
+            format!("{text}shell = \"/bin/sh\"\n"),
+            text.replace("allow_exec = true", "allow_exec = false"),
+        ] {
+            let c = parse(Path::new("t.toml"), &quiet).unwrap().config;
+            assert!(c.warnings.is_empty(), "{quiet}: {:?}", c.warnings);
+        }
+    }
+}
