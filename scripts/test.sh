@@ -70,7 +70,8 @@ cargo clippy --locked --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked 2>&1 | tee "$log" || status=$?
+# Every test binary runs even after one fails, so a run shows all failures.
+cargo test --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # cargo's last summary is the (empty) doc-test run: close with the total.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 # The Debian package: built with cargo-deb, its contents checked.
