@@ -172,7 +172,7 @@ pub struct Sessions {
 pub struct Profile {
     pub user: String,
     pub allow_root: bool,
-    /// argv of what a shell request runs (split like a shell would, no expansion).
+    /// argv of what a shell request runs (split as a POSIX shell does, no expansion).
     pub command: Vec<String>,
     /// Shell used for `exec` commands (`SHELL -c CMD`); the account's login
     /// shell when not set.

@@ -201,61 +201,10 @@ pub(super) fn walk_limits(ctx: &mut Ctx, s: &str, t: &DeTable) -> Limits {
     }
 }
 
-/// Splits a command line into words the way a POSIX shell would for simple
-/// cases: whitespace separates, single and double quotes group, backslash
-/// escapes. No variables, globs or other expansion.
+/// Splits a command line into words the way a POSIX shell does (`shlex`):
+/// whitespace separates, single and double quotes group, backslash
+/// escapes, and a word starting with `#` begins a comment. No variables,
+/// globs or other expansion.
 pub fn split_command(s: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err("unterminated single quote".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c) => cur.push(c),
-                            None => return Err("unterminated double quote".into()),
-                        },
-                        Some(c) => cur.push(c),
-                        None => return Err("unterminated double quote".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => cur.push(c),
-                    None => return Err("trailing backslash".into()),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
+    shlex::split(s).ok_or_else(|| "an unterminated quote or a trailing backslash".to_string())
 }

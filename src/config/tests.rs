@@ -242,6 +242,13 @@ fn split_command_handles_quotes() {
         vec!["/bin/bash", "-lc", "echo \"hi there\"", "a b"]
     );
     assert!(split_command("'open").is_err());
+    assert!(split_command("/bin/echo \\").is_err());
+    // As sh: no expansion, a comment ends the line, `\x` in double
+    // quotes keeps its backslash unless x is special.
+    assert_eq!(
+        split_command(r#"/bin/echo $HOME "a\$b" "c\d" # the rest"#).unwrap(),
+        vec!["/bin/echo", "$HOME", "a$b", "c\\d"]
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ use tokio::net::unix::pipe;
 pub mod account;
 pub mod cgroup;
 mod child;
+pub mod plan;
 mod pty;
 pub use child::set_session_nofile;
 use child::{clone_child, Child, ChildIo, Creds, ParentIo};
@@ -103,7 +104,8 @@ pub struct PtyRequest {
     pub px_height: u32,
 }
 
-/// What to run and how.
+/// What to run and how: made only by [`plan::plan`], from a redeemed
+/// token that grants a command.
 #[derive(Debug)]
 pub struct Spec {
     pub argv: Vec<String>,
@@ -118,7 +120,12 @@ pub struct Spec {
     /// The session's cgroup directory ([`cgroup::SessionCgroup::open`]):
     /// the process starts in it.
     pub cgroup: Option<OwnedFd>,
+    /// Only this module (and [`plan`]) can name it, so only they build one.
+    _planned: Planned,
 }
+
+#[derive(Debug)]
+struct Planned;
 
 /// The parent's ends of the child's standard streams.
 pub enum Stdio3 {

@@ -24,7 +24,7 @@ pub use collect_steps::OpenConnection;
 pub use drains::DrainRow;
 pub use events::Event;
 pub use kinds::{EndReason, EventKind, SessionKind, SessionState};
-pub use sessions::{CancelOutcome, Ending, NewSession, Redeemed, SessionRow, StaleSession};
+pub use sessions::{CancelOutcome, Ending, Grant, NewSession, Redeemed, SessionRow, StaleSession};
 pub use writer::Db;
 
 /// Errors from the journal.

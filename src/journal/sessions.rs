@@ -110,16 +110,39 @@ pub struct NewSession<'a> {
     pub connection_limit: Option<u32>,
 }
 
-/// What a successful redemption hands to the daemon.
-#[derive(Debug, Clone)]
+/// What a token grants, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A process under `profile`: its own command, or `command` when the
+    /// token was issued with one.
+    Command {
+        profile: String,
+        command: Option<String>,
+    },
+    /// Forwarded connections to the one named target, nothing else; at
+    /// most `connection_limit` open at once.
+    Tunnel {
+        target: String,
+        connection_limit: Option<u32>,
+    },
+}
+
+/// What a successful redemption hands to the daemon. Only the journal
+/// builds one (the sealed field), and only in [`Journal::redeem`]: the
+/// value is the proof that a person presented a live token, which `exec`
+/// asks for before it plans a process.
+#[derive(Debug)]
 pub struct Redeemed {
     pub id: String,
-    pub profile: String,
-    pub command: Option<String>,
+    pub grant: Grant,
     pub max_duration: Duration,
-    pub target: Option<String>,
-    pub connection_limit: Option<u32>,
+    pub(super) _sealed: Sealed,
 }
+
+/// Only the journal can name it, so only its redemption (in whichever
+/// backend) builds a [`Redeemed`].
+#[derive(Debug)]
+pub(super) struct Sealed;
 
 /// How a session ended.
 #[derive(Debug, Clone)]
@@ -183,13 +206,21 @@ impl Journal {
             .query_row(
                 params![now, client_addr, token_sha256, login_user],
                 |r| {
+                    let grant = match r.get::<_, Option<String>>(4)? {
+                        Some(target) => Grant::Tunnel {
+                            target,
+                            connection_limit: r.get(5)?,
+                        },
+                        None => Grant::Command {
+                            profile: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            command: r.get(2)?,
+                        },
+                    };
                     Ok(Redeemed {
                         id: r.get(0)?,
-                        profile: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                        command: r.get(2)?,
+                        grant,
                         max_duration: Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
-                        target: r.get(4)?,
-                        connection_limit: r.get(5)?,
+                        _sealed: Sealed,
                     })
                 },
             )

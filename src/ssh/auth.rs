@@ -3,9 +3,9 @@
 //! one as proof that the person presented a live token for this user.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::journal::Db;
+use crate::journal::{Db, Grant, Redeemed};
 use crate::token;
 
 /// Only this module can name it, so only [`redeem`] can build an
@@ -14,22 +14,36 @@ use crate::token;
 struct Proof;
 
 /// Proof of a redeemed token. Its fields can be read anywhere, but it can be
-/// built only here (the private `Proof` field), by [`redeem`].
+/// built only here (the private `Proof` field), by [`redeem`], around the
+/// journal's [`Redeemed`] (which only the journal builds, and which `exec`
+/// asks for before it plans a process).
 #[derive(Debug)]
 pub struct AuthorizedSession {
-    pub id: String,
-    pub profile: String,
-    pub command: Option<String>,
+    /// The session's id, what the token grants, and for how long.
+    pub redeemed: Redeemed,
     pub login_user: String,
     pub client_addr: SocketAddr,
     /// When the redemption happened, on the monotonic clock.
     pub started: Instant,
-    pub max_duration: Duration,
-    /// A tunnel session: the only target it may reach, and how many
-    /// forwarded connections may be open at once.
-    pub target: Option<String>,
-    pub connection_limit: Option<u32>,
     _proof: Proof,
+}
+
+impl AuthorizedSession {
+    pub fn id(&self) -> &str {
+        &self.redeemed.id
+    }
+
+    /// The profile a command grant runs under (empty for a tunnel).
+    pub fn profile(&self) -> &str {
+        match &self.redeemed.grant {
+            Grant::Command { profile, .. } => profile,
+            Grant::Tunnel { .. } => "",
+        }
+    }
+
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self.redeemed.grant, Grant::Tunnel { .. })
+    }
 }
 
 /// Redeems `presented` for `user`. Every kind of failure (unknown, used,
@@ -48,16 +62,11 @@ pub async fn redeem(
     let started = Instant::now();
     let result = db.call(move |j| j.redeem(&hash, &login_user, &addr)).await;
     match result {
-        Ok(Some(r)) => Some(AuthorizedSession {
-            id: r.id,
-            profile: r.profile,
-            command: r.command,
+        Ok(Some(redeemed)) => Some(AuthorizedSession {
+            redeemed,
             login_user: user.to_string(),
             client_addr: peer,
             started,
-            max_duration: r.max_duration,
-            target: r.target,
-            connection_limit: r.connection_limit,
             _proof: Proof,
         }),
         Ok(None) => {

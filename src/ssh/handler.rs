@@ -28,6 +28,27 @@ use crate::state::Shared;
 /// Prompt shown by keyboard-interactive authentication.
 const TOKEN_PROMPT: &str = "Token: ";
 
+/// Where a connection is.
+enum Phase {
+    /// No authentication request yet: the first one decides between a
+    /// token login and a collect connection.
+    Undecided,
+    /// A token login: tokens are tried until one is redeemed.
+    Login,
+    /// A token was redeemed; its session starts when russh reports the
+    /// authentication done.
+    Authorized(AuthorizedSession),
+    /// The session task runs: where channel traffic goes, the gate client
+    /// data passes, and the latest window size for the task to apply.
+    Session {
+        ctl: UnboundedSender<Ctl>,
+        input: Arc<InputGate>,
+        resize: Arc<Latest<WinSize>>,
+    },
+    /// A key-collection connection (a live collect identifier as user name).
+    Collecting(Box<Collecting>),
+}
+
 /// One per TCP connection.
 pub struct Handler {
     shared: Arc<Shared>,
@@ -35,21 +56,13 @@ pub struct Handler {
     /// Authentication as the connection's grace timer and penalty see it;
     /// also the client's identification line.
     progress: Arc<Progress>,
-    authorized: Option<AuthorizedSession>,
-    ctl: Option<UnboundedSender<Ctl>>,
-    input: Option<Arc<InputGate>>,
-    /// The latest window size, for the session task to apply.
-    resize: Option<Arc<Latest<WinSize>>>,
+    phase: Phase,
     /// Env requests accepted so far (at most [`session::ENV_MAX`]).
     env_kept: usize,
     channel: Option<ChannelId>,
     /// A shell or exec request was accepted on `channel`: nothing else may
     /// start, and a PTY can no longer be asked for.
     started: bool,
-    /// Whether the first authentication request was seen, which decides
-    /// between a token login and a collect connection.
-    decided: bool,
-    collecting: Option<Collecting>,
 }
 
 impl Handler {
@@ -58,15 +71,22 @@ impl Handler {
             shared,
             peer,
             progress,
-            authorized: None,
-            ctl: None,
-            input: None,
-            resize: None,
+            phase: Phase::Undecided,
             env_kept: 0,
             channel: None,
             started: false,
-            decided: false,
-            collecting: None,
+        }
+    }
+
+    fn collecting(&self) -> bool {
+        matches!(self.phase, Phase::Collecting(_))
+    }
+
+    /// Where channel traffic goes, once the session task runs.
+    fn ctl(&self) -> Option<&UnboundedSender<Ctl>> {
+        match &self.phase {
+            Phase::Session { ctl, .. } => Some(ctl),
+            _ => None,
         }
     }
 
@@ -75,19 +95,24 @@ impl Handler {
     /// identifier makes this a collect connection; any other user name (a
     /// dead identifier included) is a token login.
     async fn decide(&mut self, user: &str) {
-        if !self.decided {
-            self.decided = true;
-            self.collecting =
-                Collecting::lookup(&self.shared, self.peer, &self.progress, user).await;
-            if self.collecting.is_some() {
-                self.progress.collecting();
-            }
+        if let Phase::Undecided = self.phase {
+            self.phase =
+                match Collecting::lookup(&self.shared, self.peer, &self.progress, user).await {
+                    Some(c) => {
+                        self.progress.collecting();
+                        Phase::Collecting(Box::new(c))
+                    }
+                    None => Phase::Login,
+                };
         }
     }
 
     /// The collect state for `user`, when this connection is collecting.
     fn collecting_for(&mut self, user: &str) -> Option<&mut Collecting> {
-        self.collecting.as_mut().filter(|c| c.is_for(user))
+        match &mut self.phase {
+            Phase::Collecting(c) if c.is_for(user) => Some(c),
+            _ => None,
+        }
     }
 
     fn methods() -> MethodSet {
@@ -101,14 +126,17 @@ impl Handler {
         }
     }
 
+    /// A token for `user`, tried only while this is a token login (not
+    /// after one was redeemed, and never on a collect connection, where it
+    /// would be spent for nothing).
     async fn try_token(&mut self, user: &str, presented: &str) -> Auth {
-        if self.authorized.is_some() || self.ctl.is_some() {
+        if !matches!(self.phase, Phase::Login) {
             return Self::reject();
         }
         self.progress.attempted();
         match auth::redeem(&self.shared.db, user, presented, self.peer).await {
             Some(a) => {
-                self.authorized = Some(a);
+                self.phase = Phase::Authorized(a);
                 Auth::Accept
             }
             None => Self::reject(),
@@ -122,7 +150,7 @@ impl Handler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<bool, russh::Error> {
-        let Some(c) = &self.collecting else {
+        let Phase::Collecting(c) = &self.phase else {
             return Ok(false);
         };
         let line = c.last_line();
@@ -154,7 +182,7 @@ impl Handler {
     /// Forwards to the session task if this is our channel.
     fn send(&self, channel: ChannelId, msg: Ctl) {
         if self.channel == Some(channel) {
-            if let Some(ctl) = &self.ctl {
+            if let Some(ctl) = self.ctl() {
                 let _ = ctl.send(msg);
             }
         }
@@ -252,7 +280,7 @@ impl russh::server::Handler for Handler {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.progress.authenticated();
-        if let Some(c) = self.collecting.as_mut() {
+        if let Phase::Collecting(c) = &mut self.phase {
             c.finish().await;
             // Nothing else happens on this connection: it may show the
             // outcome, then it goes, even if the client keeps it open.
@@ -270,13 +298,14 @@ impl russh::server::Handler for Handler {
             });
             return Ok(());
         }
-        if let Some(authorized) = self.authorized.take() {
-            let (ctl, input, resize) =
-                session::start(self.shared.clone(), authorized, session.handle());
-            self.ctl = Some(ctl);
-            self.input = Some(input);
-            self.resize = Some(resize);
-        }
+        self.phase = match std::mem::replace(&mut self.phase, Phase::Login) {
+            Phase::Authorized(authorized) => {
+                let (ctl, input, resize) =
+                    session::start(self.shared.clone(), authorized, session.handle());
+                Phase::Session { ctl, input, resize }
+            }
+            other => other,
+        };
         Ok(())
     }
 
@@ -286,7 +315,7 @@ impl russh::server::Handler for Handler {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.collecting.is_some() && self.channel.is_none() {
+        if self.collecting() && self.channel.is_none() {
             // Only to show the outcome (see `shell_request`).
             let id = channel.id();
             drop(channel);
@@ -295,7 +324,7 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         // One session channel per token.
-        if self.ctl.is_none() || self.channel.is_some() {
+        if self.ctl().is_none() || self.channel.is_some() {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -322,7 +351,7 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // The session task decides: a tunnel forwards to its target only.
-        if let Some(ctl) = &self.ctl {
+        if let Some(ctl) = self.ctl() {
             let _ = ctl.send(Ctl::Forward(super::tunnel::ForwardRequest {
                 channel,
                 host: crate::text::clip(host_to_connect, crate::text::HOST_MAX),
@@ -347,8 +376,8 @@ impl russh::server::Handler for Handler {
         if self.channel != Some(channel) {
             return Ok(());
         }
-        if let Some(gate) = &self.input {
-            gate.admit(data.len()).await;
+        if let Phase::Session { input, .. } = &self.phase {
+            input.admit(data.len()).await;
         }
         self.send(channel, Ctl::Data(data.to_vec()));
         Ok(())
@@ -388,7 +417,7 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         session.channel_success(channel)?;
-        if self.collecting.is_some() {
+        if self.collecting() {
             return Ok(());
         }
         self.send(
@@ -507,8 +536,8 @@ impl russh::server::Handler for Handler {
         if self.channel != Some(channel) {
             return Ok(());
         }
-        if let Some(slot) = &self.resize {
-            if slot.put((col_width, row_height, pix_width, pix_height)) {
+        if let Phase::Session { resize, .. } = &self.phase {
+            if resize.put((col_width, row_height, pix_width, pix_height)) {
                 self.send(channel, Ctl::Resized);
             }
         }
@@ -531,7 +560,7 @@ impl russh::server::Handler for Handler {
         port: &mut u32,
         _s: &mut Session,
     ) -> Result<bool, Self::Error> {
-        if let Some(ctl) = &self.ctl {
+        if let Some(ctl) = self.ctl() {
             let address = crate::text::clip(address, crate::text::HOST_MAX);
             let _ = ctl.send(Ctl::Refused(format!("remote forwarding {address}:{port}")));
         }

@@ -21,9 +21,9 @@ use super::pumps::{
     feed_pipe, feed_pty, pump_pipe, pump_pty, run_tee, wait_pumps, Activity, Output, TeeTx,
 };
 use crate::drain::tee::{OutputTee, SessionMeta};
-use crate::exec::{self, Account, PtyMaster, PtyRequest, Spec, Stdio3};
-use crate::journal::Ending;
-use crate::journal::EventKind;
+use crate::exec::plan::{plan, Refused, Request};
+use crate::exec::{self, Account, PtyMaster, PtyRequest, Stdio3};
+use crate::journal::{Ending, EventKind, Grant};
 use crate::state::Shared;
 use nix::sys::signal::Signal;
 use teardown::{bounded, wait_child};
@@ -53,18 +53,21 @@ pub fn start(
     let resize = Arc::new(Latest::default());
     let task_resize = resize.clone();
     let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-    shared.register(&auth.id, stop_tx);
+    shared.register(auth.id(), stop_tx);
     let task_gate = gate.clone();
-    let tunnel = auth.target.as_ref().and_then(|name| {
-        let t = shared.config.targets.get(name)?;
-        Some(super::tunnel::Tunnel::new(
-            name.clone(),
-            t.clone(),
-            auth.connection_limit,
-        ))
-    });
+    let tunnel = match &auth.redeemed.grant {
+        Grant::Tunnel {
+            target,
+            connection_limit,
+        } => shared
+            .config
+            .targets
+            .get(target)
+            .map(|t| super::tunnel::Tunnel::new(target.clone(), t.clone(), *connection_limit)),
+        Grant::Command { .. } => None,
+    };
     tokio::spawn(async move {
-        let id = auth.id.clone();
+        let id = auth.id().to_string();
         let task = Task {
             tunnel,
             shared: shared.clone(),
@@ -146,17 +149,17 @@ impl Task {
         let mut delay = Duration::from_millis(500);
         let mut failures = 0u32;
         loop {
-            let (id, e2) = (self.auth.id.clone(), ending.clone());
+            let (id, e2) = (self.auth.id().to_string(), ending.clone());
             match self.shared.db.call(move |j| j.finish(&id, &e2)).await {
                 Ok(_) => {
                     if failures > 0 {
-                        tracing::warn!(session = %self.auth.id, attempts = failures + 1, "recorded the end of the session in the journal after retrying");
+                        tracing::warn!(session = %self.auth.id(), attempts = failures + 1, "recorded the end of the session in the journal after retrying");
                     }
                     return;
                 }
                 Err(e) => {
                     if failures == 0 {
-                        tracing::error!(session = %self.auth.id, error = %e, "could not record the end of the session in the journal; retrying until it can");
+                        tracing::error!(session = %self.auth.id(), error = %e, "could not record the end of the session in the journal; retrying until it can");
                     }
                     failures += 1;
                     tokio::time::sleep(delay).await;
@@ -192,14 +195,14 @@ impl Task {
     }
 
     async fn event(&self, kind: EventKind, detail: serde_json::Value) {
-        let id = self.auth.id.clone();
+        let id = self.auth.id().to_string();
         if let Err(e) = self
             .shared
             .db
             .call(move |j| j.event(Some(&id), kind, detail))
             .await
         {
-            tracing::error!(session = %self.auth.id, kind = kind.as_str(), error = %e, "could not record event in the journal");
+            tracing::error!(session = %self.auth.id(), kind = kind.as_str(), error = %e, "could not record event in the journal");
         }
     }
 
@@ -209,7 +212,8 @@ impl Task {
         mut stop: UnboundedReceiver<EndReason>,
     ) {
         self.touch();
-        let deadline = tokio::time::Instant::from_std(self.auth.started + self.auth.max_duration);
+        let deadline =
+            tokio::time::Instant::from_std(self.auth.started + self.auth.redeemed.max_duration);
         let idle = self.shared.config.sessions.idle_timeout;
         let mut idle_tick = tokio::time::interval(idle.map_or(Duration::from_secs(3600), |d| {
             (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
@@ -244,7 +248,7 @@ impl Task {
             Ctl::Pty(req) => self.pty = Some(req),
             Ctl::Env(k, v) if self.client_env.len() < ENV_MAX => self.client_env.push((k, v)),
             Ctl::Env(..) => {}
-            Ctl::Shell | Ctl::Exec(_) if self.auth.target.is_some() => self.explain_tunnel().await,
+            Ctl::Shell | Ctl::Exec(_) if self.auth.is_tunnel() => self.explain_tunnel().await,
             Ctl::Shell => return self.start_process(None).await,
             Ctl::Exec(cmd) => return self.start_process(Some(cmd)).await,
             Ctl::Forward(f) => self.forward(f).await,
@@ -268,7 +272,7 @@ impl Task {
                 }
             }
             // A tunnel outlives its (optional) session channel.
-            Ctl::Close if self.auth.target.is_some() => {}
+            Ctl::Close if self.auth.is_tunnel() => {}
             Ctl::Close => return Err(EndReason::Disconnected),
             Ctl::Resized => {
                 let Some((cols, rows, pw, ph)) = self.resize.take() else {
@@ -276,7 +280,7 @@ impl Task {
                 };
                 if let Some(m) = self.running.as_ref().and_then(|r| r.master.clone()) {
                     if let Err(e) = m.resize(cols, rows, pw, ph) {
-                        tracing::warn!(session = %self.auth.id, error = %e, "resize failed");
+                        tracing::warn!(session = %self.auth.id(), error = %e, "resize failed");
                     }
                     self.capped_event(
                         EventKind::SessionResized,
@@ -324,7 +328,7 @@ impl Task {
                 .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         });
         tunnel
-            .request(&self.shared, &self.auth.id, f, on_bytes)
+            .request(&self.shared, self.auth.id(), f, on_bytes)
             .await;
     }
 
@@ -395,12 +399,12 @@ impl Task {
         if self.running.is_some() {
             return Ok(()); // the handler refused it
         }
-        let Some(profile) = self.shared.config.profile(&self.auth.profile).cloned() else {
+        let Some(profile) = self.shared.config.profile(self.auth.profile()).cloned() else {
             return self
                 .refuse(
                     "this token's profile is no longer configured",
                     EventKind::SessionError,
-                    json!({"error": "profile not configured", "profile": self.auth.profile}),
+                    json!({"error": "profile not configured", "profile": self.auth.profile()}),
                 )
                 .await;
         };
@@ -416,63 +420,36 @@ impl Task {
                     .await
             }
         };
-        let shell = profile
-            .shell
-            .clone()
-            .unwrap_or_else(|| account.shell.to_string_lossy().into_owned());
-        let argv = match (&self.auth.command, &exec_cmd) {
-            (Some(issued), _) => vec![shell.clone(), "-c".into(), issued.clone()],
-            (None, None) => profile.command.clone(),
-            (None, Some(cmd)) if profile.allow_exec => {
-                vec![shell.clone(), "-c".into(), cmd.clone()]
-            }
-            (None, Some(cmd)) => {
+        let request = Request {
+            command: exec_cmd.as_deref(),
+            pty: self.pty.as_ref(),
+            client_env: &self.client_env,
+        };
+        let mut spec = match plan(&self.auth.redeemed, &profile, account, &request) {
+            Ok(spec) => spec,
+            Err(Refused::ExecNotAllowed) => {
+                let cmd = exec_cmd.as_deref().unwrap_or_default();
                 return self
                     .refuse(
                         "this token does not allow running a command; connect without one to get the console",
                         EventKind::SessionRequestRefused,
                         json!({"request": "exec", "command": crate::text::clip(cmd, crate::text::COMMAND_MAX)}),
                     )
-                    .await
+                    .await;
             }
+            // A tunnel's shell and exec requests are explained, not run.
+            Err(Refused::NotACommand) => return Ok(()),
         };
-        let mut env = vec![
-            (
-                "HOME".to_string(),
-                account.home.to_string_lossy().into_owned(),
-            ),
-            ("USER".into(), account.name.clone()),
-            ("LOGNAME".into(), account.name.clone()),
-            ("SHELL".into(), shell.clone()),
-            (
-                "PATH".into(),
-                if account.uid.is_root() {
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-                } else {
-                    "/usr/local/bin:/usr/bin:/bin".into()
-                },
-            ),
-            ("TOLLGATE_SESSION_ID".into(), self.auth.id.clone()),
-        ];
-        if let Some(p) = &self.pty {
-            env.push(("TERM".into(), p.term.clone()));
-        }
-        env.extend(self.client_env.iter().cloned());
-        env.extend(profile.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        // Later entries win, so the profile overrides the client.
-        env.reverse();
-        let mut seen = std::collections::HashSet::new();
-        env.retain(|(k, _)| seen.insert(k.clone()));
-        env.reverse();
+        let argv = spec.argv.clone();
 
         let (cgroup, cgroup_fd) = match self
             .shared
             .containment
-            .session(&self.auth.id, &profile.limits)
+            .session(self.auth.id(), &profile.limits)
         {
             Ok(made) => made.unzip(),
             Err(e) => {
-                tracing::error!(session = %self.auth.id, error = %e, "could not make the session's cgroup");
+                tracing::error!(session = %self.auth.id(), error = %e, "could not make the session's cgroup");
                 return self
                     .refuse(
                         "the session's command could not be started",
@@ -482,16 +459,7 @@ impl Task {
                     .await;
             }
         };
-        let spec = Spec {
-            cgroup: cgroup_fd,
-            argv: argv.clone(),
-            env,
-            cwd: profile.cwd.clone().unwrap_or_else(|| account.home.clone()),
-            cwd_required: profile.cwd.is_some(),
-            account,
-            allow_root: profile.allow_root,
-            pty: self.pty.clone(),
-        };
+        spec.cgroup = cgroup_fd;
         let user = spec.account.name.clone();
         let spawned = match exec::spawn(spec).await {
             Ok(s) => s,
@@ -499,7 +467,7 @@ impl Task {
                 if let Some(c) = cgroup {
                     c.remove(Duration::ZERO).await;
                 }
-                tracing::error!(session = %self.auth.id, error = %e, "could not start the session's command");
+                tracing::error!(session = %self.auth.id(), error = %e, "could not start the session's command");
                 return self
                     .refuse(
                         "the session's command could not be started",
@@ -517,8 +485,8 @@ impl Task {
             self.shared.drains.clone(),
             self.shared.origin.clone(),
             SessionMeta {
-                id: self.auth.id.clone(),
-                profile: self.auth.profile.clone(),
+                id: self.auth.id().to_string(),
+                profile: self.auth.profile().to_string(),
                 login_user: self.auth.login_user.clone(),
                 client_addr: self.auth.client_addr.to_string(),
             },
@@ -570,7 +538,7 @@ impl Task {
             input: input_tx,
             pumps,
         });
-        let id = self.auth.id.clone();
+        let id = self.auth.id().to_string();
         let detail = json!({
             "pid": pid, "user": user, "pty": self.pty.is_some(),
             "argv": argv.iter().map(|a| crate::text::clip(a, crate::text::COMMAND_MAX)).collect::<Vec<_>>(),
@@ -584,9 +552,9 @@ impl Task {
             .call(move |j| j.started(&id, pid as u32, leader, detail))
             .await
         {
-            tracing::error!(session = %self.auth.id, error = %e, "could not record session start");
+            tracing::error!(session = %self.auth.id(), error = %e, "could not record session start");
         }
-        tracing::info!(session = %self.auth.id, pid, login_user = %self.auth.login_user, client = %self.auth.client_addr, "session started");
+        tracing::info!(session = %self.auth.id(), pid, login_user = %self.auth.login_user, client = %self.auth.client_addr, "session started");
         Ok(())
     }
 }

@@ -95,7 +95,7 @@ impl Task {
         };
         self.record_end(&ending).await;
         tracing::info!(
-            session = %self.auth.id,
+            session = %self.auth.id(),
             reason = reason.as_str(),
             exit_status = ending.exit_status,
             exit_signal = ending.exit_signal.as_deref(),
