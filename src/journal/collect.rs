@@ -1,7 +1,7 @@
 //! Collect sessions in the journal: the object the CLI prints (and webhooks
 //! will carry), its connections and the keys kept from each.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Conn, Row};
 use serde::Serialize;
 use serde_json::json;
 
@@ -94,7 +94,7 @@ pub struct CollectedKey {
 
 const COLUMNS: &str = "id, connection_identifier, status, created_at, updated_at, expired_at, external_id, multi_connection, multi_key, must_confirm, ssh_banner, ssh_message";
 
-fn session_row(r: &Row) -> rusqlite::Result<CollectSession> {
+fn session_row(r: &Row) -> Result<CollectSession, JournalError> {
     let expires: Option<i64> = r.get(5)?;
     Ok(CollectSession {
         id: r.get(0)?,
@@ -126,12 +126,6 @@ pub enum CollectError {
     Journal(#[from] JournalError),
 }
 
-impl From<rusqlite::Error> for CollectError {
-    fn from(e: rusqlite::Error) -> Self {
-        CollectError::Journal(JournalError::Sql(e))
-    }
-}
-
 impl Journal {
     /// Creates a pending collect session.
     pub fn collect_create(&mut self, n: &NewCollect) -> Result<CollectSession, CollectError> {
@@ -142,9 +136,9 @@ impl Journal {
         };
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        let taken: bool = tx.query_row(
+        let taken: bool = tx.query_one(
             "SELECT EXISTS (SELECT 1 FROM collect_sessions WHERE connection_identifier = ?1)",
-            [&ident],
+            params![ident],
             |r| r.get(0),
         )?;
         if taken {
@@ -179,27 +173,24 @@ impl Journal {
 
 /// One collect session (not deleted) by id or identifier, whole, on any
 /// connection (or savepoint).
-pub(super) fn load(conn: &Connection, id: &str) -> Result<Option<CollectSession>, JournalError> {
-    let s = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM collect_sessions WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL"),
-            [id],
-            session_row,
-        )
-        .optional()?;
+pub(super) fn load(conn: &Conn, id: &str) -> Result<Option<CollectSession>, JournalError> {
+    let s = conn.query_opt(
+        &format!("SELECT {COLUMNS} FROM collect_sessions WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL"),
+        params![id],
+        session_row,
+    )?;
     let Some(mut s) = s else { return Ok(None) };
     s.connections = connections(conn, &s.id)?;
     s.webhooks = webhooks(conn, &s.id)?;
     Ok(Some(s))
 }
 
-fn webhooks(conn: &Connection, collect_id: &str) -> Result<Vec<Webhook>, JournalError> {
-    let mut st = conn.prepare_cached(
+fn webhooks(conn: &Conn, collect_id: &str) -> Result<Vec<Webhook>, JournalError> {
+    conn.query(
         "SELECT id, url, method, headers, events, retries, initial_backoff, backoff_multiplier, secret IS NOT NULL, created_at
          FROM collect_webhooks WHERE collect_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid",
-    )?;
-    let rows = st
-        .query_map([collect_id], |r| {
+        params![collect_id],
+        |r| {
             let headers: String = r.get(3)?;
             let events: String = r.get(4)?;
             Ok(Webhook {
@@ -216,13 +207,12 @@ fn webhooks(conn: &Connection, collect_id: &str) -> Result<Vec<Webhook>, Journal
                 has_secret: r.get(8)?,
                 created_at: fmt_time(r.get(9)?),
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+        },
+    )
 }
 
 fn add_webhook(
-    conn: &Connection,
+    conn: &Conn,
     collect_id: &str,
     w: &NewWebhook,
     now: i64,
@@ -238,15 +228,11 @@ fn add_webhook(
     Ok(id)
 }
 
-fn connections(
-    conn: &Connection,
-    collect_id: &str,
-) -> Result<Vec<CollectConnection>, JournalError> {
-    let mut st = conn.prepare_cached(
+fn connections(conn: &Conn, collect_id: &str) -> Result<Vec<CollectConnection>, JournalError> {
+    let mut conns = conn.query(
         "SELECT id, client_version, ip_address, created_at FROM collect_connections WHERE collect_id = ?1 ORDER BY created_at, rowid",
-    )?;
-    let mut conns = st
-        .query_map([collect_id], |r| {
+        params![collect_id],
+        |r| {
             Ok(CollectConnection {
                 id: r.get(0)?,
                 client_version: r.get(1)?,
@@ -254,15 +240,14 @@ fn connections(
                 created_at: fmt_time(r.get(3)?),
                 keys: Vec::new(),
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut st = conn.prepare_cached(
-        "SELECT id, created_at, public_key_algorithm, public_key_md5, public_key_sha256, public_key_pem,
-                public_key_ssh, public_key_openssh FROM collect_keys WHERE connection_id = ?1 ORDER BY created_at, rowid",
+        },
     )?;
     for c in &mut conns {
-        c.keys = st
-            .query_map([&c.id], |r| {
+        c.keys = conn.query(
+            "SELECT id, created_at, public_key_algorithm, public_key_md5, public_key_sha256, public_key_pem,
+                    public_key_ssh, public_key_openssh FROM collect_keys WHERE connection_id = ?1 ORDER BY created_at, rowid",
+            params![c.id],
+            |r| {
                 Ok(CollectedKey {
                     id: r.get(0)?,
                     created_at: fmt_time(r.get(1)?),
@@ -273,8 +258,8 @@ fn connections(
                     public_key_ssh: r.get(6)?,
                     public_key_openssh: r.get(7)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
     }
     Ok(conns)
 }
@@ -282,13 +267,11 @@ fn connections(
 impl Journal {
     /// Every collect session not deleted, newest first, whole.
     pub fn collect_list(&self) -> Result<Vec<CollectSession>, JournalError> {
-        let ids: Vec<String> = self
-            .conn
-            .prepare(
-                "SELECT id FROM collect_sessions WHERE deleted_at IS NULL ORDER BY created_at DESC, rowid DESC",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<String> = self.conn.query(
+            "SELECT id FROM collect_sessions WHERE deleted_at IS NULL ORDER BY created_at DESC, rowid DESC",
+            params![],
+            |r| r.get(0),
+        )?;
         let mut out = Vec::new();
         for id in ids {
             if let Some(s) = self.collect_get(&id)? {
@@ -356,14 +339,12 @@ impl Journal {
     pub fn collect_delete(&mut self, id: &str) -> Result<bool, JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        let found: Option<String> = tx
-            .query_row(
-                "UPDATE collect_sessions SET deleted_at = ?2, updated_at = ?2
-                 WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL RETURNING id",
-                params![id, now],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let found: Option<String> = tx.query_opt(
+            "UPDATE collect_sessions SET deleted_at = ?2, updated_at = ?2
+             WHERE (id = ?1 OR connection_identifier = ?1) AND deleted_at IS NULL RETURNING id",
+            params![id, now],
+            |r| r.get(0),
+        )?;
         if let Some(cid) = &found {
             append_event(
                 &tx,
@@ -380,17 +361,14 @@ impl Journal {
     /// The collect session an SSH user name stands for, when it may still
     /// collect: not deleted, not completed, not expired.
     pub fn collect_live(&self, identifier: &str) -> Result<Option<CollectSession>, JournalError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM collect_sessions WHERE connection_identifier = ?1 AND deleted_at IS NULL
-                     AND status = 'pending' AND (expired_at IS NULL OR expired_at > ?2)"
-                ),
-                params![identifier, now_ms()],
-                session_row,
-            )
-            .optional()?)
+        self.conn.query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM collect_sessions WHERE connection_identifier = ?1 AND deleted_at IS NULL
+                 AND status = 'pending' AND (expired_at IS NULL OR expired_at > ?2)"
+            ),
+            params![identifier, now_ms()],
+            session_row,
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 //! proves, closed (completing a single-connection session), or kept whole
 //! at once; each step creates the webhook deliveries it makes due.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{params, Conn};
 use serde_json::json;
 
 use super::collect::{load, new_id, CollectConnection, CollectSession};
@@ -69,9 +69,9 @@ impl Journal {
     ) -> Result<bool, JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        let deleted: bool = tx.query_row(
+        let deleted: bool = tx.query_one(
             "SELECT deleted_at IS NOT NULL FROM collect_sessions WHERE id = ?1",
-            [&c.collect_id],
+            params![c.collect_id],
             |r| r.get(0),
         )?;
         if deleted {
@@ -146,21 +146,19 @@ enum Due {
 }
 
 fn open_connection(
-    tx: &Connection,
+    tx: &Conn,
     identifier: &str,
     client_version: &str,
     ip_address: &str,
     now: i64,
 ) -> Result<Option<OpenConnection>, JournalError> {
-    let s = tx
-        .query_row(
-            "SELECT id, multi_connection FROM collect_sessions s WHERE connection_identifier = ?1 AND deleted_at IS NULL
-             AND status = 'pending' AND (expired_at IS NULL OR expired_at > ?2)
-             AND (multi_connection OR NOT EXISTS (SELECT 1 FROM collect_keys k WHERE k.collect_id = s.id))",
-            params![identifier, now],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
-        )
-        .optional()?;
+    let s = tx.query_opt(
+        "SELECT id, multi_connection FROM collect_sessions s WHERE connection_identifier = ?1 AND deleted_at IS NULL
+         AND status = 'pending' AND (expired_at IS NULL OR expired_at > ?2)
+         AND (multi_connection OR NOT EXISTS (SELECT 1 FROM collect_keys k WHERE k.collect_id = s.id))",
+        params![identifier, now],
+        |r| Ok((r.get::<String>(0)?, r.get::<bool>(1)?)),
+    )?;
     let Some((collect_id, multi_connection)) = s else {
         return Ok(None);
     };
@@ -187,12 +185,7 @@ fn open_connection(
     }))
 }
 
-fn add_key(
-    tx: &Connection,
-    c: &OpenConnection,
-    k: &KeyForms,
-    now: i64,
-) -> Result<String, JournalError> {
+fn add_key(tx: &Conn, c: &OpenConnection, k: &KeyForms, now: i64) -> Result<String, JournalError> {
     let key_id = new_id("key_")?;
     tx.execute(
         "INSERT INTO collect_keys (id, collect_id, connection_id, created_at, public_key_algorithm, public_key_md5,
@@ -214,7 +207,7 @@ fn add_key(
 
 /// Completes the session when it takes one connection and this one
 /// recorded a key; returns whether it did.
-fn close_connection(tx: &Connection, c: &OpenConnection, now: i64) -> Result<bool, JournalError> {
+fn close_connection(tx: &Conn, c: &OpenConnection, now: i64) -> Result<bool, JournalError> {
     if c.multi_connection {
         return Ok(false);
     }
@@ -239,7 +232,7 @@ fn close_connection(tx: &Connection, c: &OpenConnection, now: i64) -> Result<boo
 /// Creates the webhook deliveries `due` makes, each carrying the whole
 /// collect session as it stands now; returns the connection as recorded.
 fn enqueue_all(
-    tx: &Connection,
+    tx: &Conn,
     c: &OpenConnection,
     due: &[Due],
     now: i64,
@@ -285,7 +278,7 @@ fn enqueue_all(
 /// Creates a delivery of `event` for every webhook of `s` that wants it.
 /// The body is fixed now: retries send the same bytes and delivery id.
 fn enqueue(
-    conn: &Connection,
+    conn: &Conn,
     s: &CollectSession,
     event: &str,
     extra: serde_json::Value,

@@ -1,6 +1,6 @@
 //! What the daemon records about itself for the admin commands: each
 //! drain's state (`tollgate drain status`) and the watchdog's health row.
-use rusqlite::params;
+use super::sql::params;
 use serde::Serialize;
 
 use super::{fmt_time, now_ms, Journal, JournalError};
@@ -28,11 +28,10 @@ pub struct DrainRow {
 impl Journal {
     /// The watchdog's proof that the journal takes writes: one row, rewritten.
     pub fn record_health(&self, pid: u32) -> Result<(), JournalError> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO daemon_health (id, pid, checked_at) VALUES (1, ?1, ?2)",
-            )?
-            .execute(params![pid, now_ms()])?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO daemon_health (id, pid, checked_at) VALUES (1, ?1, ?2)",
+            params![pid, now_ms()],
+        )?;
         Ok(())
     }
 
@@ -40,13 +39,12 @@ impl Journal {
     /// under the same names). `updated_at` is set here.
     pub fn save_drains(&self, rows: &[DrainRow]) -> Result<(), JournalError> {
         let now = now_ms();
-        let mut st = self.conn.prepare_cached(
-            "INSERT OR REPLACE INTO drains (name, url, connected, delivered, queued, queued_bytes, dropped,
-                 dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
         for r in rows {
-            st.execute(params![
+            self.conn.execute(
+                "INSERT OR REPLACE INTO drains (name, url, connected, delivered, queued, queued_bytes, dropped,
+                     dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
                 r.name,
                 r.url,
                 r.connected,
@@ -58,38 +56,37 @@ impl Journal {
                 r.failures as i64,
                 r.last_error,
                 r.event_seq,
-                r.daemon_pid,
-                now
-            ])?;
+                    r.daemon_pid,
+                    now
+                ],
+            )?;
         }
         Ok(())
     }
 
     /// Every drain recorded, by name.
     pub fn drains(&self) -> Result<Vec<DrainRow>, JournalError> {
-        let mut st = self.conn.prepare_cached(
+        self.conn.query(
             "SELECT name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes,
                     failures, last_error, event_seq, daemon_pid, updated_at FROM drains ORDER BY name",
-        )?;
-        let rows = st
-            .query_map([], |r| {
+            params![],
+            |r| {
                 Ok(DrainRow {
                     name: r.get(0)?,
                     url: r.get(1)?,
                     connected: r.get(2)?,
-                    delivered: r.get::<_, i64>(3)? as u64,
-                    queued: r.get::<_, i64>(4)? as u64,
-                    queued_bytes: r.get::<_, i64>(5)? as u64,
-                    dropped: r.get::<_, i64>(6)? as u64,
-                    dropped_bytes: r.get::<_, i64>(7)? as u64,
-                    failures: r.get::<_, i64>(8)? as u64,
+                    delivered: r.get::<i64>(3)? as u64,
+                    queued: r.get::<i64>(4)? as u64,
+                    queued_bytes: r.get::<i64>(5)? as u64,
+                    dropped: r.get::<i64>(6)? as u64,
+                    dropped_bytes: r.get::<i64>(7)? as u64,
+                    failures: r.get::<i64>(8)? as u64,
                     last_error: r.get(9)?,
                     event_seq: r.get(10)?,
                     daemon_pid: r.get(11)?,
                     updated_at: fmt_time(r.get(12)?),
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 }

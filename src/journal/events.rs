@@ -1,5 +1,5 @@
 //! The append-only event log: what every step of every session left behind.
-use rusqlite::{params, Row};
+use super::sql::{params, Row};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ pub struct Event {
     pub detail: Value,
 }
 
-fn event_row(r: &Row) -> rusqlite::Result<Event> {
+fn event_row(r: &Row) -> Result<Event, JournalError> {
     let detail: String = r.get(4)?;
     Ok(Event {
         seq: r.get(0)?,
@@ -29,9 +29,10 @@ fn event_row(r: &Row) -> rusqlite::Result<Event> {
 impl Journal {
     /// The sequence number of the newest event (0 when there is none).
     pub fn last_event_seq(&self) -> Result<i64, JournalError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+        self.conn
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", params![], |r| {
+                r.get(0)
+            })
     }
 
     /// Events after `after_seq`, oldest first, optionally for one session.
@@ -41,13 +42,11 @@ impl Journal {
         after_seq: i64,
         limit: Option<i64>,
     ) -> Result<Vec<Event>, JournalError> {
-        let mut st = self.conn.prepare_cached(
+        self.conn.query(
             "SELECT seq, at, session_id, kind, detail FROM events
              WHERE seq > ?1 AND (?2 IS NULL OR session_id = ?2) ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = st
-            .query_map(params![after_seq, session, limit.unwrap_or(-1)], event_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            params![after_seq, session, limit.unwrap_or(-1)],
+            event_row,
+        )
     }
 }

@@ -2,13 +2,20 @@
 //! log. It is also the interface between the admin CLI and the daemon: the
 //! CLI writes here, the daemon notices through `PRAGMA data_version`.
 //!
+//! Every operation is written once against [`sql::Conn`], the one seam to
+//! the database (statements with `?N` placeholders, the journal's own
+//! parameter and row types, savepoints); only `open`, the migrations and
+//! `data_version` reach past it to SQLite.
+//!
 //! Tokens never reach this module in plaintext; only their SHA-256.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
+
 use serde_json::Value;
+use sql::{params, Conn};
 
 pub mod collect;
 mod collect_steps;
@@ -17,6 +24,7 @@ mod events;
 mod kinds;
 mod schema;
 mod sessions;
+mod sql;
 pub mod webhooks;
 mod writer;
 
@@ -44,6 +52,9 @@ pub enum JournalError {
     Denied { path: String, hint: String },
     #[error("journal: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A column that does not hold what the journal wrote there.
+    #[error("journal: {0}")]
+    Column(String),
     #[error("journal schema version {found} is newer than this tollgate understands ({known})")]
     TooNew { found: i64, known: i64 },
 }
@@ -122,7 +133,7 @@ fn denied(path: &Path) -> Option<JournalError> {
 
 /// An open journal.
 pub struct Journal {
-    conn: Connection,
+    conn: Conn,
 }
 
 impl Journal {
@@ -171,7 +182,9 @@ impl Journal {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| JournalError::Open { path: p, source: e })?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut j = Journal { conn };
+        let mut j = Journal {
+            conn: Conn::sqlite(conn),
+        };
         j.migrate()?;
         Ok(j)
     }
@@ -179,32 +192,26 @@ impl Journal {
     /// Opens a write transaction that several calls then share (group
     /// commit): each call runs in a savepoint of its own inside it.
     pub(super) fn begin_batch(&mut self) -> Result<(), JournalError> {
-        self.run_cached("BEGIN IMMEDIATE")
-    }
-
-    /// Runs a parameterless statement, prepared once per connection.
-    fn run_cached(&self, sql: &str) -> Result<(), JournalError> {
-        self.conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
+        self.conn.run("BEGIN IMMEDIATE")
     }
 
     /// Marks where one call of a batch begins.
     pub(super) fn begin_call(&mut self) -> Result<(), JournalError> {
-        self.run_cached("SAVEPOINT call")
+        self.conn.run("SAVEPOINT call")
     }
 
     /// Ends one call of a batch: keeps its writes, or undoes them alone.
     pub(super) fn end_call(&mut self, keep: bool) -> Result<(), JournalError> {
         if !keep {
-            self.run_cached("ROLLBACK TO call")?;
+            self.conn.run("ROLLBACK TO call")?;
         }
-        self.run_cached("RELEASE call")
+        self.conn.run("RELEASE call")
     }
 
     /// Commits the batch (one fsync for all of it); rolls back on failure.
     pub(super) fn commit_batch(&mut self) -> Result<(), JournalError> {
-        if let Err(e) = self.run_cached("COMMIT") {
-            let _ = self.conn.execute_batch("ROLLBACK");
+        if let Err(e) = self.conn.run("COMMIT") {
+            let _ = self.conn.batch("ROLLBACK");
             return Err(e);
         }
         Ok(())
@@ -214,6 +221,7 @@ impl Journal {
     pub fn data_version(&self) -> Result<i64, JournalError> {
         Ok(self
             .conn
+            .sqlite_db()
             .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
@@ -230,12 +238,12 @@ impl Journal {
 }
 
 pub(crate) fn append_event(
-    conn: &Connection,
+    conn: &Conn,
     at: i64,
     session: Option<&str>,
     kind: EventKind,
     detail: &Value,
-) -> rusqlite::Result<()> {
+) -> Result<(), JournalError> {
     let mut text = detail.to_string();
     // No event is ever much bigger than its caps allow, whoever wrote it.
     if text.len() > crate::text::VALUE_MAX {
@@ -243,10 +251,10 @@ pub(crate) fn append_event(
         crate::text::clip_json(&mut capped);
         text = capped.to_string();
     }
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![at, session, kind.as_str(), text])?;
+        params![at, session, kind.as_str(), text],
+    )?;
     Ok(())
 }
 
@@ -321,8 +329,11 @@ mod tests {
     fn events_cannot_be_rewritten() {
         let (_d, mut j) = temp_journal();
         issue(&mut j, "s1", "h1", Duration::from_secs(60));
-        assert!(j.conn.execute("DELETE FROM events", []).is_err());
-        assert!(j.conn.execute("UPDATE events SET kind = 'x'", []).is_err());
+        assert!(j.conn.execute("DELETE FROM events", params![]).is_err());
+        assert!(j
+            .conn
+            .execute("UPDATE events SET kind = 'x'", params![])
+            .is_err());
         assert_eq!(j.events(Some("s1"), 0, None).unwrap().len(), 1);
     }
 

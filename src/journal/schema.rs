@@ -159,14 +159,15 @@ impl Journal {
         // admin can still read it when the disk is full).
         let current: i64 = self
             .conn
+            .sqlite_db()
             .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if current == MIGRATIONS.len() as i64 {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tx = self.conn.immediate()?;
+        let version: i64 = tx
+            .sqlite_db()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(JournalError::TooNew {
@@ -175,9 +176,9 @@ impl Journal {
             });
         }
         for sql in &MIGRATIONS[version as usize..] {
-            tx.execute_batch(sql)?;
+            tx.batch(sql)?;
         }
-        tx.pragma_update(None, "user_version", known)?;
+        tx.sqlite_db().pragma_update(None, "user_version", known)?;
         tx.commit()?;
         Ok(())
     }

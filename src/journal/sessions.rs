@@ -1,6 +1,6 @@
 //! Sessions: issued with a token's hash, redeemed once, started, finished,
 //! canceled, expired, and closed at start-up when an earlier run left them live.
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::sql::{params, Conn, Row};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -50,22 +50,20 @@ pub struct SessionRow {
 const SESSION_COLUMNS: &str = "id, kind, state, profile, login_user, command, reason, created_at, expires_at, max_duration_ms, started_at, ended_at, end_reason, exit_status, exit_signal, client_addr, bytes_in, bytes_out, target, connection_limit, forwards";
 
 /// A column holding one of a closed set of names.
-fn named<T>(r: &Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+fn named<T>(r: &Row, i: usize, parse: fn(&str) -> Option<T>) -> Result<T, JournalError> {
     let s: String = r.get(i)?;
     parse(&s).ok_or_else(|| unknown(i, &s))
 }
 
-fn unknown(i: usize, s: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        i,
-        rusqlite::types::Type::Text,
-        format!("unknown value {s:?} (a journal from a newer tollgate?)").into(),
-    )
+fn unknown(i: usize, s: &str) -> JournalError {
+    JournalError::Column(format!(
+        "column {i}: unknown value {s:?} (a journal from a newer tollgate?)"
+    ))
 }
 
-fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
-    let opt_time = |i: usize| -> rusqlite::Result<Option<String>> {
-        Ok(r.get::<_, Option<i64>>(i)?.map(fmt_time))
+fn session_row(r: &Row) -> Result<SessionRow, JournalError> {
+    let opt_time = |i: usize| -> Result<Option<String>, JournalError> {
+        Ok(r.get::<Option<i64>>(i)?.map(fmt_time))
     };
     Ok(SessionRow {
         id: r.get(0)?,
@@ -77,11 +75,11 @@ fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
         reason: r.get(6)?,
         created_at: fmt_time(r.get(7)?),
         expires_at: fmt_time(r.get(8)?),
-        max_duration_s: r.get::<_, i64>(9)? / 1000,
+        max_duration_s: r.get::<i64>(9)? / 1000,
         started_at: opt_time(10)?,
         ended_at: opt_time(11)?,
         end_reason: r
-            .get::<_, Option<String>>(12)?
+            .get::<Option<String>>(12)?
             .map(|s| EndReason::parse(&s).ok_or_else(|| unknown(12, &s)))
             .transpose()?,
         exit_status: r.get(13)?,
@@ -170,7 +168,7 @@ pub enum CancelOutcome {
 impl Journal {
     /// Creates a pending session for a token (given as its hash).
     pub fn issue(&mut self, s: &NewSession) -> Result<SessionRow, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let row = insert_session(&tx, s)?;
         tx.commit()?;
         Ok(row)
@@ -178,7 +176,7 @@ impl Journal {
 
     /// Creates many pending sessions in one transaction (one fsync).
     pub fn issue_many(&mut self, sessions: &[NewSession]) -> Result<(), JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         for s in sessions {
             insert_session(&tx, s)?;
         }
@@ -197,34 +195,30 @@ impl Journal {
     ) -> Result<Option<Redeemed>, JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        let won = tx
-            .prepare_cached(
+        let won = tx.query_opt(
                 "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
                  WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
                  RETURNING id, profile, command, max_duration_ms, target, connection_limit",
-            )?
-            .query_row(
-                params![now, client_addr, token_sha256, login_user],
+            params![now, client_addr, token_sha256, login_user],
                 |r| {
-                    let grant = match r.get::<_, Option<String>>(4)? {
+                    let grant = match r.get::<Option<String>>(4)? {
                         Some(target) => Grant::Tunnel {
                             target,
                             connection_limit: r.get(5)?,
                         },
                         None => Grant::Command {
-                            profile: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            profile: r.get::<Option<String>>(1)?.unwrap_or_default(),
                             command: r.get(2)?,
                         },
                     };
                     Ok(Redeemed {
                         id: r.get(0)?,
                         grant,
-                        max_duration: Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                        max_duration: Duration::from_millis(r.get::<i64>(3)?.max(0) as u64),
                         _sealed: Sealed,
                     })
                 },
-            )
-            .optional()?;
+        )?;
         match &won {
             Some(r) => append_event(
                 &tx,
@@ -257,8 +251,10 @@ impl Journal {
         detail: Value,
     ) -> Result<(), JournalError> {
         let tx = self.conn.savepoint()?;
-        tx.prepare_cached("UPDATE sessions SET pid = ?2, leader = ?3 WHERE id = ?1")?
-            .execute(params![id, pid, leader])?;
+        tx.execute(
+            "UPDATE sessions SET pid = ?2, leader = ?3 WHERE id = ?1",
+            params![id, pid, leader],
+        )?;
         append_event(&tx, now_ms(), Some(id), EventKind::SessionStarted, &detail)?;
         tx.commit()?;
         Ok(())
@@ -269,12 +265,11 @@ impl Journal {
     pub fn finish(&mut self, id: &str, end: &Ending) -> Result<(), JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        tx.prepare_cached(
+        tx.execute(
             "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
                     exit_signal = ?5, bytes_in = ?6, bytes_out = ?7, forwards = ?8
              WHERE id = ?1 AND state IN ('active', 'canceling')",
-        )?
-        .execute(params![
+            params![
                 id,
                 now,
                 end.reason.as_str(),
@@ -309,14 +304,12 @@ impl Journal {
     /// Cancels a session; idempotent. `Ok(None)` when there is no such id.
     pub fn cancel(&mut self, id: &str) -> Result<Option<CancelOutcome>, JournalError> {
         let now = now_ms();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let state: Option<String> = tx
-            .query_row("SELECT state FROM sessions WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let tx = self.conn.immediate()?;
+        let state: Option<String> = tx.query_opt(
+            "SELECT state FROM sessions WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
         let outcome = match state.as_deref() {
             None => return Ok(None),
             Some("pending") => {
@@ -336,7 +329,7 @@ impl Journal {
             Some("active") => {
                 tx.execute(
                     "UPDATE sessions SET state = 'canceling' WHERE id = ?1",
-                    [id],
+                    params![id],
                 )?;
                 append_event(
                     &tx,
@@ -355,29 +348,23 @@ impl Journal {
 
     /// Ids of sessions the CLI asked to cancel.
     pub fn canceling(&self) -> Result<Vec<String>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT id FROM sessions WHERE state = 'canceling'")?;
-        let ids = st
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(ids)
+        self.conn.query(
+            "SELECT id FROM sessions WHERE state = 'canceling'",
+            params![],
+            |r| r.get(0),
+        )
     }
 
     /// Moves pending sessions whose token TTL has passed to `expired`.
     pub fn expire_due(&mut self) -> Result<Vec<String>, JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        let ids = {
-            let mut st = tx.prepare(
-                "UPDATE sessions SET state = 'expired', ended_at = ?1, end_reason = 'expired'
-                 WHERE state = 'pending' AND expires_at <= ?1 RETURNING id",
-            )?;
-            let ids = st
-                .query_map([now], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            ids
-        };
+        let ids: Vec<String> = tx.query(
+            "UPDATE sessions SET state = 'expired', ended_at = ?1, end_reason = 'expired'
+             WHERE state = 'pending' AND expires_at <= ?1 RETURNING id",
+            params![now],
+            |r| r.get(0),
+        )?;
         for id in &ids {
             append_event(&tx, now, Some(id), EventKind::SessionExpired, &json!({}))?;
         }
@@ -389,25 +376,19 @@ impl Journal {
     /// Returns their ids, recorded pids and leader identities.
     pub fn recover_stale(&mut self) -> Result<Vec<StaleSession>, JournalError> {
         let now = now_ms();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let rows = {
-            let mut st = tx.prepare(
-                "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
-                 WHERE state IN ('active', 'canceling') RETURNING id, pid, leader",
-            )?;
-            let rows = st
-                .query_map([now], |r| {
-                    Ok(StaleSession {
-                        id: r.get(0)?,
-                        pid: r.get(1)?,
-                        leader: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
+        let tx = self.conn.immediate()?;
+        let rows = tx.query(
+            "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
+             WHERE state IN ('active', 'canceling') RETURNING id, pid, leader",
+            params![now],
+            |r| {
+                Ok(StaleSession {
+                    id: r.get(0)?,
+                    pid: r.get(1)?,
+                    leader: r.get(2)?,
+                })
+            },
+        )?;
         for StaleSession { id, .. } in &rows {
             append_event(
                 &tx,
@@ -423,29 +404,26 @@ impl Journal {
 
     /// All sessions, newest first, optionally in one state.
     pub fn list(&self, state: Option<SessionState>) -> Result<Vec<SessionRow>, JournalError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
-        ))?;
-        let rows = st
-            .query_map([state.map(SessionState::as_str)], session_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.conn.query(
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
+            ),
+            params![state.map(SessionState::as_str)],
+            session_row,
+        )
     }
 
     /// One session.
     pub fn get(&self, id: &str) -> Result<Option<SessionRow>, JournalError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
-                [id],
-                session_row,
-            )
-            .optional()?)
+        self.conn.query_opt(
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+            params![id],
+            session_row,
+        )
     }
 }
 
-fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, JournalError> {
+fn insert_session(tx: &Conn, s: &NewSession) -> Result<SessionRow, JournalError> {
     let now = now_ms();
     tx.execute(
         "INSERT INTO sessions (id, kind, state, token_sha256, profile, login_user, command, reason, created_at, expires_at,
@@ -475,10 +453,9 @@ fn insert_session(tx: &Connection, s: &NewSession) -> Result<SessionRow, Journal
                 "connection_limit": s.connection_limit, "login_user": s.login_user, "command": s.command,
                 "reason": s.reason, "ttl_s": s.ttl.as_secs(), "max_duration_s": s.max_duration.as_secs()}),
     )?;
-    let row = tx.query_row(
+    tx.query_one(
         &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
-        [s.id],
+        params![s.id],
         session_row,
-    )?;
-    Ok(row)
+    )
 }

@@ -3,7 +3,7 @@
 //! `pending` until an attempt succeeds (`delivered`), its retries are spent
 //! (`failed`) or its webhook is removed (`canceled`).
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::params;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -41,14 +41,13 @@ impl Journal {
         now: i64,
         limit: usize,
     ) -> Result<(Vec<Due>, Option<i64>), JournalError> {
-        let mut st = self.conn.prepare_cached(
+        let due = self.conn.query(
             "SELECT d.id, d.webhook_id, d.event, d.body, d.attempts, w.url, w.method, w.headers, w.secret
              FROM webhook_deliveries d JOIN collect_webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
              ORDER BY d.next_attempt_at, d.rowid LIMIT ?2",
-        )?;
-        let due = st
-            .query_map(params![now, limit as i64], |r| {
+            params![now, limit as i64],
+            |r| {
                 let headers: String = r.get(7)?;
                 Ok(Due {
                     delivery_id: r.get(0)?,
@@ -61,11 +60,11 @@ impl Journal {
                     headers: serde_json::from_str(&headers).unwrap_or_default(),
                     secret: r.get(8)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let next: Option<i64> = self.conn.query_row(
+            },
+        )?;
+        let next: Option<i64> = self.conn.query_one(
             "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
-            [now],
+            params![now],
             |r| r.get(0),
         )?;
         Ok((due, next))
@@ -80,15 +79,13 @@ impl Journal {
         a: &Attempt,
     ) -> Result<&'static str, JournalError> {
         let tx = self.conn.savepoint()?;
-        let row: Option<(String, String, u32, u32, u32, f64, String)> = tx
-            .query_row(
-                "SELECT d.webhook_id, d.collect_id, d.attempts, w.retries, w.initial_backoff, w.backoff_multiplier, d.event
-                 FROM webhook_deliveries d JOIN collect_webhooks w ON w.id = d.webhook_id
-                 WHERE d.id = ?1 AND d.status = 'pending'",
-                [delivery_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
-            )
-            .optional()?;
+        let row: Option<(String, String, u32, u32, u32, f64, String)> = tx.query_opt(
+            "SELECT d.webhook_id, d.collect_id, d.attempts, w.retries, w.initial_backoff, w.backoff_multiplier, d.event
+             FROM webhook_deliveries d JOIN collect_webhooks w ON w.id = d.webhook_id
+             WHERE d.id = ?1 AND d.status = 'pending'",
+            params![delivery_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )?;
         let Some((webhook_id, collect_id, before, retries, initial, multiplier, event)) = row
         else {
             return Ok("gone");
@@ -121,12 +118,11 @@ impl Journal {
 
     /// Every delivery of a collect session with its attempts, oldest first.
     pub fn webhook_deliveries(&self, collect_id: &str) -> Result<Vec<Delivery>, JournalError> {
-        let mut st = self.conn.prepare_cached(
+        let mut out = self.conn.query(
             "SELECT id, webhook_id, event, status, next_attempt_at, created_at, updated_at
              FROM webhook_deliveries WHERE collect_id = ?1 ORDER BY created_at, rowid",
-        )?;
-        let mut out = st
-            .query_map([collect_id], |r| {
+            params![collect_id],
+            |r| {
                 let next: Option<i64> = r.get(4)?;
                 Ok(Delivery {
                     id: r.get(0)?,
@@ -138,14 +134,13 @@ impl Journal {
                     created_at: fmt_time(r.get(5)?),
                     updated_at: fmt_time(r.get(6)?),
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut st = self.conn.prepare_cached(
-            "SELECT n, started_at, duration_ms, status_code, error FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY n",
+            },
         )?;
         for d in &mut out {
-            d.attempts = st
-                .query_map([&d.id], |r| {
+            d.attempts = self.conn.query(
+                "SELECT n, started_at, duration_ms, status_code, error FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY n",
+                params![d.id],
+                |r| {
                     Ok(AttemptRow {
                         n: r.get(0)?,
                         started_at: fmt_time(r.get(1)?),
@@ -153,8 +148,8 @@ impl Journal {
                         status_code: r.get(3)?,
                         error: r.get(4)?,
                     })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                },
+            )?;
         }
         Ok(out)
     }

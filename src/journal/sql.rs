@@ -1,0 +1,452 @@
+//! The one place the journal's operations meet a database: statements with
+//! `?N` placeholders, parameters and rows of the journal's own types, and
+//! savepoints. Every operation in `journal/` is written once against
+//! [`Conn`]; the backend behind it is SQLite (the embedded default), and a
+//! second backend sits behind the same calls without touching them.
+
+use rusqlite::types::ValueRef;
+
+use super::JournalError;
+
+/// A parameter, borrowed from the caller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+}
+
+/// A value read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// What can be bound to a `?N`.
+pub trait ToParam {
+    fn to_param(&self) -> Param<'_>;
+}
+
+macro_rules! int_param {
+    ($($t:ty),*) => {$(
+        impl ToParam for $t {
+            fn to_param(&self) -> Param<'_> {
+                Param::Int(*self as i64)
+            }
+        }
+    )*};
+}
+int_param!(i64, i32, u32, u16, u8);
+
+impl ToParam for u64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+
+impl ToParam for usize {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+
+impl ToParam for bool {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for f64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Real(*self)
+    }
+}
+
+impl ToParam for str {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl ToParam for String {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl<T: ToParam + ?Sized> ToParam for &T {
+    fn to_param(&self) -> Param<'_> {
+        (**self).to_param()
+    }
+}
+
+impl<T: ToParam> ToParam for Option<T> {
+    fn to_param(&self) -> Param<'_> {
+        match self {
+            Some(v) => v.to_param(),
+            None => Param::Null,
+        }
+    }
+}
+
+/// `params![a, b, c]`: the parameters of a statement, `?1`, `?2`, `?3`.
+macro_rules! params {
+    () => {
+        &[] as &[&dyn $crate::journal::sql::ToParam]
+    };
+    ($($p:expr),+ $(,)?) => {
+        &[$(&$p as &dyn $crate::journal::sql::ToParam),+] as &[&dyn $crate::journal::sql::ToParam]
+    };
+}
+pub(crate) use params;
+
+/// What a column can be read as.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value) -> Option<Self>;
+    /// The type's name, for the error when a column holds something else.
+    const NAME: &'static str;
+}
+
+impl FromValue for i64 {
+    const NAME: &'static str = "an integer";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! int_value {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            const NAME: &'static str = "an integer in range";
+            fn from_value(v: &Value) -> Option<Self> {
+                match v {
+                    Value::Int(i) => <$t>::try_from(*i).ok(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+int_value!(i32, u32, u16, u64, usize);
+
+impl FromValue for bool {
+    const NAME: &'static str = "0 or 1";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for f64 {
+    const NAME: &'static str = "a number";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Real(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    const NAME: &'static str = "text";
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    const NAME: &'static str = T::NAME;
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Null => Some(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+/// One row of a result.
+pub struct Row {
+    values: Vec<Value>,
+}
+
+impl Row {
+    /// Column `i` (from 0) as a `T`.
+    pub fn get<T: FromValue>(&self, i: usize) -> Result<T, JournalError> {
+        let v = self.values.get(i).ok_or_else(|| {
+            JournalError::Column(format!("no column {i} (the row has {})", self.values.len()))
+        })?;
+        T::from_value(v)
+            .ok_or_else(|| JournalError::Column(format!("column {i} is {v:?}, not {}", T::NAME)))
+    }
+}
+
+/// A connection to the journal's database.
+pub struct Conn {
+    db: rusqlite::Connection,
+}
+
+impl Conn {
+    pub(super) fn sqlite(db: rusqlite::Connection) -> Conn {
+        Conn { db }
+    }
+
+    /// The SQLite connection, for what only SQLite has (pragmas).
+    pub(super) fn sqlite_db(&self) -> &rusqlite::Connection {
+        &self.db
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    pub fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, JournalError> {
+        let mut st = self.db.prepare_cached(sql)?;
+        bind(&mut st, params)?;
+        Ok(st.raw_execute()?)
+    }
+
+    /// Runs statements without parameters or results (schema changes).
+    pub fn batch(&self, sql: &str) -> Result<(), JournalError> {
+        Ok(self.db.execute_batch(sql)?)
+    }
+
+    /// Every row of a query, each through `f`.
+    pub fn query<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        mut f: impl FnMut(&Row) -> Result<T, JournalError>,
+    ) -> Result<Vec<T>, JournalError> {
+        let mut st = self.db.prepare_cached(sql)?;
+        bind(&mut st, params)?;
+        let width = st.column_count();
+        let mut rows = st.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(f(&read(r, width)?)?);
+        }
+        Ok(out)
+    }
+
+    /// The first row of a query through `f`, if there is one.
+    pub fn query_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        f: impl FnOnce(&Row) -> Result<T, JournalError>,
+    ) -> Result<Option<T>, JournalError> {
+        let mut st = self.db.prepare_cached(sql)?;
+        bind(&mut st, params)?;
+        let width = st.column_count();
+        let mut rows = st.raw_query();
+        match rows.next()? {
+            Some(r) => Ok(Some(f(&read(r, width)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The first row of a query through `f`; no row is an error.
+    pub fn query_one<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        f: impl FnOnce(&Row) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        self.query_opt(sql, params, f)?
+            .ok_or_else(|| JournalError::Column("the query returned no row".into()))
+    }
+
+    /// A savepoint: what runs through it is kept by [`Tx::commit`], and
+    /// undone if the `Tx` is dropped first.
+    pub fn savepoint(&mut self) -> Result<Tx<'_>, JournalError> {
+        self.run("SAVEPOINT tx")?;
+        Ok(Tx {
+            conn: self,
+            savepoint: true,
+            done: false,
+        })
+    }
+
+    /// A transaction that takes the write lock at once (outside a batch:
+    /// a read that decides a write sees what it writes over).
+    pub fn immediate(&mut self) -> Result<Tx<'_>, JournalError> {
+        self.run("BEGIN IMMEDIATE")?;
+        Ok(Tx {
+            conn: self,
+            savepoint: false,
+            done: false,
+        })
+    }
+
+    /// A parameterless statement, prepared once per connection.
+    pub(super) fn run(&self, sql: &str) -> Result<(), JournalError> {
+        self.db.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+}
+
+/// A savepoint or transaction in progress (see [`Conn::savepoint`]).
+pub struct Tx<'c> {
+    conn: &'c mut Conn,
+    /// A savepoint (else a transaction of its own).
+    savepoint: bool,
+    done: bool,
+}
+
+impl Tx<'_> {
+    /// Keeps what ran in it.
+    pub fn commit(mut self) -> Result<(), JournalError> {
+        self.done = true;
+        self.conn.run(if self.savepoint {
+            "RELEASE tx"
+        } else {
+            "COMMIT"
+        })
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.savepoint {
+            let _ = self.conn.run("ROLLBACK TO tx");
+            let _ = self.conn.run("RELEASE tx");
+        } else {
+            let _ = self.conn.run("ROLLBACK");
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn
+    }
+}
+
+fn bind(st: &mut rusqlite::CachedStatement<'_>, params: &[&dyn ToParam]) -> rusqlite::Result<()> {
+    for (i, p) in params.iter().enumerate() {
+        match p.to_param() {
+            Param::Null => st.raw_bind_parameter(i + 1, rusqlite::types::Null)?,
+            Param::Int(n) => st.raw_bind_parameter(i + 1, n)?,
+            Param::Real(f) => st.raw_bind_parameter(i + 1, f)?,
+            Param::Text(s) => st.raw_bind_parameter(i + 1, s)?,
+        }
+    }
+    Ok(())
+}
+
+fn read(r: &rusqlite::Row<'_>, width: usize) -> Result<Row, JournalError> {
+    let mut values = Vec::with_capacity(width);
+    for i in 0..width {
+        values.push(match r.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) => Value::Int(n),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(_) => {
+                return Err(JournalError::Column(format!("column {i} is a blob")));
+            }
+        });
+    }
+    Ok(Row { values })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Conn {
+        let c = Conn::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        c.batch("CREATE TABLE t (i INTEGER, r REAL, s TEXT, b INTEGER)")
+            .unwrap();
+        c
+    }
+
+    #[test]
+    fn every_parameter_type_goes_in_and_comes_back() {
+        let c = memory();
+        let none: Option<&str> = None;
+        c.execute(
+            "INSERT INTO t (i, r, s, b) VALUES (?1, ?2, ?3, ?4)",
+            params![u64::MAX, 1.5f64, "x", true],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO t (i, r, s, b) VALUES (?1, ?2, ?3, ?4)",
+            params![-7i64, 2u32, none, false],
+        )
+        .unwrap();
+        let rows: Vec<(i64, f64, Option<String>, bool)> = c
+            .query("SELECT i, r, s, b FROM t ORDER BY rowid", params![], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        // u64 past i64::MAX is stored at i64::MAX rather than wrapping.
+        assert_eq!(
+            rows,
+            [
+                (i64::MAX, 1.5, Some("x".into()), true),
+                (-7, 2.0, None, false)
+            ]
+        );
+        let bad = c.query_one("SELECT s FROM t WHERE i = -7", params![], |r| {
+            r.get::<String>(0)
+        });
+        assert!(
+            matches!(&bad, Err(JournalError::Column(m)) if m.contains("not text")),
+            "{bad:?}"
+        );
+        assert!(c
+            .query_opt("SELECT i FROM t WHERE i = 0", params![], |r| r
+                .get::<i64>(0))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_savepoint_keeps_what_it_commits_and_undoes_what_it_drops() {
+        let mut c = memory();
+        {
+            let tx = c.savepoint().unwrap();
+            tx.execute("INSERT INTO t (i) VALUES (1)", params![])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        {
+            let tx = c.savepoint().unwrap();
+            tx.execute("INSERT INTO t (i) VALUES (2)", params![])
+                .unwrap();
+            // Dropped without commit.
+        }
+        {
+            let tx = c.immediate().unwrap();
+            tx.execute("INSERT INTO t (i) VALUES (3)", params![])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        {
+            let tx = c.immediate().unwrap();
+            tx.execute("INSERT INTO t (i) VALUES (4)", params![])
+                .unwrap();
+        }
+        let kept: Vec<i64> = c
+            .query("SELECT i FROM t ORDER BY i", params![], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, [1, 3]);
+        // Nothing is left open.
+        assert!(c.sqlite_db().is_autocommit());
+    }
+}
