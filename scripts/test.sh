@@ -3,7 +3,8 @@
 # the tests drive (the OpenSSH client, tmux, procps, rsyslog with TLS, openssl
 # for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
 # and man to check the unit, User-Mode Linux for cgroup v2 limits, and the
-# stock clients: PuTTY's plink, Dropbear's dbclient, paramiko, asyncssh)
+# stock clients: PuTTY's plink, Dropbear's dbclient, paramiko, asyncssh;
+# PostgreSQL 15 for the shared journal)
 # when missing, then
 # checks formatting, lints, runs unit and black-box tests, and builds and
 # checks the Debian package (scripts/deb.sh).
@@ -33,6 +34,9 @@ command -v dbclient >/dev/null 2>&1 && command -v dropbearconvert >/dev/null 2>&
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 # fail2ban-regex checks the shipped filter (tests/fail2ban.rs).
 command -v fail2ban-regex >/dev/null 2>&1 || need+=(fail2ban)
+# PostgreSQL 15 for the shared journal: the tests start throwaway clusters
+# of their own (initdb in a temporary directory, as the postgres account).
+[ -x /usr/lib/postgresql/15/bin/initdb ] && command -v psql >/dev/null 2>&1 || need+=(postgresql-15 postgresql-client-15)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

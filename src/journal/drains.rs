@@ -29,7 +29,8 @@ impl Journal {
     /// The watchdog's proof that the journal takes writes: one row, rewritten.
     pub fn record_health(&self, pid: u32) -> Result<(), JournalError> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO daemon_health (id, pid, checked_at) VALUES (1, ?1, ?2)",
+            "INSERT INTO daemon_health (id, pid, checked_at) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, checked_at = excluded.checked_at",
             params![pid, now_ms()],
         )?;
         Ok(())
@@ -41,9 +42,15 @@ impl Journal {
         let now = now_ms();
         for r in rows {
             self.conn.execute(
-                "INSERT OR REPLACE INTO drains (name, url, connected, delivered, queued, queued_bytes, dropped,
+                "INSERT INTO drains (name, url, connected, delivered, queued, queued_bytes, dropped,
                      dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, connected = excluded.connected,
+                     delivered = excluded.delivered, queued = excluded.queued,
+                     queued_bytes = excluded.queued_bytes, dropped = excluded.dropped,
+                     dropped_bytes = excluded.dropped_bytes, failures = excluded.failures,
+                     last_error = excluded.last_error, event_seq = excluded.event_seq,
+                     daemon_pid = excluded.daemon_pid, updated_at = excluded.updated_at",
                 params![
                 r.name,
                 r.url,

@@ -44,8 +44,8 @@ impl Journal {
     ) -> Result<Vec<Event>, JournalError> {
         self.conn.query(
             "SELECT seq, at, session_id, kind, detail FROM events
-             WHERE seq > ?1 AND (?2 IS NULL OR session_id = ?2) ORDER BY seq LIMIT ?3",
-            params![after_seq, session, limit.unwrap_or(-1)],
+             WHERE seq > ?1 AND (CAST(?2 AS TEXT) IS NULL OR session_id = ?2) ORDER BY seq LIMIT ?3",
+            params![after_seq, session, limit.unwrap_or(i64::MAX)],
             event_row,
         )
     }

@@ -22,6 +22,7 @@ mod collect_steps;
 mod drains;
 mod events;
 mod kinds;
+pub mod pg;
 mod schema;
 mod sessions;
 mod sql;
@@ -32,6 +33,7 @@ pub use collect_steps::OpenConnection;
 pub use drains::DrainRow;
 pub use events::Event;
 pub use kinds::{EndReason, EventKind, SessionKind, SessionState};
+pub use pg::PgTarget;
 pub use sessions::{CancelOutcome, Ending, Grant, NewSession, Redeemed, SessionRow, StaleSession};
 pub use writer::Db;
 
@@ -52,6 +54,9 @@ pub enum JournalError {
     Denied { path: String, hint: String },
     #[error("journal: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A PostgreSQL journal (named without its password) and what failed.
+    #[error("journal {name}: {reason}")]
+    Postgres { name: String, reason: String },
     /// A column that does not hold what the journal wrote there.
     #[error("journal: {0}")]
     Column(String),
@@ -189,10 +194,19 @@ impl Journal {
         Ok(j)
     }
 
+    /// Connects to a PostgreSQL journal and migrates it.
+    pub fn open_postgres(t: &PgTarget) -> Result<Journal, JournalError> {
+        let mut j = Journal {
+            conn: Conn::postgres(pg::Pg::connect(t)?),
+        };
+        j.migrate()?;
+        Ok(j)
+    }
+
     /// Opens a write transaction that several calls then share (group
     /// commit): each call runs in a savepoint of its own inside it.
     pub(super) fn begin_batch(&mut self) -> Result<(), JournalError> {
-        self.conn.run("BEGIN IMMEDIATE")
+        self.conn.begin()
     }
 
     /// Marks where one call of a batch begins.
@@ -210,19 +224,21 @@ impl Journal {
 
     /// Commits the batch (one fsync for all of it); rolls back on failure.
     pub(super) fn commit_batch(&mut self) -> Result<(), JournalError> {
-        if let Err(e) = self.conn.run("COMMIT") {
-            let _ = self.conn.batch("ROLLBACK");
+        if let Err(e) = self.conn.end(true) {
+            let _ = self.conn.end(false);
             return Err(e);
         }
         Ok(())
     }
 
-    /// Changes whenever another connection commits (cheap to poll).
+    /// Changes whenever another connection commits (cheap to poll). On
+    /// PostgreSQL: the newest event, which every change the daemon must
+    /// notice (a cancel, a collect session) appends.
     pub fn data_version(&self) -> Result<i64, JournalError> {
-        Ok(self
-            .conn
-            .sqlite_db()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        match self.conn.sqlite_db() {
+            Some(db) => Ok(db.query_row("PRAGMA data_version", [], |r| r.get(0))?),
+            None => self.last_event_seq(),
+        }
     }
 
     /// Appends one event outside any other write.

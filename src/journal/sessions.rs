@@ -193,7 +193,8 @@ impl Journal {
         login_user: &str,
         client_addr: &str,
     ) -> Result<Option<Redeemed>, JournalError> {
-        let now = now_ms();
+        // The database's clock: every node sharing it agrees on expiry.
+        let now = self.conn.now_ms()?;
         let tx = self.conn.savepoint()?;
         let won = tx.query_opt(
                 "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
@@ -357,7 +358,7 @@ impl Journal {
 
     /// Moves pending sessions whose token TTL has passed to `expired`.
     pub fn expire_due(&mut self) -> Result<Vec<String>, JournalError> {
-        let now = now_ms();
+        let now = self.conn.now_ms()?;
         let tx = self.conn.savepoint()?;
         let ids: Vec<String> = tx.query(
             "UPDATE sessions SET state = 'expired', ended_at = ?1, end_reason = 'expired'
@@ -406,7 +407,7 @@ impl Journal {
     pub fn list(&self, state: Option<SessionState>) -> Result<Vec<SessionRow>, JournalError> {
         self.conn.query(
             &format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id"
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) ORDER BY created_at DESC, id"
             ),
             params![state.map(SessionState::as_str)],
             session_row,

@@ -183,6 +183,10 @@ pub struct Row {
 }
 
 impl Row {
+    pub(super) fn new(values: Vec<Value>) -> Row {
+        Row { values }
+    }
+
     /// Column `i` (from 0) as a `T`.
     pub fn get<T: FromValue>(&self, i: usize) -> Result<T, JournalError> {
         let v = self.values.get(i).ok_or_else(|| {
@@ -195,29 +199,96 @@ impl Row {
 
 /// A connection to the journal's database.
 pub struct Conn {
-    db: rusqlite::Connection,
+    backend: Backend,
+    /// A transaction of ours is open (PostgreSQL needs one around a
+    /// savepoint; SQLite opens one itself).
+    open: std::cell::Cell<bool>,
+}
+
+enum Backend {
+    Sqlite(rusqlite::Connection),
+    /// Behind a `RefCell`: its client takes `&mut` for every statement,
+    /// and the journal's reads take `&self`. A `Conn` is used by one
+    /// thread at a time, and rows are read whole before any callback runs.
+    Postgres(Box<std::cell::RefCell<super::pg::Pg>>),
 }
 
 impl Conn {
     pub(super) fn sqlite(db: rusqlite::Connection) -> Conn {
-        Conn { db }
+        Conn {
+            backend: Backend::Sqlite(db),
+            open: std::cell::Cell::new(false),
+        }
     }
 
-    /// The SQLite connection, for what only SQLite has (pragmas).
-    pub(super) fn sqlite_db(&self) -> &rusqlite::Connection {
-        &self.db
+    pub(super) fn postgres(pg: super::pg::Pg) -> Conn {
+        Conn {
+            backend: Backend::Postgres(Box::new(std::cell::RefCell::new(pg))),
+            open: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The SQLite connection, for what only SQLite has (pragmas); `None`
+    /// on PostgreSQL.
+    pub(super) fn sqlite_db(&self) -> Option<&rusqlite::Connection> {
+        match &self.backend {
+            Backend::Sqlite(db) => Some(db),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Runs one statement; the number of rows it changed.
     pub fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize, JournalError> {
-        let mut st = self.db.prepare_cached(sql)?;
-        bind(&mut st, params)?;
-        Ok(st.raw_execute()?)
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let mut st = db.prepare_cached(sql)?;
+                bind(&mut st, params)?;
+                Ok(st.raw_execute()?)
+            }
+            Backend::Postgres(pg) => pg.borrow_mut().execute(sql, params),
+        }
     }
 
     /// Runs statements without parameters or results (schema changes).
     pub fn batch(&self, sql: &str) -> Result<(), JournalError> {
-        Ok(self.db.execute_batch(sql)?)
+        match &self.backend {
+            Backend::Sqlite(db) => Ok(db.execute_batch(sql)?),
+            Backend::Postgres(pg) => pg.borrow_mut().batch(sql),
+        }
+    }
+
+    /// Every row of a query.
+    fn rows(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        limit: usize,
+    ) -> Result<Vec<Row>, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let mut st = db.prepare_cached(sql)?;
+                bind(&mut st, params)?;
+                let width = st.column_count();
+                let mut rows = st.raw_query();
+                let mut out = Vec::new();
+                while out.len() < limit {
+                    match rows.next()? {
+                        Some(r) => out.push(read(r, width)?),
+                        None => break,
+                    }
+                }
+                Ok(out)
+            }
+            Backend::Postgres(pg) => {
+                let mut rows = pg.borrow_mut().query(sql, params)?;
+                rows.truncate(limit);
+                Ok(rows)
+            }
+        }
     }
 
     /// Every row of a query, each through `f`.
@@ -225,17 +296,9 @@ impl Conn {
         &self,
         sql: &str,
         params: &[&dyn ToParam],
-        mut f: impl FnMut(&Row) -> Result<T, JournalError>,
+        f: impl FnMut(&Row) -> Result<T, JournalError>,
     ) -> Result<Vec<T>, JournalError> {
-        let mut st = self.db.prepare_cached(sql)?;
-        bind(&mut st, params)?;
-        let width = st.column_count();
-        let mut rows = st.raw_query();
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(f(&read(r, width)?)?);
-        }
-        Ok(out)
+        self.rows(sql, params, usize::MAX)?.iter().map(f).collect()
     }
 
     /// The first row of a query through `f`, if there is one.
@@ -245,12 +308,8 @@ impl Conn {
         params: &[&dyn ToParam],
         f: impl FnOnce(&Row) -> Result<T, JournalError>,
     ) -> Result<Option<T>, JournalError> {
-        let mut st = self.db.prepare_cached(sql)?;
-        bind(&mut st, params)?;
-        let width = st.column_count();
-        let mut rows = st.raw_query();
-        match rows.next()? {
-            Some(r) => Ok(Some(f(&read(r, width)?)?)),
+        match self.rows(sql, params, 1)?.first() {
+            Some(r) => Ok(Some(f(r)?)),
             None => Ok(None),
         }
     }
@@ -266,9 +325,27 @@ impl Conn {
             .ok_or_else(|| JournalError::Column("the query returned no row".into()))
     }
 
+    /// Milliseconds since the Unix epoch by the database's clock, which
+    /// every node sharing it agrees on (SQLite: this host's).
+    pub fn now_ms(&self) -> Result<i64, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(super::now_ms()),
+            Backend::Postgres(_) => self.query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                params![],
+                |r| r.get(0),
+            ),
+        }
+    }
+
     /// A savepoint: what runs through it is kept by [`Tx::commit`], and
     /// undone if the `Tx` is dropped first.
     pub fn savepoint(&mut self) -> Result<Tx<'_>, JournalError> {
+        if self.is_postgres() && !self.open.get() {
+            // Outside a transaction PostgreSQL has no savepoints: the same
+            // all-or-nothing as a transaction of its own.
+            return self.immediate();
+        }
         self.run("SAVEPOINT tx")?;
         Ok(Tx {
             conn: self,
@@ -280,7 +357,7 @@ impl Conn {
     /// A transaction that takes the write lock at once (outside a batch:
     /// a read that decides a write sees what it writes over).
     pub fn immediate(&mut self) -> Result<Tx<'_>, JournalError> {
-        self.run("BEGIN IMMEDIATE")?;
+        self.begin()?;
         Ok(Tx {
             conn: self,
             savepoint: false,
@@ -288,10 +365,34 @@ impl Conn {
         })
     }
 
+    /// Opens a write transaction (SQLite: taking the write lock at once).
+    pub(super) fn begin(&self) -> Result<(), JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.run("BEGIN IMMEDIATE")?,
+            Backend::Postgres(_) => self.run("BEGIN")?,
+        }
+        self.open.set(true);
+        Ok(())
+    }
+
+    /// Commits (or rolls back) the transaction [`Conn::begin`] opened.
+    pub(super) fn end(&self, commit: bool) -> Result<(), JournalError> {
+        let r = self.run(if commit { "COMMIT" } else { "ROLLBACK" });
+        if r.is_ok() || !commit {
+            self.open.set(false);
+        }
+        r
+    }
+
     /// A parameterless statement, prepared once per connection.
     pub(super) fn run(&self, sql: &str) -> Result<(), JournalError> {
-        self.db.prepare_cached(sql)?.execute([])?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.prepare_cached(sql)?.execute([])?;
+                Ok(())
+            }
+            Backend::Postgres(pg) => pg.borrow_mut().batch(sql),
+        }
     }
 }
 
@@ -307,11 +408,11 @@ impl Tx<'_> {
     /// Keeps what ran in it.
     pub fn commit(mut self) -> Result<(), JournalError> {
         self.done = true;
-        self.conn.run(if self.savepoint {
-            "RELEASE tx"
+        if self.savepoint {
+            self.conn.run("RELEASE tx")
         } else {
-            "COMMIT"
-        })
+            self.conn.end(true)
+        }
     }
 }
 
@@ -324,7 +425,7 @@ impl Drop for Tx<'_> {
             let _ = self.conn.run("ROLLBACK TO tx");
             let _ = self.conn.run("RELEASE tx");
         } else {
-            let _ = self.conn.run("ROLLBACK");
+            let _ = self.conn.end(false);
         }
     }
 }
@@ -447,6 +548,6 @@ mod tests {
             .unwrap();
         assert_eq!(kept, [1, 3]);
         // Nothing is left open.
-        assert!(c.sqlite_db().is_autocommit());
+        assert!(c.sqlite_db().unwrap().is_autocommit());
     }
 }

@@ -17,6 +17,10 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
+mod pg;
+#[allow(unused_imports)]
+pub use pg::*;
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

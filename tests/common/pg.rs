@@ -1,0 +1,179 @@
+//! A throwaway PostgreSQL 15 cluster for a test: `initdb` in a temporary
+//! directory (as the `postgres` account when the tests run as root, since
+//! PostgreSQL refuses to run as root), started on a free loopback port with
+//! its socket in that directory, password authentication over TCP, and
+//! stopped and removed on drop.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::{free_port, TempDir};
+
+/// Where Debian's PostgreSQL 15 puts its programs.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The role and database the tests use.
+pub const PG_USER: &str = "tollgate";
+
+pub struct Postgres {
+    dir: TempDir,
+    pub port: u16,
+    /// The role's password (also in [`Postgres::password_file`]).
+    pub password: String,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = TempDir::new("pg");
+        let root = nix::unistd::Uid::effective().is_root();
+        if root {
+            // The cluster's files belong to the account that runs it.
+            chown_postgres(dir.path());
+        }
+        let password = format!("pw-{}-{}", std::process::id(), free_port());
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+        if root {
+            chown_postgres(&pwfile);
+        }
+        let data = dir.path().join("data");
+        check(
+            as_postgres(root, &format!("{PG_BIN}/initdb"))
+                .args(["-D", &data.display().to_string()])
+                .args(["-U", PG_USER, "--pwfile", &pwfile.display().to_string()])
+                .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                .args(["-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+                .output(),
+            "initdb",
+        );
+        let port = free_port();
+        let log = dir.path().join("log");
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            dir.path().display()
+        );
+        check(
+            as_postgres(root, &format!("{PG_BIN}/pg_ctl"))
+                .args(["-D", &data.display().to_string(), "-l"])
+                .arg(&log)
+                .args(["-o", &opts, "-w", "-t", "60", "start"])
+                .output(),
+            "pg_ctl start",
+        );
+        let pg = Postgres {
+            dir,
+            port,
+            password,
+        };
+        check(
+            as_postgres(root, &format!("{PG_BIN}/createdb"))
+                .args(["-h", &pg.dir.path().display().to_string()])
+                .args(["-p", &port.to_string(), "-U", PG_USER, PG_USER])
+                .output(),
+            "createdb",
+        );
+        pg
+    }
+
+    /// `postgres://tollgate@127.0.0.1:PORT/tollgate`: no password in it.
+    pub fn url(&self) -> String {
+        format!("postgres://{PG_USER}@127.0.0.1:{}/{PG_USER}", self.port)
+    }
+
+    /// A file holding the role's password, readable by the tests' account.
+    pub fn password_file(&self) -> PathBuf {
+        let p = self.dir.path().join("password");
+        std::fs::write(&p, format!("{}\n", self.password)).unwrap();
+        p
+    }
+
+    /// Runs `sql` with psql as the superuser, over the cluster's socket.
+    pub fn psql(&self, sql: &str) -> String {
+        let root = nix::unistd::Uid::effective().is_root();
+        let out = as_postgres(root, "/usr/bin/psql")
+            .args(["-h", &self.dir.path().display().to_string()])
+            .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", PG_USER])
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        check(Ok(out.clone()), "psql");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs `sql` that must fail; what psql said.
+    pub fn psql_err(&self, sql: &str) -> String {
+        let root = nix::unistd::Uid::effective().is_root();
+        let out = as_postgres(root, "/usr/bin/psql")
+            .args(["-h", &self.dir.path().display().to_string()])
+            .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", PG_USER])
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sql} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// Stops the server at once (what a crash or an outage looks like to
+    /// clients).
+    pub fn stop(&self) {
+        let root = nix::unistd::Uid::effective().is_root();
+        let _ = as_postgres(root, &format!("{PG_BIN}/pg_ctl"))
+            .args(["-D", &self.data().display().to_string()])
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+
+    /// Starts it again after [`Postgres::stop`].
+    pub fn restart(&self) {
+        let root = nix::unistd::Uid::effective().is_root();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        check(
+            as_postgres(root, &format!("{PG_BIN}/pg_ctl"))
+                .args(["-D", &self.data().display().to_string(), "-l"])
+                .arg(self.dir.path().join("log"))
+                .args(["-o", &opts, "-w", "-t", "60", "start"])
+                .output(),
+            "pg_ctl start",
+        );
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn as_postgres(root: bool, program: &str) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn chown_postgres(p: &Path) {
+    let pg = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("the postgres account (Debian's postgresql package makes it)");
+    nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).unwrap();
+}
+
+fn check(out: std::io::Result<Output>, what: &str) {
+    let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,273 @@
+//! The journal's operations on a real PostgreSQL 15 (a throwaway cluster
+//! started by the test): migrations under an advisory lock, single use of a
+//! token across many connections, sessions, events, drains, collect
+//! sessions and webhooks, group commit, and the error a person sees when
+//! the database cannot be reached.
+mod common;
+use common::*;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use tollgate::journal::collect::NewCollect;
+use tollgate::journal::webhooks::{NewWebhook, WebhookSpec};
+use tollgate::journal::{
+    CancelOutcome, Db, DrainRow, EndReason, Ending, EventKind, Journal, JournalError, NewSession,
+    PgTarget, SessionState,
+};
+
+fn target(pg: &Postgres) -> PgTarget {
+    PgTarget {
+        url: pg.url(),
+        host: "127.0.0.1".into(),
+        port: pg.port,
+        user: PG_USER.into(),
+        dbname: PG_USER.into(),
+        tls: None,
+        password: Some(pg.password.clone()),
+    }
+}
+
+fn issue(j: &mut Journal, id: &str, hash: &str, ttl: Duration) {
+    j.issue(&NewSession {
+        id,
+        token_sha256: hash,
+        profile: "console",
+        login_user: "ops",
+        command: None,
+        reason: Some("test"),
+        ttl,
+        max_duration: Duration::from_secs(60),
+        target: None,
+        connection_limit: None,
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_journal_works_on_postgresql() {
+    let pg = Postgres::start();
+    let t = target(&pg);
+
+    // Two daemons starting at once: the migrations run once, under the
+    // advisory lock, and both find the schema complete.
+    let start = Arc::new(Barrier::new(4));
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let (t, start) = (t.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                Journal::open_postgres(&t).map(|_| ())
+            })
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().unwrap();
+    }
+    assert_eq!(pg.psql("SELECT version FROM schema_version"), "7");
+
+    // One token, 16 connections racing for it: exactly one wins.
+    let mut j = Journal::open_postgres(&t).unwrap();
+    issue(&mut j, "ses_race", "hash-race", Duration::from_secs(60));
+    let start = Arc::new(Barrier::new(16));
+    let racers: Vec<_> = (0..16)
+        .map(|i| {
+            let (t, start) = (t.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut j = Journal::open_postgres(&t).unwrap();
+                start.wait();
+                j.redeem("hash-race", "ops", &format!("127.0.0.1:{}", 1000 + i))
+                    .unwrap()
+                    .map(|r| r.id)
+            })
+        })
+        .collect();
+    let won: Vec<String> = racers
+        .into_iter()
+        .filter_map(|r| r.join().unwrap())
+        .collect();
+    assert_eq!(won, ["ses_race"]);
+    let redeemed = j
+        .events(Some("ses_race"), 0, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "session.redeemed")
+        .count();
+    assert_eq!(redeemed, 1);
+    assert!(j
+        .redeem("hash-race", "ops", "127.0.0.1:1")
+        .unwrap()
+        .is_none());
+
+    // A session's life, read back as the CLI shows it.
+    j.started(
+        "ses_race",
+        4242,
+        Some("boot:123".into()),
+        serde_json::json!({"pid": 4242}),
+    )
+    .unwrap();
+    j.finish(
+        "ses_race",
+        &Ending {
+            reason: EndReason::Exited,
+            exit_status: Some(3),
+            exit_signal: None,
+            bytes_in: 5_000_000_000,
+            bytes_out: 7,
+            forwards: 0,
+        },
+    )
+    .unwrap();
+    let row = j.get("ses_race").unwrap().unwrap();
+    assert_eq!(row.state, SessionState::Terminated);
+    assert_eq!(row.end_reason, Some(EndReason::Exited));
+    assert_eq!(
+        (row.exit_status, row.bytes_in, row.bytes_out),
+        (Some(3), 5_000_000_000, 7)
+    );
+
+    // Cancel while pending, expiry by the database's clock.
+    issue(&mut j, "ses_cancel", "hash-cancel", Duration::from_secs(60));
+    assert_eq!(j.cancel("ses_cancel").unwrap(), Some(CancelOutcome::Voided));
+    assert_eq!(
+        j.cancel("ses_cancel").unwrap(),
+        Some(CancelOutcome::AlreadyOver)
+    );
+    assert_eq!(j.cancel("ses_none").unwrap(), None);
+    issue(&mut j, "ses_old", "hash-old", Duration::ZERO);
+    assert_eq!(j.expire_due().unwrap(), ["ses_old"]);
+    let terminated = j.list(Some(SessionState::Terminated)).unwrap();
+    assert_eq!(terminated.len(), 2, "{terminated:?}");
+
+    // Events are append-only here too.
+    let err = pg.psql_err("DELETE FROM events");
+    assert!(err.contains("append-only"), "{err}");
+
+    // Drains' state is replaced by name.
+    let mut row = DrainRow {
+        name: "siem".into(),
+        url: "tcp://127.0.0.1:514".into(),
+        connected: true,
+        delivered: 1,
+        queued: 0,
+        queued_bytes: 0,
+        dropped: 0,
+        dropped_bytes: 0,
+        failures: 0,
+        last_error: None,
+        event_seq: 3,
+        daemon_pid: 42,
+        updated_at: String::new(),
+    };
+    j.save_drains(std::slice::from_ref(&row)).unwrap();
+    row.connected = false;
+    row.last_error = Some("connection refused".into());
+    j.save_drains(std::slice::from_ref(&row)).unwrap();
+    let drains = j.drains().unwrap();
+    assert_eq!(drains.len(), 1);
+    assert!(!drains[0].connected);
+    assert_eq!(drains[0].last_error.as_deref(), Some("connection refused"));
+
+    // A collect session with a webhook, found by its identifier.
+    let c = j
+        .collect_create(&NewCollect {
+            connection_identifier: Some("alice-laptop".into()),
+            external_id: None,
+            multi_connection: false,
+            multi_key: true,
+            must_confirm: false,
+            ssh_banner: None,
+            ssh_message: None,
+            expires_at: None,
+            webhooks: vec![NewWebhook {
+                spec: WebhookSpec {
+                    url: "http://127.0.0.1:9/hook".into(),
+                    method: "post".into(),
+                    headers: Default::default(),
+                    events: Vec::new(),
+                    retries: 3,
+                    initial_backoff: 1,
+                    backoff_multiplier: 1.5,
+                },
+                secret: Some("s3cret".into()),
+            }],
+        })
+        .unwrap();
+    let live = j.collect_live("alice-laptop").unwrap().unwrap();
+    assert_eq!(live.id, c.id);
+    assert!(!live.multi_connection && live.multi_key);
+    let got = j.collect_get(&c.id).unwrap().unwrap();
+    assert_eq!(got.webhooks.len(), 1);
+    assert_eq!(got.webhooks[0].spec.backoff_multiplier, 1.5);
+    assert!(got.webhooks[0].has_secret);
+    assert_eq!(j.collect_list().unwrap().len(), 1);
+    assert!(j.collect_delete("alice-laptop").unwrap());
+    assert!(j.collect_live("alice-laptop").unwrap().is_none());
+}
+
+#[test]
+fn group_commit_on_postgresql_undoes_only_the_failing_call() {
+    let pg = Postgres::start();
+    let db = Db::new(Journal::open_postgres(&target(&pg)).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let results: Vec<Result<i32, JournalError>> = rt.block_on(async {
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.call(move |j| {
+                        j.event(None, EventKind::TestWrite, serde_json::json!({"i": i}))?;
+                        if i % 2 == 0 {
+                            j.event(None, EventKind::TestWrite, serde_json::json!({"again": i}))?;
+                            return Err(JournalError::TooNew { found: 0, known: 0 });
+                        }
+                        Ok(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        out
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 20);
+    // Only the odd calls' single events were kept.
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM events WHERE kind = 'test.write'"),
+        "20"
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_named_with_its_reason() {
+    let port = free_port();
+    let t = PgTarget {
+        url: format!("postgres://tollgate@127.0.0.1:{port}/tollgate"),
+        host: "127.0.0.1".into(),
+        port,
+        user: "tollgate".into(),
+        dbname: "tollgate".into(),
+        tls: None,
+        password: Some("not-this".into()),
+    };
+    let e = Journal::open_postgres(&t).err().unwrap().to_string();
+    assert_eq!(
+        e,
+        format!("journal postgres://127.0.0.1:{port}/tollgate: connection refused")
+    );
+    // A wrong password: the server's reason, and never the password.
+    let pg = Postgres::start();
+    let mut t = target(&pg);
+    t.password = Some("wrong-password-xyz".into());
+    let e = Journal::open_postgres(&t).err().unwrap().to_string();
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains("wrong-password-xyz"), "{e}");
+}
