@@ -309,10 +309,8 @@ async fn hold(a: Args) {
 fn issue(a: Args) {
     use tollgate::journal::{Journal, NewSession};
     use tollgate::token::{random_id, Token};
-    let config = tollgate::checked::load(std::path::Path::new(&a.req("--config")))
-        .unwrap()
-        .config;
-    let mut j = Journal::open(&config.server.journal).unwrap();
+    let checked = tollgate::checked::load(std::path::Path::new(&a.req("--config"))).unwrap();
+    let mut j = Journal::open_target(&checked.journal).unwrap();
     let profile = a.req("--profile");
     let user = a.req("--login-user");
     let n = a.num("--count", 1);

@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls::ClientConfig;
 
-use crate::config::{Config, ConfigError, Draft, DrainUrl, Problem};
+use crate::config::{Config, ConfigError, Draft, DrainUrl, JournalAt, Problem, Secret};
 use crate::drain::tee::Planned;
 use crate::drain::tls::{self, TlsError};
+use crate::journal::{JournalTarget, PgTarget};
 
 /// A configuration that passed every check, with what they built.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Checked {
     /// The client webhooks use for https:// when `webhooks.ca_file` is set
     /// (`None`: the system bundle, loaded at the first such delivery).
     pub webhook_tls: Option<Arc<ClientConfig>>,
+    /// The journal, with its password read and TLS settings loaded.
+    pub journal: JournalTarget,
 }
 
 /// Reads `path` and checks it.
@@ -66,6 +69,13 @@ pub fn check(draft: Draft) -> Result<Checked, ConfigError> {
             Err(e) => problems.push(drain_problem(&d.spec.name, &d.url, e)),
         }
     }
+    let journal = match journal_target(config) {
+        Ok(t) => t,
+        Err(p) => {
+            problems.push(p);
+            JournalTarget::Sqlite(Default::default())
+        }
+    };
     let mut webhook_tls = None;
     if let Some(at) = config.webhooks.ca_file_at {
         match tls::client_config(&config.webhooks.ca_file, None) {
@@ -78,7 +88,62 @@ pub fn check(draft: Draft) -> Result<Checked, ConfigError> {
         config,
         drains,
         webhook_tls,
+        journal,
     })
+}
+
+/// `server.journal` with what reaching it takes: a PostgreSQL password
+/// read from its file or variable, and the CAs its certificate must chain
+/// to. Neither the password nor the URL's text appears in a problem.
+fn journal_target(config: &Config) -> Result<JournalTarget, Problem> {
+    let s = &config.server;
+    let u = match &s.journal {
+        JournalAt::File(p) => return Ok(JournalTarget::Sqlite(p.clone())),
+        JournalAt::Postgres(u) => u,
+    };
+    let at = s.journal_at;
+    let password = match &s.journal_password {
+        None => None,
+        Some(Secret::File(p)) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                at.password.problem(format!(
+                    "server.journal_password_file: {}: {e}",
+                    p.display()
+                ))
+            })?;
+            Some(text.lines().next().unwrap_or_default().to_string())
+        }
+        Some(Secret::Env(v)) => Some(std::env::var(v).map_err(|_| {
+            at.password.problem(format!(
+                "server.journal_password_env: {v} is not set in this environment"
+            ))
+        })?),
+    };
+    let tls = if u.tls {
+        let (ca, place, key) = match &s.journal_ca_file {
+            Some(ca) => (ca.clone(), at.ca_file, "journal_ca_file"),
+            None => (
+                std::path::PathBuf::from(crate::config::SYSTEM_CA_FILE),
+                at.journal,
+                "journal",
+            ),
+        };
+        Some(
+            tls::client_config(&ca, None)
+                .map_err(|e| place.problem(format!("server.{key}: {}", message(e))))?,
+        )
+    } else {
+        None
+    };
+    Ok(JournalTarget::Postgres(PgTarget {
+        url: u.url.clone(),
+        host: u.host.clone(),
+        port: u.port,
+        user: u.user.clone(),
+        dbname: u.dbname.clone(),
+        tls,
+        password,
+    }))
 }
 
 /// A TLS drain's settings that cannot be used, placed at the key at fault.
@@ -206,5 +271,44 @@ mod tests {
             let c = parse(Path::new("t.toml"), &quiet).unwrap().config;
             assert!(c.warnings.is_empty(), "{quiet}: {:?}", c.warnings);
         }
+    }
+
+    #[test]
+    fn a_postgres_journal_password_must_be_readable_and_is_never_shown() {
+        let p = problems(
+            "[server]\njournal = \"postgres://tg@127.0.0.1/tg?sslmode=disable\"\njournal_password_env = \"TOLLGATE_TEST_NO_SUCH_VAR\"\n",
+        );
+        assert_eq!(
+            p,
+            ["t.toml:3:24: server.journal_password_env: TOLLGATE_TEST_NO_SUCH_VAR is not set in this environment"]
+        );
+        let p = problems(
+            "[server]\njournal = \"postgres://tg@127.0.0.1/tg?sslmode=disable\"\njournal_password_file = \"/nonexistent/pw\"\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "t.toml:3:25: server.journal_password_file: /nonexistent/pw: No such file"
+            ),
+            "{p:?}"
+        );
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-pw-").unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret-pw\nignored\n").unwrap();
+        let c = parse(
+            Path::new("t.toml"),
+            &format!(
+                "[server]\njournal = \"postgres://tg@127.0.0.1/tg?sslmode=disable\"\njournal_password_file = \"{}\"\n",
+                pw.display()
+            ),
+        )
+        .unwrap();
+        let crate::journal::JournalTarget::Postgres(t) = &c.journal else {
+            panic!("{:?}", c.journal)
+        };
+        assert_eq!(t.password.as_deref(), Some("s3cret-pw"));
+        assert!(!format!("{:?}", c.journal).contains("s3cret-pw"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -86,6 +86,7 @@ impl Shared {
             config,
             drains: planned,
             webhook_tls,
+            ..
         } = checked;
         self.admission.set_policy(config.server.admission.clone());
         let now = *self.sent_seq.lock().unwrap_or_else(|e| e.into_inner());

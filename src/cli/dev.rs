@@ -94,7 +94,7 @@ allow_exec = true
     std::fs::write(&known_hosts, kh)
         .map_err(|e| CliError::failure(format!("{}: {e}", known_hosts.display())))?;
 
-    let mut journal = Journal::open(&config.server.journal)?;
+    let mut journal = Journal::open_target(&checked.journal)?;
     let issued = issue(
         config,
         &mut journal,

@@ -90,9 +90,9 @@ pub type CliResult = Result<(), CliError>;
 
 /// Loads the config (exit 2 on problems) and opens its journal (exit 1).
 pub fn load(config_path: &Path) -> Result<(Config, Journal), CliError> {
-    let config = crate::checked::load(config_path)?.config;
-    let journal = Journal::open(&config.server.journal)?;
-    Ok((config, journal))
+    let checked = crate::checked::load(config_path)?;
+    let journal = Journal::open_target(&checked.journal)?;
+    Ok((checked.config, journal))
 }
 
 /// Prints one JSON value on its own line.

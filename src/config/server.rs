@@ -10,7 +10,7 @@ use super::walk::{
     abs_path, boolean, check_keys, duration, get, integer, string, string_array, sub_table, Ctx,
     PENALTY_KEYS, SERVER_KEYS, TARGET_KEYS,
 };
-use super::{Server, Target, BANNER_MAX, CIPHERS};
+use super::{JournalAt, PgUrl, Secret, Server, Target, BANNER_MAX, CIPHERS};
 
 pub(super) fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
     const S: &str = "server";
@@ -44,12 +44,7 @@ pub(super) fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
             ctx.at(span, "server.host_keys must name at least one key file");
         }
     }
-    if let Some(s) = string(ctx, S, t, "journal") {
-        let span = get(t, "journal").map(|v| v.span()).unwrap_or(0..0);
-        if let Some(p) = abs_path(ctx, span, "server.journal", &s) {
-            server.journal = p;
-        }
-    }
+    walk_journal(ctx, t, server);
     if let Some(s) = string(ctx, S, t, "banner") {
         // It goes out in one packet before authentication; a very long one
         // locks OpenSSH clients out ("Bad packet length").
@@ -299,5 +294,89 @@ pub(super) fn walk_admission(ctx: &mut Ctx, t: &DeTable, a: &mut crate::admissio
                 }
             })
             .collect();
+    }
+}
+
+/// `journal` (a path, or a postgres:// URL), and for PostgreSQL
+/// `journal_password_file` or `journal_password_env`, and
+/// `journal_ca_file`.
+fn walk_journal(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
+    const S: &str = "server";
+    let span_of = |key: &str| get(t, key).map(|v| v.span()).unwrap_or(0..0);
+    server.journal_at.journal = ctx.place(span_of("journal"));
+    if let Some(s) = string(ctx, S, t, "journal") {
+        let span = span_of("journal");
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            match PgUrl::parse(&s) {
+                Ok(u) => server.journal = JournalAt::Postgres(u),
+                // The URL is not repeated: it may hold what should not be.
+                Err(e) => ctx.at(span, format!("server.journal: the URL {e}")),
+            }
+        } else if let Some(p) = abs_path(ctx, span, "server.journal", &s) {
+            server.journal = JournalAt::File(p);
+        }
+    }
+    let file = string(ctx, S, t, "journal_password_file").and_then(|s| {
+        abs_path(
+            ctx,
+            span_of("journal_password_file"),
+            "server.journal_password_file",
+            &s,
+        )
+    });
+    let env = string(ctx, S, t, "journal_password_env");
+    server.journal_password = match (file, env) {
+        (Some(_), Some(_)) => {
+            ctx.at(
+                span_of("journal_password_env"),
+                "server.journal_password_env: set journal_password_file or journal_password_env, not both",
+            );
+            None
+        }
+        (Some(f), None) => {
+            server.journal_at.password = ctx.place(span_of("journal_password_file"));
+            Some(Secret::File(f))
+        }
+        (None, Some(v)) => {
+            server.journal_at.password = ctx.place(span_of("journal_password_env"));
+            if v.is_empty() || v.contains(['=', '\0']) {
+                ctx.at(
+                    span_of("journal_password_env"),
+                    format!("server.journal_password_env: \"{v}\" is not a variable name"),
+                );
+            }
+            Some(Secret::Env(v))
+        }
+        (None, None) => None,
+    };
+    server.journal_ca_file = string(ctx, S, t, "journal_ca_file").and_then(|s| {
+        abs_path(
+            ctx,
+            span_of("journal_ca_file"),
+            "server.journal_ca_file",
+            &s,
+        )
+    });
+    server.journal_at.ca_file = ctx.place(span_of("journal_ca_file"));
+    let postgres = matches!(server.journal, JournalAt::Postgres(_));
+    for key in [
+        "journal_password_file",
+        "journal_password_env",
+        "journal_ca_file",
+    ] {
+        if !postgres && get(t, key).is_some() {
+            ctx.at(
+                span_of(key),
+                format!("server.{key} applies only to a postgres:// journal"),
+            );
+        }
+    }
+    if let JournalAt::Postgres(u) = &server.journal {
+        if !u.tls && get(t, "journal_ca_file").is_some() {
+            ctx.at(
+                span_of("journal_ca_file"),
+                "server.journal_ca_file: the journal URL says sslmode=disable",
+            );
+        }
     }
 }

@@ -275,3 +275,76 @@ fn printed_ssh_lines_carry_the_public_known_hosts_file() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_postgres_journal_url_is_taken_apart_and_bad_ones_are_placed() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        "[server]\njournal = \"postgres://tollgate@db.example.com/bastion\"\njournal_password_env = \"PGPASS\"\n",
+    )
+    .unwrap();
+    let JournalAt::Postgres(u) = &c.server.journal else {
+        panic!("{:?}", c.server.journal)
+    };
+    assert_eq!(
+        (
+            u.host.as_str(),
+            u.port,
+            u.user.as_str(),
+            u.dbname.as_str(),
+            u.tls
+        ),
+        ("db.example.com", 5432, "tollgate", "bastion", true)
+    );
+    assert_eq!(
+        c.server.journal_password,
+        Some(Secret::Env("PGPASS".into()))
+    );
+    let u = PgUrl::parse("postgresql://ops@[::1]:6543?sslmode=disable").unwrap();
+    assert_eq!(
+        (u.host.as_str(), u.port, u.dbname.as_str(), u.tls),
+        ("::1", 6543, "ops", false)
+    );
+    for (text, want) in [
+        (
+            "journal = \"postgres://tg:hunter2@db/tg\"",
+            "t.toml:2:11: server.journal: the URL holds a password",
+        ),
+        (
+            "journal = \"postgres://tg@db/tg?sslmode=require\"",
+            "t.toml:2:11: server.journal: the URL has sslmode=require: use verify-full",
+        ),
+        (
+            "journal = \"postgres://db/tg\"",
+            "t.toml:2:11: server.journal: the URL names no role",
+        ),
+        (
+            "journal = \"postgres://tg@db:99999/tg\"",
+            "t.toml:2:11: server.journal: the URL has a bad port",
+        ),
+        (
+            "journal = \"postgres://tg@db/tg?connect_timeout=3\"",
+            "t.toml:2:11: server.journal: the URL has \"connect_timeout=3\"",
+        ),
+        (
+            "journal = \"postgres://tg@db/tg\"\njournal_password_file = \"/p\"\njournal_password_env = \"P\"",
+            "t.toml:4:24: server.journal_password_env: set journal_password_file or journal_password_env, not both",
+        ),
+        (
+            "journal = \"postgres://tg@db/tg?sslmode=disable\"\njournal_ca_file = \"/ca.pem\"",
+            "t.toml:3:19: server.journal_ca_file: the journal URL says sslmode=disable",
+        ),
+        (
+            "journal = \"/var/lib/j.db\"\njournal_password_file = \"/p\"",
+            "t.toml:3:25: server.journal_password_file applies only to a postgres:// journal",
+        ),
+    ] {
+        let p = problems(&format!("[server]\n{text}\n"));
+        assert!(
+            p.len() == 1 && p[0].starts_with(want),
+            "{text}: {p:?}"
+        );
+        // The password is never repeated.
+        assert!(!p[0].contains("hunter2"), "{p:?}");
+    }
+}

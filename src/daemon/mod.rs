@@ -180,12 +180,12 @@ async fn run(
         config,
         drains: planned,
         webhook_tls,
+        journal: journal_target,
     } = checked;
     let notifier = crate::notify::Notifier::from_env();
     let mut signals = Signals::install(hangup).map_err(DaemonError::failed)?;
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(DaemonError::failed)?;
-    let mut journal = Journal::open(&config.server.journal)?;
-    let journal_file = file_id(&config.server.journal);
+    let journal_file = config.server.journal.file().and_then(file_id);
     let containment = Arc::new(Containment::detect());
     tracing::info!("sessions are contained by {}", containment.describe());
     if containment.leftovers_killed() > 0 {
@@ -195,19 +195,13 @@ async fn run(
         );
     }
     warn_unenforced(&config, &containment);
-    for stale in journal.recover_stale()? {
-        let killed = match (stale.pid, &stale.leader) {
-            (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
-            _ => 0,
-        };
-        tracing::warn!(session = %stale.id, pid = stale.pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
-    }
-    journal.expire_due()?;
+    // The PostgreSQL client blocks on a runtime of its own: not on one of
+    // this runtime's threads.
+    let (journal, newest_event, saved) =
+        tokio::task::block_in_place(|| start_journal(&journal_target))?;
     let config = Arc::new(config);
-    let newest_event = journal.last_event_seq()?;
     // Event delivery resumes where each drain stopped; a new drain starts
     // with what happens from now on.
-    let saved = journal.drains()?;
     let resume_after: Vec<i64> = config
         .drains
         .iter()
@@ -257,7 +251,7 @@ async fn run(
         .map_err(DaemonError::failed)?;
     start_listeners(new, &current, &mut listeners);
     let watcher = tokio::spawn(watch_journal(
-        config.server.journal.clone(),
+        journal_target.clone(),
         current.clone(),
         event_cursor,
     ));
@@ -334,11 +328,13 @@ async fn run(
         tracing::error!(count = shared.live_count(), "sessions did not end in time");
     }
     // The events of the shutdown itself, then whatever the drains still hold.
-    if let Ok(j) = Journal::open(&shared.config.server.journal) {
-        let mut cursor =
-            (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
-        forward_events(&j, &shared, &mut cursor);
-    }
+    tokio::task::block_in_place(|| {
+        if let Ok(j) = Journal::open_target(&journal_target) {
+            let mut cursor =
+                (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
+            forward_events(&j, &shared, &mut cursor);
+        }
+    });
     let mut rows = drain_rows(&shared);
     for (sink, row) in shared.drains.iter().zip(rows.iter_mut()) {
         let (msgs, bytes) = sink.drain.close(Duration::from_secs(3)).await;
@@ -392,6 +388,26 @@ fn status_line(shared: &Shared, listeners: &Listeners) -> String {
     )
 }
 
+/// Opens the journal at startup, ends what an earlier run left live
+/// (killing its leftovers), expires due tokens; returns it with the newest
+/// event and the drains' recorded state.
+fn start_journal(
+    target: &crate::journal::JournalTarget,
+) -> Result<(Journal, i64, Vec<crate::journal::DrainRow>), DaemonError> {
+    let mut journal = Journal::open_target(target)?;
+    for stale in journal.recover_stale()? {
+        let killed = match (stale.pid, &stale.leader) {
+            (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
+            _ => 0,
+        };
+        tracing::warn!(session = %stale.id, pid = stale.pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
+    }
+    journal.expire_due()?;
+    let newest = journal.last_event_seq()?;
+    let saved = journal.drains()?;
+    Ok((journal, newest, saved))
+}
+
 /// The journal file's identity, to notice it being replaced or removed.
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -408,12 +424,13 @@ async fn health(
     if let Some(l) = listeners.values().find(|l| l.task.is_finished()) {
         return Err(format!("the accept loop for {} has ended", l.bound));
     }
-    let path = &shared.config.server.journal;
-    if file_id(path) != journal_file {
-        return Err(format!(
-            "{} is no longer the file the daemon has open (removed or replaced)",
-            path.display()
-        ));
+    if let Some(path) = shared.config.server.journal.file() {
+        if file_id(path) != journal_file {
+            return Err(format!(
+                "{} is no longer the file the daemon has open (removed or replaced)",
+                path.display()
+            ));
+        }
     }
     let pid = std::process::id();
     match tokio::time::timeout(
@@ -443,7 +460,7 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
             return Err(format!(
                 "{}: server.journal cannot change while the daemon runs (restart it to use {})",
                 path.display(),
-                config.server.journal.display()
+                config.server.journal
             ));
         }
         let keys =

@@ -15,12 +15,12 @@ use crate::state::{Current, Shared};
 /// second, and moves tokens past their TTL to `expired`. Uses its own
 /// connection so `data_version` sees every commit not made through it.
 pub(super) async fn watch_journal(
-    path: std::path::PathBuf,
+    target: crate::journal::JournalTarget,
     current: Arc<Current>,
     mut cursor: i64,
 ) {
     // Reads only, on a connection of its own: never in the writer's batches.
-    let conn = match tokio::task::spawn_blocking(move || Journal::open(&path)).await {
+    let conn = match tokio::task::spawn_blocking(move || Journal::open_target(&target)).await {
         Ok(Ok(j)) => Arc::new(Mutex::new(j)),
         Ok(Err(e)) => return tracing::error!(error = %e, "journal watcher cannot open the journal"),
         Err(_) => return,

@@ -136,6 +136,15 @@ fn denied(path: &Path) -> Option<JournalError> {
     })
 }
 
+/// Where to open the journal, with what reaching it takes (a PostgreSQL
+/// password read, its TLS settings loaded): built by `checked` from
+/// `server.journal`.
+#[derive(Clone, Debug)]
+pub enum JournalTarget {
+    Sqlite(std::path::PathBuf),
+    Postgres(PgTarget),
+}
+
 /// An open journal.
 pub struct Journal {
     conn: Conn,
@@ -192,6 +201,14 @@ impl Journal {
         };
         j.migrate()?;
         Ok(j)
+    }
+
+    /// Opens the journal `t` names.
+    pub fn open_target(t: &JournalTarget) -> Result<Journal, JournalError> {
+        match t {
+            JournalTarget::Sqlite(p) => Self::open(p),
+            JournalTarget::Postgres(pg) => Self::open_postgres(pg),
+        }
     }
 
     /// Connects to a PostgreSQL journal and migrates it.

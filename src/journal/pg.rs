@@ -53,7 +53,8 @@ impl std::fmt::Debug for PgTarget {
 }
 
 pub(super) struct Pg {
-    client: postgres::Client,
+    /// Always `Some` but while dropping (see `Drop`).
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
     /// `postgres://host:port/db`, for errors.
     name: String,
@@ -87,10 +88,14 @@ impl Pg {
             }
         };
         Ok(Pg {
-            client,
+            client: Some(client),
             statements: HashMap::new(),
             name,
         })
+    }
+
+    fn client(&mut self) -> &mut postgres::Client {
+        self.client.as_mut().expect("a client until dropped")
     }
 
     fn err(&self, e: postgres::Error) -> JournalError {
@@ -105,7 +110,7 @@ impl Pg {
             return Ok(s.clone());
         }
         let s = self
-            .client
+            .client()
             .prepare(&dollars(sql))
             .map_err(|e| self.err(e))?;
         self.statements.insert(sql.to_string(), s.clone());
@@ -121,7 +126,7 @@ impl Pg {
         let bound: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let n = self.client.execute(&st, &refs).map_err(|e| self.err(e))?;
+        let n = self.client().execute(&st, &refs).map_err(|e| self.err(e))?;
         Ok(n as usize)
     }
 
@@ -134,12 +139,27 @@ impl Pg {
         let bound: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.query(&st, &refs).map_err(|e| self.err(e))?;
+        let rows = self.client().query(&st, &refs).map_err(|e| self.err(e))?;
         rows.iter().map(read).collect()
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> Result<(), JournalError> {
-        self.client.batch_execute(sql).map_err(|e| self.err(e))
+        self.client().batch_execute(sql).map_err(|e| self.err(e))
+    }
+}
+
+impl Drop for Pg {
+    /// Closing the client blocks on its own runtime, which must not happen
+    /// on a thread that drives the daemon's: there it closes on a thread of
+    /// its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("tollgate-pg-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
     }
 }
 

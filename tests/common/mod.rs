@@ -128,6 +128,9 @@ pub struct Opts {
     /// per-source penalties. tests/admission.rs attacks from 127.0.0.2
     /// and up, and empties this to test the defaults.
     pub admission: String,
+    /// `[server]` lines naming the journal instead of the SQLite file in
+    /// the server's directory (e.g. [`Postgres::journal_lines`]).
+    pub journal: Option<String>,
 }
 
 /// The harness's admission settings (see [`Opts::admission`]).
@@ -142,6 +145,7 @@ impl Default for Opts {
             command: "/bin/sh -i".into(),
             tail: String::new(),
             admission: EXEMPT_LOOPBACK.into(),
+            journal: None,
         }
     }
 }
@@ -177,7 +181,7 @@ impl Server {
                 r#"[server]
 listen = ["127.0.0.1:{port}"]
 host_keys = ["{d}/host_key"]
-journal = "{d}/journal.db"
+{journal}
 {server_extra}
 {admission}
 [sessions]
@@ -190,6 +194,10 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
 {profile_extra}
 {tail}
 "#,
+                journal = o
+                    .journal
+                    .clone()
+                    .unwrap_or_else(|| format!("journal = \"{d}/journal.db\"")),
                 server_extra = o.server_extra,
                 admission = o.admission,
                 sessions = o.sessions,

@@ -86,6 +86,16 @@ impl Postgres {
         p
     }
 
+    /// `[server]` lines for a tollgate journal in this database (plain TCP
+    /// on loopback, the password from a file).
+    pub fn journal_lines(&self) -> String {
+        format!(
+            "journal = \"{}?sslmode=disable\"\njournal_password_file = \"{}\"",
+            self.url(),
+            self.password_file().display()
+        )
+    }
+
     /// Runs `sql` with psql as the superuser, over the cluster's socket.
     pub fn psql(&self, sql: &str) -> String {
         let root = nix::unistd::Uid::effective().is_root();
