@@ -271,3 +271,43 @@ fn an_unreachable_database_is_named_with_its_reason() {
     assert!(e.contains("password authentication failed"), "{e}");
     assert!(!e.contains("wrong-password-xyz"), "{e}");
 }
+
+/// `sslmode=verify-full`: TLS with the server's certificate chained to the
+/// configured CA and naming the host; another CA is refused, and so is a
+/// server without TLS (no fallback to plain text).
+#[test]
+fn tls_to_the_database_verifies_the_server_and_never_falls_back() {
+    let dir = TempDir::new("pg-pki");
+    let pki = Pki::make(dir.path());
+    let pg = Postgres::start_tls(&pki.server_cert, &pki.server_key);
+    let with_ca = |ca: &std::path::Path| {
+        let mut t = target(&pg);
+        t.tls = Some(tollgate::drain::tls::client_config(ca, None).unwrap());
+        t
+    };
+    let j = Journal::open_postgres(&with_ca(&pki.ca)).unwrap();
+    drop(j);
+    // The server saw TLS on that connection's backend while it was open:
+    // check on a new one that the server reports it.
+    let mut j = Journal::open_postgres(&with_ca(&pki.ca)).unwrap();
+    issue(&mut j, "ses_tls", "hash-tls", Duration::from_secs(60));
+    assert!(j
+        .redeem("hash-tls", "ops", "127.0.0.1:9")
+        .unwrap()
+        .is_some());
+    let ssl = pg.psql("SELECT count(*) FROM pg_stat_ssl WHERE ssl");
+    assert_ne!(ssl, "0", "no TLS connection in pg_stat_ssl");
+    drop(j);
+
+    let e = Journal::open_postgres(&with_ca(&pki.other_ca))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("certificate"), "{e}");
+
+    let plain = Postgres::start();
+    let mut t = target(&plain);
+    t.tls = Some(tollgate::drain::tls::client_config(&pki.ca, None).unwrap());
+    let e = Journal::open_postgres(&t).err().unwrap().to_string();
+    assert!(e.contains("TLS") || e.contains("SSL"), "{e}");
+}

@@ -185,7 +185,6 @@ async fn run(
     let notifier = crate::notify::Notifier::from_env();
     let mut signals = Signals::install(hangup).map_err(DaemonError::failed)?;
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(DaemonError::failed)?;
-    let journal_file = config.server.journal.file().and_then(file_id);
     let containment = Arc::new(Containment::detect());
     tracing::info!("sessions are contained by {}", containment.describe());
     if containment.leftovers_killed() > 0 {
@@ -199,6 +198,8 @@ async fn run(
     // this runtime's threads.
     let (journal, newest_event, saved) =
         tokio::task::block_in_place(|| start_journal(&journal_target))?;
+    // Once it exists: opening creates a missing file.
+    let journal_file = config.server.journal.file().and_then(file_id);
     let config = Arc::new(config);
     // Event delivery resumes where each drain stopped; a new drain starts
     // with what happens from now on.

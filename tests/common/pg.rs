@@ -19,10 +19,23 @@ pub struct Postgres {
     pub port: u16,
     /// The role's password (also in [`Postgres::password_file`]).
     pub password: String,
+    /// `-c` settings the server runs with.
+    settings: String,
 }
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// With TLS: the server presents `cert` (with `key`), and clients may
+    /// use TLS or not (`hostssl` is not forced: what a client does with
+    /// TLS offered, or not, is what is tested).
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Postgres {
         let dir = TempDir::new("pg");
         let root = nix::unistd::Uid::effective().is_root();
         if root {
@@ -47,10 +60,26 @@ impl Postgres {
         );
         let port = free_port();
         let log = dir.path().join("log");
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            dir.path().display()
-        );
+        let mut settings =
+            "-c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200".to_string();
+        if let Some((cert, key)) = tls {
+            // The server reads them as its own account, the key 0600.
+            let (c, k) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+            std::fs::copy(cert, &c).unwrap();
+            std::fs::copy(key, &k).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if root {
+                chown_postgres(&c);
+                chown_postgres(&k);
+            }
+            settings.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            ));
+        }
+        let opts = format!("-p {port} -k {} {settings}", dir.path().display());
         check(
             as_postgres(root, &format!("{PG_BIN}/pg_ctl"))
                 .args(["-D", &data.display().to_string(), "-l"])
@@ -63,6 +92,7 @@ impl Postgres {
             dir,
             port,
             password,
+            settings,
         };
         check(
             as_postgres(root, &format!("{PG_BIN}/createdb"))
@@ -136,9 +166,10 @@ impl Postgres {
     pub fn restart(&self) {
         let root = nix::unistd::Uid::effective().is_root();
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         check(
             as_postgres(root, &format!("{PG_BIN}/pg_ctl"))
