@@ -50,6 +50,9 @@ enum Command {
     /// Show what the syslog drains delivered, hold and dropped.
     #[command(subcommand)]
     Drain(cli::drain::DrainCmd),
+    /// The daemons sharing the journal: each one's host, heartbeat and state.
+    #[command(subcommand)]
+    Node(cli::node::NodeCmd),
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(cli::config::ConfigCmd),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Events(a) => cli::events::run(a, &config_path, args.output),
         Command::Collect(c) => cli::collect::run(c, &config_path, args.output),
         Command::Drain(c) => cli::drain::run(c, &config_path, args.output),
+        Command::Node(c) => cli::node::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
         Command::Connect(a) => cli::connect::run(a),
     };

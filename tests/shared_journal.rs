@@ -6,15 +6,22 @@ mod common;
 use common::*;
 
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 fn node(tag: &str, pg: &Postgres) -> Server {
+    node_with(tag, pg, "")
+}
+
+fn node_with(tag: &str, pg: &Postgres, extra: &str) -> Server {
     Server::start_with(
         tag,
         Opts {
             journal: Some(pg.journal_lines()),
             // Sixty connections at once from one address: none refused at
             // accept, so the race is decided by the journal alone.
-            server_extra: "max_startups = \"1000\"\nper_source_max_startups = \"none\"\n".into(),
+            server_extra: format!(
+                "max_startups = \"1000\"\nper_source_max_startups = \"none\"\n{extra}"
+            ),
             ..Opts::default()
         },
     )
@@ -51,7 +58,7 @@ fn sixty_clients_on_two_nodes_race_one_token_and_one_wins_each_round() {
         assert_eq!(won, 1, "round {round}: {won} logins with one token");
         let redeemed = a.events_of(Some(&id), "session.redeemed");
         assert_eq!(redeemed.len(), 1, "round {round}: {redeemed:#?}");
-        let v = b.wait_state(&id, "terminated", std::time::Duration::from_secs(10));
+        let v = b.wait_state(&id, "terminated", Duration::from_secs(10));
         assert_eq!(v["end_reason"], "exited", "{v:#}");
     }
     // Failed attempts are in the shared journal too, from both nodes.
@@ -89,4 +96,84 @@ fn an_unreachable_journal_is_named_by_serve_and_the_commands() {
             text(&out.stderr)
         );
     }
+}
+
+/// Acceptance 3 of issue 17: node A killed with SIGKILL while it holds two
+/// live sessions; node B declares it lost and ends them `node_lost` within
+/// the heartbeat timeout and 2 s, once; A restarted kills what is left of
+/// their processes; the tokens stay spent. `node list` shows it all.
+#[test]
+fn a_killed_node_is_declared_lost_by_another_and_cleans_up_when_back() {
+    let pg = Postgres::start();
+    let beat = "node_heartbeat = \"500ms\"\nnode_timeout = \"3s\"\n";
+    let mut a = node_with("pg-lost-a", &pg, beat);
+    let b = node_with("pg-lost-b", &pg, beat);
+    let mut live = Vec::new();
+    for n in 0..2 {
+        let (id, token) = a.issue("ops", &[]);
+        let mut ssh = a
+            .ssh("ops", &token)
+            .arg(format!("sleep 741{n} & echo started; sleep 742{n}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = buffered(ssh.stdout.take().unwrap());
+        read_until(&mut out, "started");
+        live.push((id, token, ssh));
+    }
+    let nodes = b.cli_json(&["node", "list"]);
+    let a_id = format!("{}:{}", hostname(), a.port);
+    let row = |nodes: &serde_json::Value, id: &str| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {id}: {nodes:#}"))
+    };
+    assert_eq!(row(&nodes, &a_id)["state"], "running", "{nodes:#}");
+    assert_eq!(row(&nodes, &a_id)["live_sessions"], 2, "{nodes:#}");
+
+    a.child.take().unwrap().kill().unwrap();
+    let killed = Instant::now();
+    for (id, _, _) in &live {
+        let v = b.wait_state(id, "terminated", Duration::from_secs(10));
+        assert_eq!(v["end_reason"], "node_lost", "{v:#}");
+    }
+    let took = killed.elapsed();
+    println!("node A declared lost, its sessions ended, {took:?} after the kill");
+    assert!(
+        took <= Duration::from_secs(3 + 2),
+        "declared lost {took:?} after the kill"
+    );
+    let lost = b.events_of(None, "node.lost");
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    assert_eq!(lost[0]["detail"]["node"], a_id.as_str());
+    assert_eq!(row(&b.cli_json(&["node", "list"]), &a_id)["state"], "lost");
+    // The killed daemon's sessions' processes outlived it...
+    assert!(!pids_matching("sleep 7410").is_empty());
+    assert!(!pids_matching("sleep 7421").is_empty());
+    // ...until it comes back and kills them.
+    a.spawn();
+    let gone = eventually(Duration::from_secs(10), || {
+        ["sleep 7410", "sleep 7420", "sleep 7411", "sleep 7421"]
+            .iter()
+            .all(|p| pids_matching(p).is_empty())
+    });
+    assert!(gone.is_some(), "leftovers of the lost sessions still run");
+    assert!(a.log_text().contains("ended by another while it was down"));
+    for (_, token, mut ssh) in live {
+        let _ = ssh.kill();
+        let _ = ssh.wait();
+        let out = b.ssh_run("ops", &token, &[], "echo again");
+        assert!(!out.status.success() && !text(&out.stdout).contains("again"));
+    }
+    let nodes = b.cli_json(&["node", "list"]);
+    assert_eq!(row(&nodes, &a_id)["state"], "running", "{nodes:#}");
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
 }

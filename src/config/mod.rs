@@ -274,6 +274,13 @@ pub struct Server {
     /// `per_source_max_startups`, `per_source_netblock` and
     /// `[server.per_source_penalties]`.
     pub admission: crate::admission::Policy,
+    /// This daemon's name among those sharing the journal; `None`: this
+    /// machine's name and the first listen port (`HOST:PORT`).
+    pub node_id: Option<String>,
+    /// How often the node records that it is alive, and how old its last
+    /// record may be before another node declares it lost.
+    pub node_heartbeat: Duration,
+    pub node_timeout: Duration,
 }
 
 /// Ciphers tollgate can offer.
@@ -339,6 +346,9 @@ impl Default for Server {
             public_known_hosts: None,
             ciphers: DEFAULT_CIPHERS.iter().map(|c| c.to_string()).collect(),
             log_level: "info".into(),
+            node_id: None,
+            node_heartbeat: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(30),
             admission: crate::admission::Policy::default(),
         }
     }
@@ -540,6 +550,17 @@ impl Config {
                 )
             })
             .collect()
+    }
+
+    /// This daemon's node id (see [`Server::node_id`]).
+    pub fn node_id(&self) -> String {
+        self.server.node_id.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}:{}", self.server.listen[0].port())
+        })
     }
 
     /// The profile called `name`.

@@ -45,6 +45,7 @@ pub(super) fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         }
     }
     walk_journal(ctx, t, server);
+    walk_node(ctx, t, server);
     if let Some(s) = string(ctx, S, t, "banner") {
         // It goes out in one packet before authentication; a very long one
         // locks OpenSSH clients out ("Bad packet length").
@@ -378,5 +379,48 @@ fn walk_journal(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
                 "server.journal_ca_file: the journal URL says sslmode=disable",
             );
         }
+    }
+}
+
+/// `node_id`, `node_heartbeat` and `node_timeout`.
+fn walk_node(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
+    const S: &str = "server";
+    let span_of = |key: &str| get(t, key).map(|v| v.span()).unwrap_or(0..0);
+    if let Some(id) = string(ctx, S, t, "node_id") {
+        if id.is_empty()
+            || id.len() > 255
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            ctx.at(
+                span_of("node_id"),
+                format!("server.node_id: \"{id}\" may only use letters, digits, '-', '_', '.' and ':' (at most 255)"),
+            );
+        } else {
+            server.node_id = Some(id);
+        }
+    }
+    if let Some(d) = duration(ctx, S, t, "node_heartbeat") {
+        if d < Duration::from_millis(100) {
+            ctx.at(
+                span_of("node_heartbeat"),
+                "server.node_heartbeat must be at least 100ms",
+            );
+        } else {
+            server.node_heartbeat = d;
+        }
+    }
+    if let Some(d) = duration(ctx, S, t, "node_timeout") {
+        server.node_timeout = d;
+    }
+    if server.node_timeout < server.node_heartbeat * 2 {
+        ctx.at(
+            span_of("node_timeout"),
+            format!(
+                "server.node_timeout must be at least twice node_heartbeat ({})",
+                humantime::format_duration(server.node_heartbeat)
+            ),
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::drain::syslog::Origin;
 use crate::drain::tee::Sink;
 use crate::exec::cgroup::Containment;
 use crate::journal::EventKind;
-use crate::journal::{Db, EndReason, Journal, JournalError};
+use crate::journal::{Db, EndReason, Journal, JournalError, NewNode};
 use crate::state::{Current, Shared};
 
 mod watcher;
@@ -196,8 +196,23 @@ async fn run(
     warn_unenforced(&config, &containment);
     // The PostgreSQL client blocks on a runtime of its own: not on one of
     // this runtime's threads.
+    let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+    let node_id = config.node_id();
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let node = NewNode {
+        id: &node_id,
+        hostname: &hostname,
+        listen: &listen,
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+    };
+    let timeout_ms = config.server.node_timeout.as_millis() as i64;
     let (journal, newest_event, saved) =
-        tokio::task::block_in_place(|| start_journal(&journal_target))?;
+        tokio::task::block_in_place(|| start_journal(&journal_target, &node, timeout_ms))?;
+    tracing::info!(node = %node_id, journal = %config.server.journal, "journal open");
     // Once it exists: opening creates a missing file.
     let journal_file = config.server.journal.file().and_then(file_id);
     let config = Arc::new(config);
@@ -258,6 +273,7 @@ async fn run(
     ));
     // Deliveries left pending by an earlier run resume at once.
     let webhooks = tokio::spawn(crate::webhook::worker(current.clone()));
+    let beats = tokio::spawn(heartbeat(current.clone()));
     let bound: Vec<_> = listeners.values().map(|l| l.bound).collect();
     on_ready(&bound);
     // Only now: the journal is open and every listener accepts.
@@ -316,6 +332,7 @@ async fn run(
         let _ = l.task.await;
     }
     watcher.abort();
+    beats.abort();
     // A delivery cut short here was not recorded: it is sent again next run.
     webhooks.abort();
     let shared = current.get();
@@ -327,6 +344,10 @@ async fn run(
     }
     if shared.live_count() > 0 {
         tracing::error!(count = shared.live_count(), "sessions did not end in time");
+    }
+    // Said, so no other node declares this one lost.
+    if let Err(e) = shared.db.call(|j| j.node_stopped()).await {
+        tracing::warn!(error = %e, "could not record that this node stops");
     }
     // The events of the shutdown itself, then whatever the drains still hold.
     tokio::task::block_in_place(|| {
@@ -389,19 +410,66 @@ fn status_line(shared: &Shared, listeners: &Listeners) -> String {
     )
 }
 
+/// The node's heartbeat, and the sweep that declares silent nodes lost
+/// (ending their sessions `node_lost`), every `server.node_heartbeat`.
+async fn heartbeat(current: Arc<Current>) {
+    loop {
+        let shared = current.get();
+        let every = shared.config.server.node_heartbeat;
+        let timeout_ms = shared.config.server.node_timeout.as_millis() as i64;
+        let beat = shared
+            .db
+            .call(move |j| {
+                j.node_heartbeat()?;
+                j.nodes_lost(timeout_ms)
+            })
+            .await;
+        match beat {
+            Ok(ended) if !ended.is_empty() => {
+                tracing::warn!(
+                    sessions = ended.len(),
+                    "a node sharing the journal was lost: its sessions ended (node_lost)"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record this node's heartbeat"),
+        }
+        drop(shared);
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Opens the journal at startup, ends what an earlier run left live
 /// (killing its leftovers), expires due tokens; returns it with the newest
 /// event and the drains' recorded state.
 fn start_journal(
     target: &crate::journal::JournalTarget,
+    node: &NewNode,
+    timeout_ms: i64,
 ) -> Result<(Journal, i64, Vec<crate::journal::DrainRow>), DaemonError> {
     let mut journal = Journal::open_target(target)?;
+    journal.node_register(node)?;
     for stale in journal.recover_stale()? {
         let killed = match (stale.pid, &stale.leader) {
             (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
             _ => 0,
         };
         tracing::warn!(session = %stale.id, pid = stale.pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
+    }
+    // Sessions another node declared lost while this one was down.
+    for lost in journal.node_leftovers()? {
+        let killed = match (lost.pid, &lost.leader) {
+            (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
+            _ => 0,
+        };
+        tracing::warn!(session = %lost.id, pid = lost.pid, orphans_killed = killed, "session of this node ended by another while it was down (node_lost): its leftovers killed");
+    }
+    let ended = journal.nodes_lost(timeout_ms)?;
+    if !ended.is_empty() {
+        tracing::warn!(
+            sessions = ended.len(),
+            "nodes sharing the journal were lost: their sessions ended (node_lost)"
+        );
     }
     journal.expire_due()?;
     let newest = journal.last_event_seq()?;

@@ -69,6 +69,9 @@ named! {
         Error = "error",
         /// A token nobody redeemed before its time ran out.
         Expired = "expired",
+        /// The node holding it stopped beating its heart (a shared
+        /// journal): another node ended it.
+        NodeLost = "node_lost",
     }
 }
 
@@ -121,6 +124,8 @@ named! {
         DaemonReloaded = "daemon.reloaded",
         DaemonReloadFailed = "daemon.reload_failed",
         SourcePenalized = "source.penalized",
+        /// A node sharing the journal stopped beating its heart.
+        NodeLost = "node.lost",
         /// Only written by the daemon's self-test of group commit.
         TestWrite = "test.write",
     }
@@ -142,6 +147,7 @@ impl EventKind {
                 | DrainError
                 | DrainDropped
                 | DaemonReloadFailed
+                | NodeLost
         )
     }
 }
@@ -171,7 +177,7 @@ mod tests {
         // The rule drains applied to names before kinds were typed.
         for k in EventKind::ALL {
             let s = k.as_str();
-            let by_name = ["failed", "error", "dropped", "refused"]
+            let by_name = ["failed", "error", "dropped", "refused", "lost"]
                 .iter()
                 .any(|w| s.contains(w));
             assert_eq!(k.is_trouble(), by_name, "{s}");

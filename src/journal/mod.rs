@@ -22,6 +22,7 @@ mod collect_steps;
 mod drains;
 mod events;
 mod kinds;
+mod nodes;
 pub mod pg;
 mod schema;
 mod sessions;
@@ -33,6 +34,7 @@ pub use collect_steps::OpenConnection;
 pub use drains::DrainRow;
 pub use events::Event;
 pub use kinds::{EndReason, EventKind, SessionKind, SessionState};
+pub use nodes::{NewNode, NodeRow};
 pub use pg::PgTarget;
 pub use sessions::{CancelOutcome, Ending, Grant, NewSession, Redeemed, SessionRow, StaleSession};
 pub use writer::Db;
@@ -148,6 +150,9 @@ pub enum JournalTarget {
 /// An open journal.
 pub struct Journal {
     conn: Conn,
+    /// The node this handle writes for, once registered: its redemptions
+    /// name it, and its start-up recovery touches only its own sessions.
+    node: Option<String>,
 }
 
 impl Journal {
@@ -198,6 +203,7 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut j = Journal {
             conn: Conn::sqlite(conn),
+            node: None,
         };
         j.migrate()?;
         Ok(j)
@@ -215,6 +221,7 @@ impl Journal {
     pub fn open_postgres(t: &PgTarget) -> Result<Journal, JournalError> {
         let mut j = Journal {
             conn: Conn::postgres(pg::Pg::connect(t)?),
+            node: None,
         };
         j.migrate()?;
         Ok(j)

@@ -152,6 +152,21 @@ CREATE TABLE daemon_health (
     r#"
 ALTER TABLE sessions ADD COLUMN leader TEXT;
 "#,
+    r#"
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    hostname     TEXT NOT NULL,
+    listen       TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    stopped_at   INTEGER,
+    lost_at      INTEGER
+);
+ALTER TABLE sessions ADD COLUMN node TEXT;
+CREATE INDEX sessions_node ON sessions(node, state);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -311,6 +326,21 @@ CREATE TABLE daemon_health (
 "#,
     r#"
 ALTER TABLE sessions ADD COLUMN leader TEXT;
+"#,
+    r#"
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    hostname     TEXT NOT NULL,
+    listen       TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    pid          BIGINT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    stopped_at   BIGINT,
+    lost_at      BIGINT
+);
+ALTER TABLE sessions ADD COLUMN node TEXT;
+CREATE INDEX sessions_node ON sessions(node, state);
 "#,
 ];
 

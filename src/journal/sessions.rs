@@ -197,10 +197,10 @@ impl Journal {
         let now = self.conn.now_ms()?;
         let tx = self.conn.savepoint()?;
         let won = tx.query_opt(
-                "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2
+                "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2, node = ?5
                  WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
                  RETURNING id, profile, command, max_duration_ms, target, connection_limit",
-            params![now, client_addr, token_sha256, login_user],
+            params![now, client_addr, token_sha256, login_user, self.node],
                 |r| {
                     let grant = match r.get::<Option<String>>(4)? {
                         Some(target) => Grant::Tunnel {
@@ -373,15 +373,17 @@ impl Journal {
         Ok(ids)
     }
 
-    /// On daemon start: sessions an earlier run left live can't be resumed.
-    /// Returns their ids, recorded pids and leader identities.
+    /// On daemon start: sessions an earlier run of this node left live
+    /// can't be resumed (on a shared journal, other nodes' sessions are
+    /// theirs). Returns their ids, recorded pids and leader identities.
     pub fn recover_stale(&mut self) -> Result<Vec<StaleSession>, JournalError> {
         let now = now_ms();
         let tx = self.conn.immediate()?;
         let rows = tx.query(
             "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
-             WHERE state IN ('active', 'canceling') RETURNING id, pid, leader",
-            params![now],
+             WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?2)
+             RETURNING id, pid, leader",
+            params![now, self.node],
             |r| {
                 Ok(StaleSession {
                     id: r.get(0)?,
