@@ -38,6 +38,8 @@ pub struct Shared {
     pub(crate) live: Arc<Mutex<HashMap<String, UnboundedSender<EndReason>>>>,
     /// Wakes the webhook worker when a collect step created deliveries.
     pub webhooks: Arc<tokio::sync::Notify>,
+    /// A shared journal is out of reach (the health check found so).
+    pub journal_down: Arc<std::sync::atomic::AtomicBool>,
     /// Per-session cgroups or process groups, decided at startup.
     pub containment: Arc<Containment>,
     /// Admission control: pending connections and penalties, kept across
@@ -115,6 +117,7 @@ impl Shared {
             sent_seq: self.sent_seq.clone(),
             live: self.live.clone(),
             webhooks: self.webhooks.clone(),
+            journal_down: self.journal_down.clone(),
             containment: self.containment.clone(),
             admission: self.admission.clone(),
         }

@@ -256,6 +256,7 @@ async fn run(
         sent_seq: Arc::new(Mutex::new(event_cursor)),
         live: Arc::new(Mutex::new(HashMap::new())),
         webhooks: Arc::new(tokio::sync::Notify::new()),
+        journal_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         containment,
         admission: crate::admission::Admission::new(config.server.admission.clone()),
     });
@@ -398,8 +399,16 @@ fn status_line(shared: &Shared, listeners: &Listeners) -> String {
         .filter(|s| s.drain.stats().connected)
         .count();
     let n = shared.live_count();
+    let down = if shared
+        .journal_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        "journal unreachable; "
+    } else {
+        ""
+    };
     format!(
-        "{n} active session{}; {connected} of {} drains connected; listening on {}",
+        "{down}{n} active session{}; {connected} of {} drains connected; listening on {}",
         if n == 1 { "" } else { "s" },
         shared.drains.len(),
         listeners
@@ -508,7 +517,24 @@ async fn health(
     )
     .await
     {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            shared
+                .journal_down
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        // A shared journal out of reach is the database's outage, not this
+        // daemon's: live sessions go on (a watchdog restart would end
+        // them), new logins are refused, and the status says so.
+        Ok(Err(e)) if shared.config.server.journal.file().is_none() => {
+            if !shared
+                .journal_down
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(error = %e, "the journal is unreachable: new logins are refused, live sessions go on");
+            }
+            Ok(())
+        }
         Ok(Err(e)) => Err(format!("the journal does not take writes: {e}")),
         Err(_) => Err("a journal write took more than 5 s".into()),
     }

@@ -126,6 +126,9 @@ named! {
         SourcePenalized = "source.penalized",
         /// A node sharing the journal stopped beating its heart.
         NodeLost = "node.lost",
+        /// Events the journal refused while out of reach, past what the
+        /// daemon keeps for later: only their number.
+        JournalEventsDropped = "journal.events_dropped",
         /// Only written by the daemon's self-test of group commit.
         TestWrite = "test.write",
     }
@@ -148,6 +151,7 @@ impl EventKind {
                 | DrainDropped
                 | DaemonReloadFailed
                 | NodeLost
+                | JournalEventsDropped
         )
     }
 }

@@ -265,6 +265,17 @@ impl Journal {
         }
     }
 
+    /// Appends one event that happened at `at` (ms since the epoch).
+    pub fn event_at(
+        &self,
+        at: i64,
+        session: Option<&str>,
+        kind: EventKind,
+        detail: Value,
+    ) -> Result<(), JournalError> {
+        append_event(&self.conn, at, session, kind, &detail)
+    }
+
     /// Appends one event outside any other write.
     pub fn event(
         &self,

@@ -53,49 +53,102 @@ impl std::fmt::Debug for PgTarget {
 }
 
 pub(super) struct Pg {
-    /// Always `Some` but while dropping (see `Drop`).
+    /// `None` after the connection was lost and not yet made again (and
+    /// while dropping).
     client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
     /// `postgres://host:port/db`, for errors.
     name: String,
+    /// How to connect again after losing the connection.
+    target: PgTarget,
+    /// A transaction is open on the connection: if it is lost meanwhile,
+    /// every statement fails until the transaction is ended (never run
+    /// outside it on a new connection), and its COMMIT fails.
+    in_tx: bool,
+    /// When the last attempt to connect again failed: the next waits a
+    /// second, so an outage is not hammered.
+    failed_at: Option<std::time::Instant>,
 }
 
 impl Pg {
     pub(super) fn connect(t: &PgTarget) -> Result<Pg, JournalError> {
+        let name = format!("postgres://{}:{}/{}", t.host, t.port, t.dbname);
+        let client = Self::client_for(t, &name)?;
+        Ok(Pg {
+            client: Some(client),
+            statements: HashMap::new(),
+            name,
+            target: t.clone(),
+            in_tx: false,
+            failed_at: None,
+        })
+    }
+
+    fn client_for(t: &PgTarget, name: &str) -> Result<postgres::Client, JournalError> {
         let mut c = postgres::Config::new();
         c.host(&t.host)
             .port(t.port)
             .user(&t.user)
             .dbname(&t.dbname)
             .application_name("tollgate")
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(p) = &t.password {
             c.password(p);
         }
-        let name = format!("postgres://{}:{}/{}", t.host, t.port, t.dbname);
         let fail = |e: postgres::Error| JournalError::Postgres {
-            name: name.clone(),
+            name: name.to_string(),
             reason: reason(&e),
         };
-        let client = match &t.tls {
+        match &t.tls {
             Some(tls) => {
                 c.ssl_mode(postgres::config::SslMode::Require);
-                c.connect(Rustls(tls.clone())).map_err(fail)?
+                c.connect(Rustls(tls.clone())).map_err(fail)
             }
             None => {
                 c.ssl_mode(postgres::config::SslMode::Disable);
-                c.connect(postgres::NoTls).map_err(fail)?
+                c.connect(postgres::NoTls).map_err(fail)
             }
-        };
-        Ok(Pg {
-            client: Some(client),
-            statements: HashMap::new(),
-            name,
-        })
+        }
     }
 
-    fn client(&mut self) -> &mut postgres::Client {
-        self.client.as_mut().expect("a client until dropped")
+    fn lost(&self) -> JournalError {
+        JournalError::Postgres {
+            name: self.name.clone(),
+            reason: "the connection was lost".into(),
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.client.as_ref().is_none_or(|c| c.is_closed())
+    }
+
+    /// The connection, made again when it was lost (outside a transaction).
+    fn client(&mut self) -> Result<&mut postgres::Client, JournalError> {
+        if self.closed() {
+            if self.in_tx
+                || self
+                    .failed_at
+                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+            {
+                return Err(self.lost());
+            }
+            self.statements.clear();
+            if let Some(old) = self.client.take() {
+                close(old);
+            }
+            match Self::client_for(&self.target, &self.name) {
+                Ok(c) => {
+                    self.failed_at = None;
+                    tracing::info!(journal = %self.name, "connected to the journal again");
+                    self.client = Some(c);
+                }
+                Err(e) => {
+                    self.failed_at = Some(std::time::Instant::now());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.client.as_mut().expect("just made"))
     }
 
     fn err(&self, e: postgres::Error) -> JournalError {
@@ -106,13 +159,13 @@ impl Pg {
     }
 
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, JournalError> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
+        if !self.closed() {
+            if let Some(s) = self.statements.get(sql) {
+                return Ok(s.clone());
+            }
         }
-        let s = self
-            .client()
-            .prepare(&dollars(sql))
-            .map_err(|e| self.err(e))?;
+        let prepared = self.client()?.prepare(&dollars(sql));
+        let s = prepared.map_err(|e| self.err(e))?;
         self.statements.insert(sql.to_string(), s.clone());
         Ok(s)
     }
@@ -126,8 +179,8 @@ impl Pg {
         let bound: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let n = self.client().execute(&st, &refs).map_err(|e| self.err(e))?;
-        Ok(n as usize)
+        let n = self.client()?.execute(&st, &refs);
+        Ok(n.map_err(|e| self.err(e))? as usize)
     }
 
     pub(super) fn query(
@@ -139,27 +192,52 @@ impl Pg {
         let bound: Vec<PgParam> = params.iter().map(|p| PgParam(p.to_param())).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
             bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = self.client().query(&st, &refs).map_err(|e| self.err(e))?;
-        rows.iter().map(read).collect()
+        let rows = self.client()?.query(&st, &refs);
+        rows.map_err(|e| self.err(e))?.iter().map(read).collect()
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> Result<(), JournalError> {
-        self.client().batch_execute(sql).map_err(|e| self.err(e))
+        match sql {
+            // The transaction died with the connection: its work is gone,
+            // which a COMMIT must not report as kept.
+            "COMMIT" if self.closed() && self.in_tx => {
+                self.in_tx = false;
+                return Err(self.lost());
+            }
+            "ROLLBACK" if self.closed() => {
+                self.in_tx = false;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let r = self.client()?.batch_execute(sql);
+        r.map_err(|e| self.err(e))?;
+        match sql {
+            "BEGIN" => self.in_tx = true,
+            "COMMIT" | "ROLLBACK" => self.in_tx = false,
+            _ => {}
+        }
+        Ok(())
     }
 }
 
 impl Drop for Pg {
-    /// Closing the client blocks on its own runtime, which must not happen
-    /// on a thread that drives the daemon's: there it closes on a thread of
-    /// its own.
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new()
-                    .name("tollgate-pg-close".into())
-                    .spawn(move || drop(client));
-            }
+            close(client);
         }
+    }
+}
+
+/// Closing a client blocks on its own runtime, which must not happen on a
+/// thread that drives the daemon's: there it closes on a thread of its own.
+fn close(client: postgres::Client) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("tollgate-pg-close".into())
+            .spawn(move || drop(client));
+    } else {
+        drop(client);
     }
 }
 

@@ -1,7 +1,10 @@
 //! The journal as the daemon's tasks use it: one thread owns the connection
 //! and runs queued calls in batches (group commit).
 
-use super::{Journal, JournalError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::{EventKind, Journal, JournalError};
 
 /// The journal as the daemon's tasks use it: one thread owns the
 /// connection and runs queued calls in batches, each batch one transaction
@@ -11,7 +14,28 @@ use super::{Journal, JournalError};
 #[derive(Clone)]
 pub struct Db {
     jobs: std::sync::mpsc::Sender<Job>,
+    later: Arc<Mutex<Later>>,
 }
+
+/// Events the journal refused (a shared journal out of reach), kept to be
+/// written with the next batch that commits, with the time they happened.
+#[derive(Default)]
+struct Later {
+    events: VecDeque<Deferred>,
+    /// Refused while the queue was full: counted, then recorded as one
+    /// `journal.events_dropped` event.
+    dropped: u64,
+}
+
+struct Deferred {
+    at: i64,
+    session: Option<String>,
+    kind: EventKind,
+    detail: serde_json::Value,
+}
+
+/// Events kept at most while the journal refuses them.
+pub const LATER_MAX: usize = 10_000;
 
 /// Runs a call (saying whether it succeeded), then reports the batch's
 /// commit result to its caller.
@@ -25,6 +49,8 @@ impl Db {
     /// Starts the journal thread.
     pub fn new(mut j: Journal) -> Db {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let later = Arc::new(Mutex::new(Later::default()));
+        let pending = later.clone();
         std::thread::Builder::new()
             .name("tollgate-journal".into())
             .spawn(move || {
@@ -38,6 +64,29 @@ impl Db {
                     }
                     let began = j.begin_batch();
                     let mut broken = began.as_ref().err().map(|e| e.to_string());
+                    // Events refused earlier go first, in a call of their own.
+                    let (flushed, dropped) = {
+                        let mut l = pending.lock().unwrap_or_else(|e| e.into_inner());
+                        (std::mem::take(&mut l.events), std::mem::take(&mut l.dropped))
+                    };
+                    let mut kept_later = false;
+                    if broken.is_none() && (!flushed.is_empty() || dropped > 0) {
+                        kept_later = j.begin_call().is_ok()
+                            && flushed.iter().all(|d| {
+                                j.event_at(d.at, d.session.as_deref(), d.kind, d.detail.clone())
+                                    .is_ok()
+                            })
+                            && (dropped == 0
+                                || j.event(
+                                    None,
+                                    EventKind::JournalEventsDropped,
+                                    serde_json::json!({"dropped": dropped, "kept_at_most": LATER_MAX}),
+                                )
+                                .is_ok());
+                        if j.end_call(kept_later).is_err() {
+                            kept_later = false;
+                        }
+                    }
                     let mut reports = Vec::with_capacity(jobs.len());
                     for job in jobs {
                         if let Err(e) = j.begin_call() {
@@ -56,13 +105,50 @@ impl Db {
                             Some(e)
                         }
                     };
+                    if outcome.is_some() || !kept_later {
+                        // Not written after all: back to the front.
+                        let mut l = pending.lock().unwrap_or_else(|e| e.into_inner());
+                        for d in flushed.into_iter().rev() {
+                            l.events.push_front(d);
+                        }
+                        l.dropped += dropped;
+                    }
                     for report in reports {
                         report(outcome.as_deref());
                     }
                 }
             })
             .expect("cannot start the journal thread");
-        Db { jobs: tx }
+        Db { jobs: tx, later }
+    }
+
+    /// Keeps an event the journal refused, to be written (with the time it
+    /// happened) with the next batch that commits; past [`LATER_MAX`] it is
+    /// counted instead, and the count recorded then.
+    pub fn event_later(
+        &self,
+        at: i64,
+        session: Option<&str>,
+        kind: EventKind,
+        detail: serde_json::Value,
+    ) {
+        let mut l = self.later.lock().unwrap_or_else(|e| e.into_inner());
+        if l.events.len() >= LATER_MAX {
+            l.dropped += 1;
+            return;
+        }
+        l.events.push_back(Deferred {
+            at,
+            session: session.map(str::to_string),
+            kind,
+            detail,
+        });
+    }
+
+    /// Events kept for later, and those dropped since the last write.
+    pub fn later(&self) -> (usize, u64) {
+        let l = self.later.lock().unwrap_or_else(|e| e.into_inner());
+        (l.events.len(), l.dropped)
     }
 
     /// Runs `f` with the journal on the journal thread; returns once the

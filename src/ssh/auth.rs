@@ -46,15 +46,19 @@ impl AuthorizedSession {
     }
 }
 
-/// Redeems `presented` for `user`. Every kind of failure (unknown, used,
-/// expired, canceled token, wrong user, malformed answer, journal error)
-/// gives the same `None`, so a client learns nothing from how it failed.
-pub async fn redeem(
-    db: &Db,
-    user: &str,
-    presented: &str,
-    peer: SocketAddr,
-) -> Option<AuthorizedSession> {
+/// What became of a presented token.
+pub enum Redemption {
+    Granted(AuthorizedSession),
+    /// Unknown, used, expired, canceled, for another user, or malformed:
+    /// all alike, so a client learns nothing from how it failed.
+    Refused,
+    /// The journal could not be asked: nothing was decided, and the token
+    /// (if it is one) is not spent.
+    Unavailable,
+}
+
+/// Redeems `presented` for `user`.
+pub async fn redeem(db: &Db, user: &str, presented: &str, peer: SocketAddr) -> Redemption {
     // Malformed answers are hashed and looked up all the same: same work, same answer.
     let hash = token::hash(presented);
     let login_user = user.to_string();
@@ -62,7 +66,7 @@ pub async fn redeem(
     let started = Instant::now();
     let result = db.call(move |j| j.redeem(&hash, &login_user, &addr)).await;
     match result {
-        Ok(Some(redeemed)) => Some(AuthorizedSession {
+        Ok(Some(redeemed)) => Redemption::Granted(AuthorizedSession {
             redeemed,
             login_user: user.to_string(),
             client_addr: peer,
@@ -78,11 +82,11 @@ pub async fn redeem(
                 peer.ip(),
                 peer.port()
             );
-            None
+            Redemption::Refused
         }
         Err(e) => {
             tracing::error!(%peer, user, error = %e, "journal unavailable; refusing login");
-            None
+            Redemption::Unavailable
         }
     }
 }

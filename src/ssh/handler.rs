@@ -17,7 +17,7 @@ use russh::server::{Auth, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, Sig};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::auth::{self, AuthorizedSession};
+use super::auth::{self, AuthorizedSession, Redemption};
 use super::collecting::Collecting;
 use super::ctl::{self, Ctl, Latest, WinSize};
 use super::session::{self, InputGate};
@@ -27,6 +27,11 @@ use crate::state::Shared;
 
 /// Prompt shown by keyboard-interactive authentication.
 const TOKEN_PROMPT: &str = "Token: ";
+
+/// What a keyboard-interactive client is told when the journal cannot be
+/// reached to check its token (which is then not spent).
+const UNAVAILABLE: &str =
+    "tollgate: the bastion cannot check tokens right now (its journal is unreachable); your token is not used up, try again shortly";
 
 /// Where a connection is.
 enum Phase {
@@ -63,6 +68,9 @@ pub struct Handler {
     /// A shell or exec request was accepted on `channel`: nothing else may
     /// start, and a PTY can no longer be asked for.
     started: bool,
+    /// The client was just told the journal cannot be reached; its answer
+    /// (no prompts) ends in a refusal.
+    told_unavailable: bool,
 }
 
 impl Handler {
@@ -75,6 +83,7 @@ impl Handler {
             env_kept: 0,
             channel: None,
             started: false,
+            told_unavailable: false,
         }
     }
 
@@ -128,18 +137,27 @@ impl Handler {
 
     /// A token for `user`, tried only while this is a token login (not
     /// after one was redeemed, and never on a collect connection, where it
-    /// would be spent for nothing).
-    async fn try_token(&mut self, user: &str, presented: &str) -> Auth {
+    /// would be spent for nothing). When the journal cannot be asked, a
+    /// keyboard-interactive client is told so (once) before the refusal.
+    async fn try_token(&mut self, user: &str, presented: &str, interactive: bool) -> Auth {
         if !matches!(self.phase, Phase::Login) {
             return Self::reject();
         }
         self.progress.attempted();
         match auth::redeem(&self.shared.db, user, presented, self.peer).await {
-            Some(a) => {
+            Redemption::Granted(a) => {
                 self.phase = Phase::Authorized(a);
                 Auth::Accept
             }
-            None => Self::reject(),
+            Redemption::Unavailable if interactive && !self.told_unavailable => {
+                self.told_unavailable = true;
+                Auth::Partial {
+                    name: "".into(),
+                    instructions: UNAVAILABLE.into(),
+                    prompts: Vec::new().into(),
+                }
+            }
+            Redemption::Refused | Redemption::Unavailable => Self::reject(),
         }
     }
 
@@ -205,7 +223,7 @@ impl russh::server::Handler for Handler {
         if let Some(c) = self.collecting_for(user) {
             return Ok(c.methods());
         }
-        Ok(self.try_token(user, password).await)
+        Ok(self.try_token(user, password, false).await)
     }
 
     async fn auth_publickey_offered(
@@ -259,10 +277,12 @@ impl russh::server::Handler for Handler {
                 instructions: "".into(),
                 prompts: vec![(TOKEN_PROMPT.into(), false)].into(),
             }),
+            // The answer to being told the journal is unavailable.
+            Some(_) if std::mem::take(&mut self.told_unavailable) => Ok(Self::reject()),
             Some(mut answers) => {
                 let answer = answers.next().unwrap_or_default();
                 let text = String::from_utf8_lossy(&answer).into_owned();
-                Ok(self.try_token(user, &text).await)
+                Ok(self.try_token(user, &text, true).await)
             }
         }
     }

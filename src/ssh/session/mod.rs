@@ -194,15 +194,22 @@ impl Task {
         }
     }
 
+    /// Records an event; one the journal refuses (out of reach) is kept
+    /// and written, with the time it happened, once it takes writes again.
     async fn event(&self, kind: EventKind, detail: serde_json::Value) {
         let id = self.auth.id().to_string();
+        let at = crate::journal::now_ms();
+        let kept = detail.clone();
         if let Err(e) = self
             .shared
             .db
-            .call(move |j| j.event(Some(&id), kind, detail))
+            .call(move |j| j.event_at(at, Some(&id), kind, detail))
             .await
         {
-            tracing::error!(session = %self.auth.id(), kind = kind.as_str(), error = %e, "could not record event in the journal");
+            tracing::warn!(session = %self.auth.id(), kind = kind.as_str(), error = %e, "could not record event in the journal; kept to write later");
+            self.shared
+                .db
+                .event_later(at, Some(self.auth.id()), kind, kept);
         }
     }
 
