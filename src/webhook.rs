@@ -335,7 +335,13 @@ pub async fn worker(current: Arc<crate::state::Current>) {
         // A reload's new [webhooks] settings apply from the next attempt.
         let shared = current.get();
         let now = now_ms();
-        let due = shared.db.call(move |j| j.webhooks_due(now, 256)).await;
+        // Claimed for twice an attempt's longest, and a margin.
+        let lease =
+            (shared.config.webhooks.timeout * 2 + Duration::from_secs(5)).as_millis() as i64;
+        let due = shared
+            .db
+            .call(move |j| j.webhooks_due(now, 256, lease))
+            .await;
         let (due, next) = match due {
             Ok(d) => d,
             Err(e) => {
@@ -343,10 +349,12 @@ pub async fn worker(current: Arc<crate::state::Current>) {
                 (Vec::new(), Some(now + 5_000))
             }
         };
+        let mut skipped = Vec::new();
         for d in due {
             {
                 let mut b = busy.lock().unwrap_or_else(|e| e.into_inner());
                 if b.len() >= IN_FLIGHT || !b.insert(d.webhook_id.clone()) {
+                    skipped.push(d.delivery_id.clone());
                     continue;
                 }
             }
@@ -372,8 +380,21 @@ pub async fn worker(current: Arc<crate::state::Current>) {
                 let _ = done.send(());
             });
         }
-        let wait = next.map_or(Duration::from_secs(3600), |at| {
-            Duration::from_millis((at - now_ms()).clamp(0, 3_600_000) as u64)
+        if !skipped.is_empty() {
+            // Not sent now: free for the next round (or another node).
+            if let Err(e) = shared.db.call(move |j| j.webhooks_release(&skipped)).await {
+                tracing::warn!(error = %e, "webhooks: cannot give back claimed deliveries");
+            }
+        }
+        // On a shared journal other nodes create deliveries too, and one
+        // dead with deliveries claimed leaves them to whoever looks next.
+        let longest = if shared.config.server.journal.file().is_some() {
+            3_600_000
+        } else {
+            2_000
+        };
+        let wait = next.map_or(Duration::from_millis(longest as u64), |at| {
+            Duration::from_millis((at - now_ms()).clamp(0, longest) as u64)
         });
         tokio::select! {
             _ = shared.webhooks.notified() => {}

@@ -299,3 +299,181 @@ fn a_database_outage_keeps_live_sessions_refuses_logins_and_loses_no_event() {
         "recorded at {at:?}, happened {refused_at:?}"
     );
 }
+
+/// A webhook receiver that keeps every request's delivery id and, while
+/// `hold` is set, never answers (an attempt stays in flight).
+struct Hook {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each answer waits.
+    delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, Read, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let delay = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, h, d) = (seen.clone(), hold.clone(), delay.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let (s, h, d) = (s.clone(), h.clone(), d.clone());
+                std::thread::spawn(move || {
+                    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                    let (mut id, mut len) = (String::new(), 0usize);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        let lower = l.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("x-tollgate-delivery:") {
+                            id = v.trim().to_string();
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    let _ = r.read_exact(&mut body);
+                    s.lock().unwrap().push(id);
+                    while h.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    std::thread::sleep(Duration::from_millis(d.load(Ordering::SeqCst)));
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                });
+            }
+        });
+        Hook {
+            port,
+            seen,
+            hold,
+            delay,
+        }
+    }
+}
+
+/// Acceptance 5 of issue 17 (webhooks): a delivery in flight on node A when
+/// A is killed is delivered by node B once its claim runs out, once, with
+/// its original id.
+#[test]
+fn a_webhook_delivery_of_a_killed_node_is_delivered_by_another_once() {
+    let pg = Postgres::start();
+    let hook = Hook::start();
+    let opts = |tag: &str| {
+        Server::start_with(
+            tag,
+            Opts {
+                journal: Some(pg.journal_lines()),
+                server_extra: "node_heartbeat = \"500ms\"\nnode_timeout = \"3s\"\n".into(),
+                tail: "[webhooks]\ntimeout = \"1s\"\n".into(),
+                ..Opts::default()
+            },
+        )
+    };
+    let mut a = opts("pg-hook-a");
+    let b = opts("pg-hook-b");
+    let created = a.cli_json(&[
+        "collect",
+        "create",
+        "--webhook",
+        &format!("http://127.0.0.1:{}/hook", hook.port),
+        "--webhook-event",
+        "new_connection",
+        "--webhook-retries",
+        "5",
+        "--webhook-initial-backoff",
+        "1",
+    ]);
+    let collect = created["id"].as_str().unwrap().to_string();
+    let ident = created["connection_identifier"].as_str().unwrap();
+    let keys = TempDir::new("pg-hook-keys");
+    let k = keygen(keys.path(), "ed", &["-t", "ed25519"]);
+    // The connection goes to node A, whose worker takes the delivery.
+    let _ = collect_connect(&a, ident, &[&k]);
+    let first = eventually(Duration::from_secs(10), || {
+        !hook.seen.lock().unwrap().is_empty()
+    });
+    assert!(first.is_some(), "node A never sent the delivery");
+    let original = hook.seen.lock().unwrap()[0].clone();
+    a.child.take().unwrap().kill().unwrap();
+    hook.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    // Node B takes it once A's claim (2 × timeout + 5 s) has run out.
+    let delivered = eventually(Duration::from_secs(20), || {
+        let d = b.cli_json(&["collect", "deliveries", &collect]);
+        d.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["status"] == "delivered")
+    });
+    assert!(delivered.is_some(), "node B never delivered it");
+    let d = b.cli_json(&["collect", "deliveries", &collect]);
+    let all = d.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{d:#}");
+    assert_eq!(all[0]["id"], original.as_str(), "{d:#}");
+    assert_eq!(all[0]["attempts"].as_array().unwrap().len(), 1, "{d:#}");
+    let seen = hook.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| *s == original), "{seen:?}");
+    assert_eq!(b.events_of(None, "collect.webhook_delivered").len(), 1);
+}
+
+/// Two live nodes polling the same deliveries: each is sent by one of them,
+/// once (claims), whichever node's connection created it.
+#[test]
+fn two_live_nodes_send_each_webhook_delivery_once() {
+    let pg = Postgres::start();
+    let hook = Hook::start();
+    hook.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    // Each answer takes 2.5 s: deliveries stay in flight across the other
+    // node's polls (every 2 s at most).
+    hook.delay.store(2500, std::sync::atomic::Ordering::SeqCst);
+    let a = node("pg-hooks-a", &pg);
+    let b = node("pg-hooks-b", &pg);
+    let created = a.cli_json(&[
+        "collect",
+        "create",
+        "--multi-connection",
+        "--webhook",
+        &format!("http://127.0.0.1:{}/hook", hook.port),
+        "--webhook-event",
+        "new_connection",
+    ]);
+    let collect = created["id"].as_str().unwrap().to_string();
+    let ident = created["connection_identifier"].as_str().unwrap();
+    let keys = TempDir::new("pg-hooks-keys");
+    let k = keygen(keys.path(), "ed", &["-t", "ed25519"]);
+    for i in 0..10 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let _ = collect_connect(n, ident, &[&k]);
+    }
+    let all = eventually(Duration::from_secs(60), || {
+        let d = b.cli_json(&["collect", "deliveries", &collect]);
+        let d = d.as_array().unwrap().clone();
+        d.len() == 10 && d.iter().all(|x| x["status"] == "delivered")
+    });
+    assert!(
+        all.is_some(),
+        "{:#}",
+        b.cli_json(&["collect", "deliveries", &collect])
+    );
+    let mut seen = hook.seen.lock().unwrap().clone();
+    seen.sort();
+    let n = seen.len();
+    seen.dedup();
+    assert_eq!(
+        (n, seen.len()),
+        (10, 10),
+        "sent twice: {n} requests for 10 deliveries"
+    );
+}

@@ -167,6 +167,10 @@ CREATE TABLE nodes (
 ALTER TABLE sessions ADD COLUMN node TEXT;
 CREATE INDEX sessions_node ON sessions(node, state);
 "#,
+    r#"
+ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE webhook_deliveries ADD COLUMN claimed_until INTEGER;
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -341,6 +345,10 @@ CREATE TABLE nodes (
 );
 ALTER TABLE sessions ADD COLUMN node TEXT;
 CREATE INDEX sessions_node ON sessions(node, state);
+"#,
+    r#"
+ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE webhook_deliveries ADD COLUMN claimed_until BIGINT;
 "#,
 ];
 

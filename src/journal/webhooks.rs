@@ -34,19 +34,45 @@ pub struct AttemptRow {
 }
 
 impl Journal {
-    /// Up to `limit` pending deliveries due at `now`, oldest first, and
-    /// when the next one not yet due falls due.
+    /// Claims up to `limit` pending deliveries due at `now`, oldest first,
+    /// for `lease_ms` (a shared journal: no other node sends them
+    /// meanwhile; if this one dies, another takes them once the lease has
+    /// run out), and says when the next one not yet due (or claimed by
+    /// another) falls due.
     pub fn webhooks_due(
-        &self,
+        &mut self,
         now: i64,
         limit: usize,
+        lease_ms: i64,
     ) -> Result<(Vec<Due>, Option<i64>), JournalError> {
-        let due = self.conn.query(
+        let claim = format!(
+            "{}/{}",
+            self.node.as_deref().unwrap_or("local"),
+            super::collect::new_id("clm_")?
+        );
+        // PostgreSQL: nodes claiming at once skip each other's rows.
+        let lock = if self.conn.is_postgres() {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let tx = self.conn.savepoint()?;
+        tx.execute(
+            &format!(
+                "UPDATE webhook_deliveries SET claimed_by = ?3, claimed_until = ?4
+                 WHERE id IN (SELECT id FROM webhook_deliveries
+                     WHERE status = 'pending' AND next_attempt_at <= ?1
+                       AND (claimed_until IS NULL OR claimed_until < ?1)
+                     ORDER BY next_attempt_at, rowid LIMIT ?2{lock})"
+            ),
+            params![now, limit as i64, claim, now + lease_ms],
+        )?;
+        let due = tx.query(
             "SELECT d.id, d.webhook_id, d.event, d.body, d.attempts, w.url, w.method, w.headers, w.secret
              FROM webhook_deliveries d JOIN collect_webhooks w ON w.id = d.webhook_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-             ORDER BY d.next_attempt_at, d.rowid LIMIT ?2",
-            params![now, limit as i64],
+             WHERE d.claimed_by = ?1 AND d.status = 'pending'
+             ORDER BY d.next_attempt_at, d.rowid",
+            params![claim],
             |r| {
                 let headers: String = r.get(7)?;
                 Ok(Due {
@@ -62,12 +88,26 @@ impl Journal {
                 })
             },
         )?;
-        let next: Option<i64> = self.conn.query_one(
-            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at > ?1",
+        let next: Option<i64> = tx.query_one(
+            "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END)
+             FROM webhook_deliveries
+             WHERE status = 'pending' AND (next_attempt_at > ?1 OR claimed_until >= ?1)",
             params![now],
             |r| r.get(0),
         )?;
+        tx.commit()?;
         Ok((due, next))
+    }
+
+    /// Gives claimed deliveries back (this node will not send them now).
+    pub fn webhooks_release(&self, ids: &[String]) -> Result<(), JournalError> {
+        for id in ids {
+            self.conn.execute(
+                "UPDATE webhook_deliveries SET claimed_by = NULL, claimed_until = NULL WHERE id = ?1",
+                params![id],
+            )?;
+        }
+        Ok(())
     }
 
     /// Records an attempt and moves the delivery on: `delivered`, `failed`
@@ -109,7 +149,8 @@ impl Journal {
             ("pending", Some(now + wait.as_millis() as i64))
         };
         tx.execute(
-            "UPDATE webhook_deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, updated_at = ?5 WHERE id = ?1",
+            "UPDATE webhook_deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, updated_at = ?5,
+                 claimed_by = NULL, claimed_until = NULL WHERE id = ?1",
             params![delivery_id, n, status, next, now],
         )?;
         tx.commit()?;
