@@ -477,3 +477,35 @@ fn two_live_nodes_send_each_webhook_delivery_once() {
         "sent twice: {n} requests for 10 deliveries"
     );
 }
+
+/// Acceptance 5 of issue 17 (collect): a collect session that takes one
+/// connection, connected through node A, is refused through node B.
+#[test]
+fn a_single_connection_collect_session_used_on_one_node_is_refused_on_another() {
+    let pg = Postgres::start();
+    let a = node("pg-collect-a", &pg);
+    let b = node("pg-collect-b", &pg);
+    let created = a.cli_json(&["collect", "create"]);
+    let id = created["id"].as_str().unwrap().to_string();
+    let ident = created["connection_identifier"].as_str().unwrap();
+    let keys = TempDir::new("pg-collect-keys");
+    let k = keygen(keys.path(), "ed", &["-t", "ed25519"]);
+    let first = collect_connect(&a, ident, &[&k]);
+    assert!(
+        text(&first.stdout).contains("public key recorded"),
+        "{}{}",
+        text(&first.stdout),
+        text(&first.stderr)
+    );
+    let shown = b.cli_json(&["collect", "show", &id]);
+    assert_eq!(shown["status"], "completed", "{shown:#}");
+    let second = collect_connect(&b, ident, &[&k]);
+    assert!(!second.status.success());
+    assert!(!text(&second.stdout).contains("recorded"));
+    let shown = a.cli_json(&["collect", "show", &id]);
+    assert_eq!(
+        shown["connections"].as_array().unwrap().len(),
+        1,
+        "{shown:#}"
+    );
+}

@@ -152,6 +152,17 @@ fn open_connection(
     ip_address: &str,
     now: i64,
 ) -> Result<Option<OpenConnection>, JournalError> {
+    if tx.is_postgres() {
+        // Nodes opening connections of one session at once take turns
+        // (the row lock), and the check below, a statement of its own,
+        // then sees what the other committed: one connection keeps keys
+        // of a single-connection session, across nodes.
+        tx.query(
+            "SELECT id FROM collect_sessions WHERE connection_identifier = ?1 FOR UPDATE",
+            params![identifier],
+            |_| Ok(()),
+        )?;
+    }
     let s = tx.query_opt(
         "SELECT id, multi_connection FROM collect_sessions s WHERE connection_identifier = ?1 AND deleted_at IS NULL
          AND status = 'pending' AND (expired_at IS NULL OR expired_at > ?2)
