@@ -102,36 +102,58 @@ fn journal_target(config: &Config) -> Result<JournalTarget, Problem> {
         JournalAt::Postgres(u) => u,
     };
     let at = s.journal_at;
-    let password = match &s.journal_password {
+    pg_target(u, s.journal_password.as_ref(), s.journal_ca_file.as_deref()).map_err(
+        |(what, msg)| {
+            let (place, key) = match what {
+                Reach::Password => (
+                    at.password,
+                    match s.journal_password {
+                        Some(Secret::Env(_)) => "journal_password_env",
+                        _ => "journal_password_file",
+                    },
+                ),
+                Reach::Ca if s.journal_ca_file.is_some() => (at.ca_file, "journal_ca_file"),
+                Reach::Ca => (at.journal, "journal"),
+            };
+            place.problem(format!("server.{key}: {msg}"))
+        },
+    )
+}
+
+/// What reaching a PostgreSQL journal took that failed.
+pub enum Reach {
+    Password,
+    Ca,
+}
+
+/// A PostgreSQL journal with what reaching it takes: the password read from
+/// its file (first line) or variable, the CAs loaded (`ca`, else the system
+/// bundle) when the URL asks for TLS. The error never holds the password.
+pub fn pg_target(
+    u: &crate::config::PgUrl,
+    password: Option<&Secret>,
+    ca: Option<&Path>,
+) -> Result<JournalTarget, (Reach, String)> {
+    let password = match password {
         None => None,
         Some(Secret::File(p)) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                at.password.problem(format!(
-                    "server.journal_password_file: {}: {e}",
-                    p.display()
-                ))
-            })?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| (Reach::Password, format!("{}: {e}", p.display())))?;
             Some(text.lines().next().unwrap_or_default().to_string())
         }
         Some(Secret::Env(v)) => Some(std::env::var(v).map_err(|_| {
-            at.password.problem(format!(
-                "server.journal_password_env: {v} is not set in this environment"
-            ))
+            (
+                Reach::Password,
+                format!("{v} is not set in this environment"),
+            )
         })?),
     };
     let tls = if u.tls {
-        let (ca, place, key) = match &s.journal_ca_file {
-            Some(ca) => (ca.clone(), at.ca_file, "journal_ca_file"),
-            None => (
-                std::path::PathBuf::from(crate::config::SYSTEM_CA_FILE),
-                at.journal,
-                "journal",
-            ),
-        };
-        Some(
-            tls::client_config(&ca, None)
-                .map_err(|e| place.problem(format!("server.{key}: {}", message(e))))?,
-        )
+        let ca = ca.map_or_else(
+            || std::path::PathBuf::from(crate::config::SYSTEM_CA_FILE),
+            Path::to_path_buf,
+        );
+        Some(tls::client_config(&ca, None).map_err(|e| (Reach::Ca, message(e)))?)
     } else {
         None
     };

@@ -50,6 +50,9 @@ enum Command {
     /// Show what the syslog drains delivered, hold and dropped.
     #[command(subcommand)]
     Drain(cli::drain::DrainCmd),
+    /// Move the journal: copy it into an empty PostgreSQL database several bastions share.
+    #[command(subcommand)]
+    Journal(cli::journal::JournalCmd),
     /// The daemons sharing the journal: each one's host, heartbeat and state.
     #[command(subcommand)]
     Node(cli::node::NodeCmd),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Collect(c) => cli::collect::run(c, &config_path, args.output),
         Command::Drain(c) => cli::drain::run(c, &config_path, args.output),
         Command::Node(c) => cli::node::run(c, &config_path, args.output),
+        Command::Journal(c) => cli::journal::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
         Command::Connect(a) => cli::connect::run(a),
     };

@@ -509,3 +509,89 @@ fn a_single_connection_collect_session_used_on_one_node_is_refused_on_another() 
         "{shown:#}"
     );
 }
+
+/// `tollgate journal copy` moves a bastion's SQLite journal into an empty
+/// PostgreSQL one: sessions, events (with their sequence numbers),
+/// collect sessions, keys, webhooks and deliveries read back the same
+/// through either; a second copy is refused; new events follow on.
+#[test]
+fn journal_copy_moves_a_bastion_onto_postgresql() {
+    let s = Server::start("copy-src");
+    let (_, token) = s.issue("ops", &["--reason", "copied"]);
+    let out = s.ssh_run("ops", &token, &[], "echo hello");
+    assert!(text(&out.stdout).contains("hello"));
+    let (canceled, _) = s.issue("ops", &[]);
+    assert!(s.cli(&["session", "cancel", &canceled]).status.success());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    let created = s.cli_json(&[
+        "collect",
+        "create",
+        "--webhook",
+        &format!("http://127.0.0.1:{dead}/hook"),
+        "--webhook-retries",
+        "1",
+        "--webhook-initial-backoff",
+        "1",
+    ]);
+    let collect = created["id"].as_str().unwrap().to_string();
+    let keys = TempDir::new("copy-keys");
+    let k = keygen(keys.path(), "ed", &["-t", "ed25519"]);
+    let _ = collect_connect(
+        &s,
+        created["connection_identifier"].as_str().unwrap(),
+        &[&k],
+    );
+    // Every delivery attempted and given up (one retry).
+    eventually(Duration::from_secs(20), || {
+        let d = s.cli_json(&["collect", "deliveries", &collect]);
+        d.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "failed")
+    });
+
+    let pg = Postgres::start();
+    let pw = pg.password_file();
+    let url = format!("{}?sslmode=disable", pg.url());
+    let copy = ["journal", "copy", "--to", &url, "--password-file"];
+    let mut args = copy.to_vec();
+    let pw_s = pw.display().to_string();
+    args.push(&pw_s);
+    let copied = s.cli_json(&args);
+    println!("{copied:#}");
+    assert_eq!(copied["copied"]["sessions"], 2, "{copied:#}");
+    assert_eq!(copied["copied"]["collect_keys"], 1, "{copied:#}");
+
+    let p = Server::configure(
+        "copy-dst",
+        Opts {
+            journal: Some(pg.journal_lines()),
+            ..Opts::default()
+        },
+    );
+    for what in [
+        &["session", "list"][..],
+        &["events"][..],
+        &["collect", "list"][..],
+        &["collect", "deliveries", &collect][..],
+    ] {
+        assert_eq!(s.cli_json(what), p.cli_json(what), "{what:?} differs");
+    }
+    // Again: refused, nothing written.
+    let again = s.cli(&args);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+    // New events follow the copied ones.
+    let last = s.cli_json(&["events"]).as_array().unwrap().last().unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    let (next, _) = p.issue("ops", &[]);
+    let issued = p.events_of(Some(&next), "session.issued");
+    assert_eq!(issued[0]["seq"].as_i64().unwrap(), last + 1);
+}

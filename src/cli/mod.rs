@@ -7,6 +7,7 @@ pub mod connect;
 pub mod dev;
 pub mod drain;
 pub mod events;
+pub mod journal;
 pub mod node;
 pub mod session;
 

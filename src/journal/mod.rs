@@ -19,6 +19,7 @@ use sql::{params, Conn};
 
 pub mod collect;
 mod collect_steps;
+mod copy;
 mod drains;
 mod events;
 mod kinds;
@@ -56,6 +57,9 @@ pub enum JournalError {
     Denied { path: String, hint: String },
     #[error("journal: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// `journal copy` into a journal that already holds records.
+    #[error("the target journal is not empty ({0}); copy only into a new database")]
+    NotEmpty(String),
     /// A PostgreSQL journal (named without its password) and what failed.
     #[error("journal {name}: {reason}")]
     Postgres { name: String, reason: String },
