@@ -76,6 +76,13 @@ trap 'rm -f "$log"' EXIT
 status=0
 # Every test binary runs even after one fails, so a run shows all failures.
 cargo test --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The journal-heavy black-box tests again, each server's journal on a
+# throwaway PostgreSQL 15 cluster of its own (issue 17): sessions, tunnels,
+# processes, collect sessions and webhooks through the shared-journal backend.
+echo "== again with each server's journal on PostgreSQL: collect, webhooks, tunnels, exec, clients_openssh =="
+TOLLGATE_TEST_JOURNAL=postgres cargo test --locked --no-fail-fast \
+  --test collect --test webhooks --test tunnels --test exec --test clients_openssh \
+  2>&1 | tee -a "$log" || status=$?
 # cargo's last summary is the (empty) doc-test run: close with the total.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 # The Debian package: built with cargo-deb, its contents checked.

@@ -156,6 +156,16 @@ pub struct Server {
     pub config: PathBuf,
     pub child: Option<Child>,
     log: PathBuf,
+    /// With `TOLLGATE_TEST_JOURNAL=postgres` (scripts/test.sh runs the
+    /// journal-heavy tests a second time so): the throwaway PostgreSQL
+    /// cluster that is this server's journal, stopped after the daemon.
+    pg: Option<Postgres>,
+}
+
+/// Whether tests whose servers name no journal of their own run them on a
+/// throwaway PostgreSQL cluster each (`TOLLGATE_TEST_JOURNAL=postgres`).
+pub fn journal_on_postgres() -> bool {
+    std::env::var("TOLLGATE_TEST_JOURNAL").is_ok_and(|v| v == "postgres")
 }
 
 impl Server {
@@ -175,6 +185,7 @@ impl Server {
         let port = free_port();
         let d = dir.path().display().to_string();
         let config = dir.path().join("tollgate.toml");
+        let pg = (o.journal.is_none() && journal_on_postgres()).then(Postgres::start);
         std::fs::write(
             &config,
             format!(
@@ -194,10 +205,10 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
 {profile_extra}
 {tail}
 "#,
-                journal = o
-                    .journal
-                    .clone()
-                    .unwrap_or_else(|| format!("journal = \"{d}/journal.db\"")),
+                journal = o.journal.clone().unwrap_or_else(|| match &pg {
+                    Some(pg) => pg.journal_lines(),
+                    None => format!("journal = \"{d}/journal.db\""),
+                }),
                 server_extra = o.server_extra,
                 admission = o.admission,
                 sessions = o.sessions,
@@ -215,6 +226,7 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
             config,
             child: None,
             log,
+            pg,
         }
     }
 
