@@ -352,7 +352,15 @@ fn redeem(a: Args) {
     let n = a.num("--count", 2000);
     let dir = std::env::temp_dir().join(random_id("tollgate-redeem-").unwrap());
     std::fs::create_dir_all(&dir).unwrap();
-    let mut j = Journal::open(&dir.join("journal.db")).unwrap();
+    // With --config, the journal it names (P6 on PostgreSQL); else a new
+    // SQLite file.
+    let mut j = match a.get("--config") {
+        Some(c) => {
+            let checked = tollgate::checked::load(std::path::Path::new(&c)).unwrap();
+            Journal::open_target(&checked.journal).unwrap()
+        }
+        None => Journal::open(&dir.join("journal.db")).unwrap(),
+    };
     let made: Vec<(String, String)> = (0..n)
         .map(|_| {
             (

@@ -595,3 +595,133 @@ fn journal_copy_moves_a_bastion_onto_postgresql() {
     let issued = p.events_of(Some(&next), "session.issued");
     assert_eq!(issued[0]["seq"].as_i64().unwrap(), last + 1);
 }
+
+/// A TCP syslog collector (RFC 6587 octet counting): the `event_seq` of
+/// every journal event it receives, in order.
+fn event_collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<i64>>>) {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seqs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seqs.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(c);
+                loop {
+                    let mut len = Vec::new();
+                    let mut b = [0u8; 1];
+                    loop {
+                        if r.read(&mut b).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if b[0] == b' ' {
+                            break;
+                        }
+                        len.push(b[0]);
+                    }
+                    let n: usize = String::from_utf8_lossy(&len).parse().unwrap_or(0);
+                    let mut msg = vec![0; n];
+                    if r.read_exact(&mut msg).is_err() {
+                        return;
+                    }
+                    let msg = String::from_utf8_lossy(&msg);
+                    if let Some(i) = msg.find("event_seq=\"") {
+                        let rest = &msg[i + 11..];
+                        if let Ok(seq) = rest[..rest.find('"').unwrap_or(0)].parse() {
+                            s.lock().unwrap().push(seq);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, seqs)
+}
+
+/// Journal events reach a drain that two nodes both configure once, not
+/// once per node (one node holds the drain's lease); when that node is
+/// killed, the other takes the lease over and sends what follows.
+#[test]
+fn two_nodes_send_each_journal_event_to_a_shared_drain_once() {
+    let pg = Postgres::start();
+    let (port, seqs) = event_collector();
+    let make = |tag: &str| {
+        Server::start_with(
+            tag,
+            Opts {
+                journal: Some(pg.journal_lines()),
+                tail: format!(
+                    "[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{port}\"\nsend = [\"events\"]\n"
+                ),
+                ..Opts::default()
+            },
+        )
+    };
+    let mut a = make("pg-drain-a");
+    let mut b = make("pg-drain-b");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        ids.push(n.issue("ops", &[]).0);
+    }
+    let newest = |s: &Server| {
+        s.cli_json(&["events"]).as_array().unwrap().last().unwrap()["seq"]
+            .as_i64()
+            .unwrap()
+    };
+    let last = newest(&a);
+    let all = eventually(Duration::from_secs(15), || {
+        seqs.lock().unwrap().contains(&last)
+    });
+    assert!(all.is_some(), "the drain never got event {last}");
+    std::thread::sleep(Duration::from_secs(2));
+    let got = seqs.lock().unwrap().clone();
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        got.len(),
+        unique.len(),
+        "events sent more than once: {got:?}"
+    );
+    // Every event of the journal up to then, once.
+    let journal: Vec<i64> = a
+        .cli_json(&["events"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .filter(|&s| s <= last)
+        .collect();
+    for s in &journal {
+        assert!(unique.contains(s), "event {s} never sent: {got:?}");
+    }
+    // Kill the holder; the other takes over and sends what follows.
+    let holder_is_a = a
+        .log_text()
+        .contains("this node sends the journal's events");
+    let (dead, alive) = if holder_is_a {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    dead.child.take().unwrap().kill().unwrap();
+    let (later, _) = alive.issue("ops", &[]);
+    let seq = alive.events_of(Some(&later), "session.issued")[0]["seq"]
+        .as_i64()
+        .unwrap();
+    let took = eventually(Duration::from_secs(15), || {
+        seqs.lock().unwrap().contains(&seq)
+    });
+    assert!(
+        took.is_some(),
+        "event {seq} never sent after the holder died"
+    );
+    assert!(alive
+        .log_text()
+        .contains("this node sends the journal's events"));
+    println!("after the holder was killed, event {seq} arrived {took:?} later");
+}

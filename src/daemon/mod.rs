@@ -351,13 +351,17 @@ async fn run(
         tracing::warn!(error = %e, "could not record that this node stops");
     }
     // The events of the shutdown itself, then whatever the drains still hold.
-    tokio::task::block_in_place(|| {
-        if let Ok(j) = Journal::open_target(&journal_target) {
-            let mut cursor =
-                (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
-            forward_events(&j, &shared, &mut cursor);
-        }
-    });
+    // (A shared journal's events are sent by the node holding each
+    // drain's lease, which takes over from this one.)
+    if shared.config.server.journal.file().is_some() {
+        tokio::task::block_in_place(|| {
+            if let Ok(j) = Journal::open_target(&journal_target) {
+                let mut cursor =
+                    (*shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner())).max(event_cursor);
+                forward_events(&j, &shared, &mut cursor, None);
+            }
+        });
+    }
     let mut rows = drain_rows(&shared);
     for (sink, row) in shared.drains.iter().zip(rows.iter_mut()) {
         let (msgs, bytes) = sink.drain.close(Duration::from_secs(3)).await;

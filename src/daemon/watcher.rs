@@ -26,6 +26,12 @@ pub(super) async fn watch_journal(
         Err(_) => return,
     };
     let mut last_version = -1;
+    // A shared journal: the event drains this node holds the lease of,
+    // each with the last event offered to it (see `Journal::drain_lease`).
+    let mut leased: HashMap<String, i64> = HashMap::new();
+    // Where a drain no node sent events to yet starts: the newest event
+    // when this daemon started.
+    let started_at = cursor;
     let mut last_drop_report = std::time::Instant::now();
     let mut failures_seen: HashMap<String, (u64, bool)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -43,16 +49,28 @@ pub(super) async fn watch_journal(
             continue;
         }
         last_version = version;
+        let shared_journal = shared.config.server.journal.file().is_none();
+        if shared_journal && periodic {
+            take_leases(&shared, &mut leased, &mut cursor, started_at).await;
+        }
         if shared.drains.iter().any(|d| d.spec.send_events) {
             let sh = shared.clone();
             let c = conn.clone();
-            cursor = tokio::task::spawn_blocking(move || {
+            let backup = (cursor, leased.clone());
+            let mut l = std::mem::take(&mut leased);
+            (cursor, leased) = tokio::task::spawn_blocking(move || {
                 let mut cur = cursor;
-                forward_events(&c.lock().unwrap_or_else(|e| e.into_inner()), &sh, &mut cur);
-                cur
+                let gate = shared_journal.then_some(&mut l);
+                forward_events(
+                    &c.lock().unwrap_or_else(|e| e.into_inner()),
+                    &sh,
+                    &mut cur,
+                    gate,
+                );
+                (cur, l)
             })
             .await
-            .unwrap_or(cursor);
+            .unwrap_or(backup);
             *shared.sent_seq.lock().unwrap_or_else(|e| e.into_inner()) = cursor;
         }
         match read(&conn, |j| j.canceling()).await {
@@ -98,21 +116,75 @@ where
         .unwrap_or_else(|_| Err(JournalError::gone()))
 }
 
+/// On a shared journal, every second: takes or keeps the lease of each
+/// event drain (recording what this node's copy delivered), and forgets
+/// those another node holds. A lease newly taken resumes after what the
+/// last holder recorded as delivered: the cursor goes back there.
+async fn take_leases(
+    shared: &Shared,
+    leased: &mut HashMap<String, i64>,
+    cursor: &mut i64,
+    start: i64,
+) {
+    const LEASE_MS: i64 = 5_000;
+    for sink in shared.drains.iter().filter(|s| s.spec.send_events) {
+        let name = sink.spec.name.clone();
+        let delivered = sink.drain.stats().delivered_event_seq;
+        let n = name.clone();
+        match shared
+            .db
+            .call(move |j| j.drain_lease(&n, LEASE_MS, delivered, start))
+            .await
+        {
+            Ok(Some(from)) => {
+                if let std::collections::hash_map::Entry::Vacant(v) = leased.entry(name) {
+                    tracing::info!(drain = %v.key(), after_event = from, "this node sends the journal's events to the drain");
+                    v.insert(from);
+                    *cursor = (*cursor).min(from);
+                }
+            }
+            Ok(None) => {
+                if leased.remove(&name).is_some() {
+                    tracing::info!(drain = %name, "another node sends the journal's events to the drain");
+                }
+            }
+            // The journal out of reach: nothing to read events from either.
+            Err(_) => {}
+        }
+    }
+}
+
 /// Offers every journal event after `*cursor` to the drains that want
 /// events, and moves the cursor. Events come from the journal itself, so
-/// those written by the admin CLI are sent too.
-pub(super) fn forward_events(j: &Journal, shared: &Shared, cursor: &mut i64) {
+/// those written by the admin CLI are sent too. With `leased` (a shared
+/// journal), only to the drains this node holds the lease of, each after
+/// the last event offered to it.
+pub(super) fn forward_events(
+    j: &Journal,
+    shared: &Shared,
+    cursor: &mut i64,
+    mut leased: Option<&mut HashMap<String, i64>>,
+) {
     let Ok(events) = j.events(None, *cursor, Some(1000)) else {
         return;
     };
     for e in events {
         let at = humantime::parse_rfc3339(&e.at).unwrap_or_else(|_| std::time::SystemTime::now());
+        // Resuming after a restart: by each drain's recorded state, or on a
+        // shared journal by its lease.
+        let resume = leased.is_none();
         for (sink, _) in shared
             .drains
             .iter()
             .zip(&shared.resume_after)
-            .filter(|(s, &after)| s.spec.send_events && e.seq > after)
+            .filter(|(s, &after)| s.spec.send_events && (!resume || e.seq > after))
         {
+            if let Some(l) = leased.as_deref_mut() {
+                match l.get_mut(&sink.spec.name) {
+                    Some(last) if e.seq > *last => *last = e.seq,
+                    _ => continue,
+                }
+            }
             sink.drain.offer_event(
                 encode_event(
                     &sink.spec,

@@ -96,4 +96,32 @@ impl Journal {
             },
         )
     }
+
+    /// A shared journal: takes or keeps, for `lease_ms`, the right to send
+    /// the journal's events to drain `name` (one node at a time, so they
+    /// reach it once, not once per node), and records that this node's
+    /// copy of the drain delivered events up to `delivered`. Returns the
+    /// event after which sending resumes when this node holds it (what the
+    /// last holder recorded as delivered, or `start` for a new drain), or
+    /// `None` while another node does.
+    pub fn drain_lease(
+        &mut self,
+        name: &str,
+        lease_ms: i64,
+        delivered: i64,
+        start: i64,
+    ) -> Result<Option<i64>, JournalError> {
+        let me = self.node.clone().unwrap_or_default();
+        let now = self.conn.now_ms()?;
+        self.conn.query_opt(
+            "INSERT INTO drain_leases (name, node, until, event_seq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET node = excluded.node, until = excluded.until,
+                 event_seq = CASE WHEN drain_leases.node = excluded.node AND drain_leases.event_seq < ?5
+                                  THEN ?5 ELSE drain_leases.event_seq END
+             WHERE drain_leases.node = excluded.node OR drain_leases.until < ?6
+             RETURNING event_seq",
+            params![name, me, now + lease_ms, start, delivered, now],
+            |r| r.get(0),
+        )
+    }
 }

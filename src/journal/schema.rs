@@ -171,6 +171,14 @@ CREATE INDEX sessions_node ON sessions(node, state);
 ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
 ALTER TABLE webhook_deliveries ADD COLUMN claimed_until INTEGER;
 "#,
+    r#"
+CREATE TABLE drain_leases (
+    name      TEXT PRIMARY KEY,
+    node      TEXT NOT NULL,
+    until     INTEGER NOT NULL,
+    event_seq INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -349,6 +357,14 @@ CREATE INDEX sessions_node ON sessions(node, state);
     r#"
 ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
 ALTER TABLE webhook_deliveries ADD COLUMN claimed_until BIGINT;
+"#,
+    r#"
+CREATE TABLE drain_leases (
+    name      TEXT PRIMARY KEY,
+    node      TEXT NOT NULL,
+    until     BIGINT NOT NULL,
+    event_seq BIGINT NOT NULL
+);
 "#,
 ];
 
