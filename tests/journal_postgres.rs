@@ -64,7 +64,7 @@ fn the_journal_works_on_postgresql() {
     for o in openers {
         o.join().unwrap().unwrap();
     }
-    assert_eq!(pg.psql("SELECT version FROM schema_version"), "10");
+    assert_eq!(pg.psql("SELECT version FROM schema_version"), "11");
 
     // One token, 16 connections racing for it: exactly one wins.
     let mut j = Journal::open_postgres(&t).unwrap();
@@ -159,6 +159,7 @@ fn the_journal_works_on_postgresql() {
         event_seq: 3,
         daemon_pid: 42,
         updated_at: String::new(),
+        node: None,
     };
     j.save_drains(std::slice::from_ref(&row)).unwrap();
     row.connected = false;

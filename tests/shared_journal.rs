@@ -725,3 +725,45 @@ fn two_nodes_send_each_journal_event_to_a_shared_drain_once() {
         .contains("this node sends the journal's events"));
     println!("after the holder was killed, event {seq} arrived {took:?} later");
 }
+
+/// `drain status` on a shared journal: each node's record of a drain they
+/// both run, naming the node.
+#[test]
+fn drain_status_shows_each_nodes_record() {
+    let pg = Postgres::start();
+    let (port, _seqs) = event_collector();
+    let make = |tag: &str| {
+        Server::start_with(
+            tag,
+            Opts {
+                journal: Some(pg.journal_lines()),
+                tail: format!("[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{port}\"\n"),
+                ..Opts::default()
+            },
+        )
+    };
+    let a = make("pg-status-a");
+    let b = make("pg-status-b");
+    let both = eventually(Duration::from_secs(10), || {
+        let v = a.cli_json(&["drain", "status"]);
+        v.as_array().unwrap().len() == 2
+            && v.as_array().unwrap().iter().all(|d| d["connected"] == true)
+    });
+    let v = a.cli_json(&["drain", "status"]);
+    assert!(both.is_some(), "{v:#}");
+    let mut nodes: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["node"].as_str().unwrap().to_string())
+        .collect();
+    nodes.sort();
+    let mut want = vec![
+        format!("{}:{}", hostname(), a.port),
+        format!("{}:{}", hostname(), b.port),
+    ];
+    want.sort();
+    assert_eq!(nodes, want, "{v:#}");
+    let text = text(&b.cli(&["drain", "status"]).stdout);
+    assert!(text.contains(&format!("(node {})", want[0])), "{text}");
+}

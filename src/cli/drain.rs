@@ -36,17 +36,24 @@ pub fn run(cmd: DrainCmd, config_path: &Path, output: Output) -> CliResult {
     let mut rows = journal.drains()?;
     let mut out: Vec<Status> = Vec::new();
     for d in &config.drains {
-        let recorded = rows
-            .iter()
-            .position(|r| r.name == d.spec.name)
-            .map(|i| rows.remove(i));
-        out.push(Status {
-            name: d.spec.name.clone(),
-            url: d.url.to_string(),
-            configured: true,
-            current: recorded.as_ref().is_some_and(fresh),
-            recorded,
-        });
+        // One record, or on a shared journal one per node that runs it.
+        let (mine, rest): (Vec<DrainRow>, Vec<DrainRow>) =
+            rows.into_iter().partition(|r| r.name == d.spec.name);
+        rows = rest;
+        let recorded: Vec<Option<DrainRow>> = if mine.is_empty() {
+            vec![None]
+        } else {
+            mine.into_iter().map(Some).collect()
+        };
+        for recorded in recorded {
+            out.push(Status {
+                name: d.spec.name.clone(),
+                url: d.url.to_string(),
+                configured: true,
+                current: recorded.as_ref().is_some_and(fresh),
+                recorded,
+            });
+        }
     }
     // Drains an earlier config had: their last record, for the record.
     for r in rows {
@@ -85,7 +92,11 @@ fn print_text(s: &Status) {
     } else {
         " (no longer configured)"
     };
-    println!("{} {}{note}", s.name, s.url);
+    let node = match s.recorded.as_ref().and_then(|r| r.node.as_deref()) {
+        Some(n) => format!(" (node {n})"),
+        None => String::new(),
+    };
+    println!("{} {}{note}{node}", s.name, s.url);
     let Some(r) = &s.recorded else {
         println!("  never started by the daemon");
         return;

@@ -255,6 +255,8 @@ pub(super) fn drain_row(sink: &Sink, event_seq: i64, st: &Stats) -> DrainRow {
         event_seq,
         daemon_pid: std::process::id(),
         updated_at: String::new(),
+        // The journal records which node wrote it.
+        node: None,
     }
 }
 

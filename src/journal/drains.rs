@@ -23,6 +23,10 @@ pub struct DrainRow {
     pub event_seq: i64,
     pub daemon_pid: u32,
     pub updated_at: String,
+    /// The node that recorded it, on a shared journal (each node records
+    /// its own drains; with SQLite there is one, and no such field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Journal {
@@ -42,10 +46,10 @@ impl Journal {
         let now = now_ms();
         for r in rows {
             self.conn.execute(
-                "INSERT INTO drains (name, url, connected, delivered, queued, queued_bytes, dropped,
-                     dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, connected = excluded.connected,
+                "INSERT INTO node_drains (name, url, connected, delivered, queued, queued_bytes, dropped,
+                     dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (node, name) DO UPDATE SET url = excluded.url, connected = excluded.connected,
                      delivered = excluded.delivered, queued = excluded.queued,
                      queued_bytes = excluded.queued_bytes, dropped = excluded.dropped,
                      dropped_bytes = excluded.dropped_bytes, failures = excluded.failures,
@@ -64,18 +68,22 @@ impl Journal {
                 r.last_error,
                 r.event_seq,
                     r.daemon_pid,
-                    now
+                    now,
+                    self.node.as_deref().unwrap_or("")
                 ],
             )?;
         }
         Ok(())
     }
 
-    /// Every drain recorded, by name.
+    /// Every drain recorded, by name: on a shared journal one row per node
+    /// (naming it), else the newest record of each name.
     pub fn drains(&self) -> Result<Vec<DrainRow>, JournalError> {
-        self.conn.query(
+        let shared = self.conn.is_postgres();
+        let mut rows = self.conn.query(
             "SELECT name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes,
-                    failures, last_error, event_seq, daemon_pid, updated_at FROM drains ORDER BY name",
+                    failures, last_error, event_seq, daemon_pid, updated_at, node
+             FROM node_drains ORDER BY name, updated_at DESC, node",
             params![],
             |r| {
                 Ok(DrainRow {
@@ -92,9 +100,14 @@ impl Journal {
                     event_seq: r.get(10)?,
                     daemon_pid: r.get(11)?,
                     updated_at: fmt_time(r.get(12)?),
+                    node: shared.then(|| r.get(13)).transpose()?,
                 })
             },
-        )
+        )?;
+        if !shared {
+            rows.dedup_by(|later, newer| later.name == newer.name);
+        }
+        Ok(rows)
     }
 
     /// A shared journal: takes or keeps, for `lease_ms`, the right to send

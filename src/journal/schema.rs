@@ -179,6 +179,27 @@ CREATE TABLE drain_leases (
     event_seq INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE node_drains (
+    node                TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    url                 TEXT NOT NULL,
+    connected           INTEGER NOT NULL,
+    delivered           INTEGER NOT NULL,
+    queued              INTEGER NOT NULL,
+    queued_bytes        INTEGER NOT NULL,
+    dropped             INTEGER NOT NULL,
+    dropped_bytes       INTEGER NOT NULL,
+    failures            INTEGER NOT NULL,
+    last_error          TEXT,
+    event_seq           INTEGER NOT NULL,
+    daemon_pid          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    PRIMARY KEY (node, name)
+);
+INSERT INTO node_drains (node, name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
+    SELECT '', name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at FROM drains;
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -365,6 +386,27 @@ CREATE TABLE drain_leases (
     until     BIGINT NOT NULL,
     event_seq BIGINT NOT NULL
 );
+"#,
+    r#"
+CREATE TABLE node_drains (
+    node                TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    url                 TEXT NOT NULL,
+    connected           BOOLEAN NOT NULL,
+    delivered           BIGINT NOT NULL,
+    queued              BIGINT NOT NULL,
+    queued_bytes        BIGINT NOT NULL,
+    dropped             BIGINT NOT NULL,
+    dropped_bytes       BIGINT NOT NULL,
+    failures            BIGINT NOT NULL,
+    last_error          TEXT,
+    event_seq           BIGINT NOT NULL,
+    daemon_pid          BIGINT NOT NULL,
+    updated_at          BIGINT NOT NULL,
+    PRIMARY KEY (node, name)
+);
+INSERT INTO node_drains (node, name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
+    SELECT '', name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at FROM drains;
 "#,
 ];
 
