@@ -13,6 +13,12 @@ fn node(tag: &str, pg: &Postgres) -> Server {
 }
 
 fn node_with(tag: &str, pg: &Postgres, extra: &str) -> Server {
+    node_opts(tag, pg, extra, "")
+}
+
+/// A daemon on `pg`'s journal, with `extra` `[server]` lines and `tail`
+/// tables.
+fn node_opts(tag: &str, pg: &Postgres, extra: &str, tail: &str) -> Server {
     Server::start_with(
         tag,
         Opts {
@@ -22,6 +28,7 @@ fn node_with(tag: &str, pg: &Postgres, extra: &str) -> Server {
             server_extra: format!(
                 "max_startups = \"1000\"\nper_source_max_startups = \"none\"\n{extra}"
             ),
+            tail: tail.to_string(),
             ..Opts::default()
         },
     )
@@ -218,10 +225,13 @@ fn a_cancel_from_another_node_ends_the_session_within_a_second() {
 #[test]
 fn a_database_outage_keeps_live_sessions_refuses_logins_and_loses_no_event() {
     let pg = Postgres::start();
-    let a = node_with(
+    // A drain taking the session's output and the journal's events.
+    let (drain_port, seqs) = event_collector();
+    let a = node_opts(
         "pg-outage",
         &pg,
         "node_heartbeat = \"500ms\"\nnode_timeout = \"3s\"\n",
+        &format!("[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{drain_port}\"\n"),
     );
     let (id, token) = a.issue("ops", &[]);
     let (_, later_token) = a.issue("ops", &[]);
@@ -290,6 +300,27 @@ fn a_database_outage_keeps_live_sessions_refuses_logins_and_loses_no_event() {
     assert_eq!(v["end_reason"], "exited", "{v:#}");
     let refusals = a.events_of(Some(&id), "session.request_refused");
     assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    // The drain: nothing dropped or held back, and the journal's events up
+    // to the session's end sent, the one of the outage included.
+    let end = a.events_of(Some(&id), "session.terminated")[0]["seq"]
+        .as_i64()
+        .unwrap();
+    let sent = eventually(Duration::from_secs(15), || {
+        let got = seqs.lock().unwrap();
+        got.contains(&end) && got.contains(&refusals[0]["seq"].as_i64().unwrap())
+    });
+    assert!(sent.is_some(), "{:?}", seqs.lock().unwrap());
+    let status = a.cli_json(&["drain", "status"]);
+    let d = &status[0];
+    assert_eq!(
+        (&d["connected"], &d["dropped"], &d["queued"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{status:#}"
+    );
     let at = humantime::parse_rfc3339(refusals[0]["at"].as_str().unwrap()).unwrap();
     let skew = at
         .duration_since(refused_at)
@@ -372,14 +403,11 @@ fn a_webhook_delivery_of_a_killed_node_is_delivered_by_another_once() {
     let pg = Postgres::start();
     let hook = Hook::start();
     let opts = |tag: &str| {
-        Server::start_with(
+        node_opts(
             tag,
-            Opts {
-                journal: Some(pg.journal_lines()),
-                server_extra: "node_heartbeat = \"500ms\"\nnode_timeout = \"3s\"\n".into(),
-                tail: "[webhooks]\ntimeout = \"1s\"\n".into(),
-                ..Opts::default()
-            },
+            &pg,
+            "node_heartbeat = \"500ms\"\nnode_timeout = \"3s\"\n",
+            "[webhooks]\ntimeout = \"1s\"\n",
         )
     };
     let mut a = opts("pg-hook-a");
@@ -648,18 +676,10 @@ fn event_collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<i64>>>) {
 fn two_nodes_send_each_journal_event_to_a_shared_drain_once() {
     let pg = Postgres::start();
     let (port, seqs) = event_collector();
-    let make = |tag: &str| {
-        Server::start_with(
-            tag,
-            Opts {
-                journal: Some(pg.journal_lines()),
-                tail: format!(
-                    "[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{port}\"\nsend = [\"events\"]\n"
-                ),
-                ..Opts::default()
-            },
-        )
-    };
+    let drain = format!(
+        "[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{port}\"\nsend = [\"events\"]\n"
+    );
+    let make = |tag: &str| node_opts(tag, &pg, "", &drain);
     let mut a = make("pg-drain-a");
     let mut b = make("pg-drain-b");
     let mut ids = Vec::new();
@@ -732,16 +752,8 @@ fn two_nodes_send_each_journal_event_to_a_shared_drain_once() {
 fn drain_status_shows_each_nodes_record() {
     let pg = Postgres::start();
     let (port, _seqs) = event_collector();
-    let make = |tag: &str| {
-        Server::start_with(
-            tag,
-            Opts {
-                journal: Some(pg.journal_lines()),
-                tail: format!("[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{port}\"\n"),
-                ..Opts::default()
-            },
-        )
-    };
+    let drain = format!("[[drains]]\nname = \"siem\"\nurl = \"tcp://127.0.0.1:{port}\"\n");
+    let make = |tag: &str| node_opts(tag, &pg, "", &drain);
     let a = make("pg-status-a");
     let b = make("pg-status-b");
     let both = eventually(Duration::from_secs(10), || {

@@ -239,15 +239,12 @@ impl Journal {
 
     /// Marks where one call of a batch begins.
     pub(super) fn begin_call(&mut self) -> Result<(), JournalError> {
-        self.conn.run("SAVEPOINT call")
+        self.conn.begin_call()
     }
 
     /// Ends one call of a batch: keeps its writes, or undoes them alone.
     pub(super) fn end_call(&mut self, keep: bool) -> Result<(), JournalError> {
-        if !keep {
-            self.conn.run("ROLLBACK TO call")?;
-        }
-        self.conn.run("RELEASE call")
+        self.conn.end_call(keep)
     }
 
     /// Commits the batch (one fsync for all of it); rolls back on failure.

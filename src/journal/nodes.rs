@@ -138,13 +138,7 @@ impl Journal {
             "SELECT id, pid, leader FROM sessions
              WHERE node = ?1 AND end_reason = 'node_lost' AND leader IS NOT NULL",
             params![me],
-            |r| {
-                Ok(StaleSession {
-                    id: r.get(0)?,
-                    pid: r.get(1)?,
-                    leader: r.get(2)?,
-                })
-            },
+            super::sessions::stale_row,
         )?;
         tx.execute(
             "UPDATE sessions SET leader = NULL

@@ -1,6 +1,6 @@
 //! Sessions: issued with a token's hash, redeemed once, started, finished,
 //! canceled, expired, and closed at start-up when an earlier run left them live.
-use super::sql::{params, Conn, Row};
+use super::sql::{params, Conn, Row, ToParam};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -194,32 +194,47 @@ impl Journal {
         client_addr: &str,
     ) -> Result<Option<Redeemed>, JournalError> {
         // The database's clock: every node sharing it agrees on expiry.
-        let now = self.conn.now_ms()?;
+        let clock = self.conn.clock_sql(5);
+        let local = now_ms();
+        let (p4, p5): (&dyn ToParam, &dyn ToParam) = (&self.node, &local);
+        let bound: &[&dyn ToParam] = &[&client_addr, &token_sha256, &login_user, p4, p5];
+        let bound = if self.conn.is_postgres() {
+            &bound[..4]
+        } else {
+            bound
+        };
         let tx = self.conn.savepoint()?;
         let won = tx.query_opt(
-                "UPDATE sessions SET state = 'active', started_at = ?1, client_addr = ?2, node = ?5
-                 WHERE token_sha256 = ?3 AND login_user = ?4 AND state = 'pending' AND expires_at > ?1
-                 RETURNING id, profile, command, max_duration_ms, target, connection_limit",
-            params![now, client_addr, token_sha256, login_user, self.node],
-                |r| {
-                    let grant = match r.get::<Option<String>>(4)? {
-                        Some(target) => Grant::Tunnel {
-                            target,
-                            connection_limit: r.get(5)?,
-                        },
-                        None => Grant::Command {
-                            profile: r.get::<Option<String>>(1)?.unwrap_or_default(),
-                            command: r.get(2)?,
-                        },
-                    };
-                    Ok(Redeemed {
-                        id: r.get(0)?,
-                        grant,
-                        max_duration: Duration::from_millis(r.get::<i64>(3)?.max(0) as u64),
-                        _sealed: Sealed,
-                    })
-                },
+            &format!(
+                "UPDATE sessions SET state = 'active', started_at = {clock}, client_addr = ?1, node = ?4
+                 WHERE token_sha256 = ?2 AND login_user = ?3 AND state = 'pending' AND expires_at > {clock}
+                 RETURNING id, profile, command, max_duration_ms, target, connection_limit, started_at"
+            ),
+            bound,
+            |r| {
+                let grant = match r.get::<Option<String>>(4)? {
+                    Some(target) => Grant::Tunnel {
+                        target,
+                        connection_limit: r.get(5)?,
+                    },
+                    None => Grant::Command {
+                        profile: r.get::<Option<String>>(1)?.unwrap_or_default(),
+                        command: r.get(2)?,
+                    },
+                };
+                let redeemed = Redeemed {
+                    id: r.get(0)?,
+                    grant,
+                    max_duration: Duration::from_millis(r.get::<i64>(3)?.max(0) as u64),
+                    _sealed: Sealed,
+                };
+                Ok((redeemed, r.get::<i64>(6)?))
+            },
         )?;
+        let (won, now) = match won {
+            Some((r, at)) => (Some(r), at),
+            None => (None, local),
+        };
         match &won {
             Some(r) => append_event(
                 &tx,
@@ -384,13 +399,7 @@ impl Journal {
              WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?2)
              RETURNING id, pid, leader",
             params![now, self.node],
-            |r| {
-                Ok(StaleSession {
-                    id: r.get(0)?,
-                    pid: r.get(1)?,
-                    leader: r.get(2)?,
-                })
-            },
+            stale_row,
         )?;
         for StaleSession { id, .. } in &rows {
             append_event(
@@ -424,6 +433,15 @@ impl Journal {
             session_row,
         )
     }
+}
+
+/// `id, pid, leader` of a session left live.
+pub(super) fn stale_row(r: &Row) -> Result<StaleSession, JournalError> {
+    Ok(StaleSession {
+        id: r.get(0)?,
+        pid: r.get(1)?,
+        leader: r.get(2)?,
+    })
 }
 
 fn insert_session(tx: &Conn, s: &NewSession) -> Result<SessionRow, JournalError> {

@@ -208,6 +208,9 @@ pub struct Conn {
     /// A transaction of ours is open (PostgreSQL needs one around a
     /// savepoint; SQLite opens one itself).
     open: std::cell::Cell<bool>,
+    /// A call of the writer's batch runs, in a savepoint of its own (see
+    /// [`Conn::begin_call`]).
+    in_call: std::cell::Cell<bool>,
 }
 
 enum Backend {
@@ -223,6 +226,7 @@ impl Conn {
         Conn {
             backend: Backend::Sqlite(db),
             open: std::cell::Cell::new(false),
+            in_call: std::cell::Cell::new(false),
         }
     }
 
@@ -230,6 +234,7 @@ impl Conn {
         Conn {
             backend: Backend::Postgres(Box::new(std::cell::RefCell::new(pg))),
             open: std::cell::Cell::new(false),
+            in_call: std::cell::Cell::new(false),
         }
     }
 
@@ -346,6 +351,18 @@ impl Conn {
     /// A savepoint: what runs through it is kept by [`Tx::commit`], and
     /// undone if the `Tx` is dropped first.
     pub fn savepoint(&mut self) -> Result<Tx<'_>, JournalError> {
+        if self.in_call.get() {
+            // Inside a call of the writer's batch, the call's savepoint is
+            // the operation's: an operation that fails returns its error,
+            // and the call is undone whole. (A statement fewer each way:
+            // round trips on PostgreSQL.)
+            return Ok(Tx {
+                conn: self,
+                savepoint: false,
+                done: false,
+                within: true,
+            });
+        }
         if self.is_postgres() && !self.open.get() {
             // Outside a transaction PostgreSQL has no savepoints: the same
             // all-or-nothing as a transaction of its own.
@@ -356,6 +373,7 @@ impl Conn {
             conn: self,
             savepoint: true,
             done: false,
+            within: false,
         })
     }
 
@@ -367,7 +385,35 @@ impl Conn {
             conn: self,
             savepoint: false,
             done: false,
+            within: false,
         })
+    }
+
+    /// One call of the writer's batch begins, in a savepoint of its own.
+    pub(super) fn begin_call(&self) -> Result<(), JournalError> {
+        self.run("SAVEPOINT call")?;
+        self.in_call.set(true);
+        Ok(())
+    }
+
+    /// The call ends: its writes kept, or undone alone.
+    pub(super) fn end_call(&self, keep: bool) -> Result<(), JournalError> {
+        self.in_call.set(false);
+        if !keep {
+            self.run("ROLLBACK TO call")?;
+        }
+        self.run("RELEASE call")
+    }
+
+    /// The time as the journal's clock gives it, as SQL: on PostgreSQL the
+    /// database's (`statement_timestamp()`, one value for the statement), on
+    /// SQLite the parameter `?N` (this host's, bound by the caller).
+    pub fn clock_sql(&self, n: usize) -> String {
+        if self.is_postgres() {
+            "(extract(epoch FROM statement_timestamp()) * 1000)::bigint".into()
+        } else {
+            format!("?{n}")
+        }
     }
 
     /// Opens a write transaction (SQLite: taking the write lock at once).
@@ -407,12 +453,17 @@ pub struct Tx<'c> {
     /// A savepoint (else a transaction of its own).
     savepoint: bool,
     done: bool,
+    /// Within a call of the writer's batch: its savepoint does the work.
+    within: bool,
 }
 
 impl Tx<'_> {
     /// Keeps what ran in it.
     pub fn commit(mut self) -> Result<(), JournalError> {
         self.done = true;
+        if self.within {
+            return Ok(());
+        }
         if self.savepoint {
             self.conn.run("RELEASE tx")
         } else {
@@ -423,7 +474,7 @@ impl Tx<'_> {
 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if self.done {
+        if self.done || self.within {
             return;
         }
         if self.savepoint {

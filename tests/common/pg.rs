@@ -126,28 +126,27 @@ impl Postgres {
         )
     }
 
-    /// Runs `sql` with psql as the superuser, over the cluster's socket.
-    pub fn psql(&self, sql: &str) -> String {
+    /// psql running `sql` as the superuser, over the cluster's socket.
+    fn run_psql(&self, sql: &str) -> Output {
         let root = nix::unistd::Uid::effective().is_root();
-        let out = as_postgres(root, "/usr/bin/psql")
+        as_postgres(root, "/usr/bin/psql")
             .args(["-h", &self.dir.path().display().to_string()])
             .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", PG_USER])
             .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs `sql`; what it printed.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = self.run_psql(sql);
         check(Ok(out.clone()), "psql");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Runs `sql` that must fail; what psql said.
     pub fn psql_err(&self, sql: &str) -> String {
-        let root = nix::unistd::Uid::effective().is_root();
-        let out = as_postgres(root, "/usr/bin/psql")
-            .args(["-h", &self.dir.path().display().to_string()])
-            .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", PG_USER])
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-            .output()
-            .unwrap();
+        let out = self.run_psql(sql);
         assert!(!out.status.success(), "{sql} succeeded");
         String::from_utf8_lossy(&out.stderr).to_string()
     }
