@@ -234,3 +234,20 @@ fn unsafe_code_is_only_under_src_exec() {
         found.join("\n")
     );
 }
+
+/// Every file in `src/` stays readable at one sitting (issue 16): at most
+/// 700 lines.
+#[test]
+fn no_file_in_src_is_over_700_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > 700).then(|| format!("{}: {n} lines", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "{long:#?}");
+}

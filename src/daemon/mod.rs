@@ -17,7 +17,7 @@ use crate::journal::{Db, EndReason, Journal, JournalError, NewNode};
 use crate::state::{Current, Shared};
 
 mod watcher;
-use watcher::{drain_row, drain_rows, forward_events, watch_journal};
+use watcher::{drain_row, drain_rows, forward_events, heartbeat, watch_journal};
 
 /// Why the daemon could not start.
 #[derive(Debug)]
@@ -421,35 +421,6 @@ fn status_line(shared: &Shared, listeners: &Listeners) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
-}
-
-/// The node's heartbeat, and the sweep that declares silent nodes lost
-/// (ending their sessions `node_lost`), every `server.node_heartbeat`.
-async fn heartbeat(current: Arc<Current>) {
-    loop {
-        let shared = current.get();
-        let every = shared.config.server.node_heartbeat;
-        let timeout_ms = shared.config.server.node_timeout.as_millis() as i64;
-        let beat = shared
-            .db
-            .call(move |j| {
-                j.node_heartbeat()?;
-                j.nodes_lost(timeout_ms)
-            })
-            .await;
-        match beat {
-            Ok(ended) if !ended.is_empty() => {
-                tracing::warn!(
-                    sessions = ended.len(),
-                    "a node sharing the journal was lost: its sessions ended (node_lost)"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not record this node's heartbeat"),
-        }
-        drop(shared);
-        tokio::time::sleep(every).await;
-    }
 }
 
 /// Opens the journal at startup, ends what an earlier run left live

@@ -294,3 +294,32 @@ async fn report_links(shared: &Shared, seen: &mut HashMap<String, (u64, bool)>) 
         }
     }
 }
+
+/// The node's heartbeat, and the sweep that declares silent nodes lost
+/// (ending their sessions `node_lost`), every `server.node_heartbeat`.
+pub(super) async fn heartbeat(current: Arc<Current>) {
+    loop {
+        let shared = current.get();
+        let every = shared.config.server.node_heartbeat;
+        let timeout_ms = shared.config.server.node_timeout.as_millis() as i64;
+        let beat = shared
+            .db
+            .call(move |j| {
+                j.node_heartbeat()?;
+                j.nodes_lost(timeout_ms)
+            })
+            .await;
+        match beat {
+            Ok(ended) if !ended.is_empty() => {
+                tracing::warn!(
+                    sessions = ended.len(),
+                    "a node sharing the journal was lost: its sessions ended (node_lost)"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record this node's heartbeat"),
+        }
+        drop(shared);
+        tokio::time::sleep(every).await;
+    }
+}
