@@ -64,7 +64,7 @@ fn the_journal_works_on_postgresql() {
     for o in openers {
         o.join().unwrap().unwrap();
     }
-    assert_eq!(pg.psql("SELECT version FROM schema_version"), "11");
+    assert_eq!(pg.psql("SELECT version FROM schema_version"), "12");
 
     // One token, 16 connections racing for it: exactly one wins.
     let mut j = Journal::open_postgres(&t).unwrap();
@@ -245,6 +245,89 @@ fn group_commit_on_postgresql_undoes_only_the_failing_call() {
         pg.psql("SELECT count(*) FROM events WHERE kind = 'test.write'"),
         "20"
     );
+}
+
+/// Writes travel without waiting (a pipeline), so one can fail after its
+/// call has returned: the database refuses it (here a trigger the test
+/// installs), and only that call fails. The calls sent after it in the same
+/// transaction are undone with it and sent again: each is kept exactly
+/// once, and a call that reads after writing sees its own write.
+#[test]
+fn a_write_refused_after_its_call_returned_fails_that_call_alone() {
+    let pg = Postgres::start();
+    let db = Db::new(Journal::open_postgres(&target(&pg)).unwrap());
+    pg.psql(
+        "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.detail LIKE '%\"refuse\":true%' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_marked BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_marked()",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 200;
+    let results: Vec<(usize, Result<Option<usize>, JournalError>)> = rt.block_on(async {
+        let calls: Vec<_> = (0..n)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let r = db
+                        .call(move |j| {
+                            let detail = serde_json::json!({"i": i, "refuse": i % 4 == 0});
+                            j.event(None, EventKind::TestWrite, detail)?;
+                            match i % 4 {
+                                // Reads after writing: its own write is there.
+                                1 => {
+                                    let mine = j
+                                        .events(None, 0, None)?
+                                        .iter()
+                                        .filter(|e| e.detail["i"] == i)
+                                        .count();
+                                    Ok(Some(mine))
+                                }
+                                // Fails by itself after writing.
+                                3 => Err(JournalError::TooNew { found: 0, known: 0 }),
+                                _ => Ok(None),
+                            }
+                        })
+                        .await;
+                    (i, r)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        out
+    });
+    for (i, r) in &results {
+        match i % 4 {
+            0 => {
+                let e = r.as_ref().expect_err("a refused write fails its call");
+                assert!(e.to_string().contains("refused by the test"), "{e}");
+            }
+            1 => assert_eq!(
+                r.as_ref().unwrap(),
+                &Some(1),
+                "call {i} sees its own write once"
+            ),
+            2 => assert!(r.is_ok(), "call {i}: {r:?}"),
+            _ => assert!(r.is_err()),
+        }
+    }
+    // Kept: exactly the events of calls 1 and 2 mod 4, each once.
+    let kept = pg.psql(
+        "SELECT string_agg(detail::json->>'i', ',' ORDER BY (detail::json->>'i')::int) \
+         FROM events WHERE kind = 'test.write'",
+    );
+    let want: Vec<String> = (0..n)
+        .filter(|i| i % 4 == 1 || i % 4 == 2)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(kept, want.join(","));
 }
 
 #[test]

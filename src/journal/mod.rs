@@ -247,6 +247,13 @@ impl Journal {
         self.conn.end_call(keep)
     }
 
+    /// Calls of the batch (numbered from 0 in the order they began) whose
+    /// writes failed after they returned, each undone alone; taken once,
+    /// after the commit.
+    pub(super) fn late_failures(&mut self) -> Vec<(usize, JournalError)> {
+        self.conn.late_failures()
+    }
+
     /// Commits the batch (one fsync for all of it); rolls back on failure.
     pub(super) fn commit_batch(&mut self) -> Result<(), JournalError> {
         if let Err(e) = self.conn.end(true) {
@@ -303,11 +310,10 @@ pub(crate) fn append_event(
         crate::text::clip_json(&mut capped);
         text = capped.to_string();
     }
-    conn.execute(
+    conn.write(
         "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![at, session, kind.as_str(), text],
-    )?;
-    Ok(())
+    )
 }
 
 #[cfg(test)]

@@ -200,6 +200,11 @@ CREATE TABLE node_drains (
 INSERT INTO node_drains (node, name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
     SELECT '', name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at FROM drains;
 "#,
+    r#"
+-- Expiry looks only at pending tokens, due first: without this, every
+-- sweep read every pending row (thousands issued ahead are common).
+CREATE INDEX sessions_pending_expiry ON sessions(expires_at) WHERE state = 'pending';
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -407,6 +412,11 @@ CREATE TABLE node_drains (
 );
 INSERT INTO node_drains (node, name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at)
     SELECT '', name, url, connected, delivered, queued, queued_bytes, dropped, dropped_bytes, failures, last_error, event_seq, daemon_pid, updated_at FROM drains;
+"#,
+    r#"
+-- Expiry looks only at pending tokens, due first: without this, every
+-- sweep read every pending row (thousands issued ahead are common).
+CREATE INDEX sessions_pending_expiry ON sessions(expires_at) WHERE state = 'pending';
 "#,
 ];
 

@@ -267,7 +267,7 @@ impl Journal {
         detail: Value,
     ) -> Result<(), JournalError> {
         let tx = self.conn.savepoint()?;
-        tx.execute(
+        tx.write(
             "UPDATE sessions SET pid = ?2, leader = ?3 WHERE id = ?1",
             params![id, pid, leader],
         )?;
@@ -281,7 +281,7 @@ impl Journal {
     pub fn finish(&mut self, id: &str, end: &Ending) -> Result<(), JournalError> {
         let now = now_ms();
         let tx = self.conn.savepoint()?;
-        tx.execute(
+        tx.write(
             "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
                     exit_signal = ?5, bytes_in = ?6, bytes_out = ?7, forwards = ?8
              WHERE id = ?1 AND state IN ('active', 'canceling')",

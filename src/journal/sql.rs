@@ -263,6 +263,16 @@ impl Conn {
         }
     }
 
+    /// Runs a statement whose result nobody reads. On PostgreSQL it is sent
+    /// without waiting and travels with the next statement that waits (or
+    /// the end of the call), which returns its error if it failed.
+    pub fn write(&self, sql: &str, params: &[&dyn ToParam]) -> Result<(), JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.execute(sql, params).map(drop),
+            Backend::Postgres(pg) => pg.borrow_mut().send(sql, params),
+        }
+    }
+
     /// Runs statements without parameters or results (schema changes).
     pub fn batch(&self, sql: &str) -> Result<(), JournalError> {
         match &self.backend {
@@ -391,18 +401,38 @@ impl Conn {
 
     /// One call of the writer's batch begins, in a savepoint of its own.
     pub(super) fn begin_call(&self) -> Result<(), JournalError> {
-        self.run("SAVEPOINT call")?;
+        match &self.backend {
+            Backend::Sqlite(_) => self.run("SAVEPOINT call")?,
+            Backend::Postgres(pg) => pg.borrow_mut().begin_call(),
+        }
         self.in_call.set(true);
         Ok(())
     }
 
-    /// The call ends: its writes kept, or undone alone.
+    /// The call ends: its writes kept, or undone alone. On PostgreSQL a
+    /// write it sent without waiting can still fail after this: see
+    /// [`Conn::late_failures`].
     pub(super) fn end_call(&self, keep: bool) -> Result<(), JournalError> {
         self.in_call.set(false);
-        if !keep {
-            self.run("ROLLBACK TO call")?;
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                if !keep {
+                    self.run("ROLLBACK TO call")?;
+                }
+                self.run("RELEASE call")
+            }
+            Backend::Postgres(pg) => pg.borrow_mut().end_call(keep),
         }
-        self.run("RELEASE call")
+    }
+
+    /// Calls of the transaction (numbered from 0 in the order they began)
+    /// whose writes failed after they returned, and were undone alone
+    /// (PostgreSQL; SQLite fails a write before its call returns).
+    pub(super) fn late_failures(&self) -> Vec<(usize, JournalError)> {
+        match &self.backend {
+            Backend::Sqlite(_) => Vec::new(),
+            Backend::Postgres(pg) => pg.borrow_mut().late_failures(),
+        }
     }
 
     /// The time as the journal's clock gives it, as SQL: on PostgreSQL the

@@ -70,7 +70,11 @@ impl Db {
                         (std::mem::take(&mut l.events), std::mem::take(&mut l.dropped))
                     };
                     let mut kept_later = false;
+                    // Calls are numbered in the order they begin (for
+                    // failures found after they returned).
+                    let mut calls = 0;
                     if broken.is_none() && (!flushed.is_empty() || dropped > 0) {
+                        calls += 1;
                         kept_later = j.begin_call().is_ok()
                             && flushed.iter().all(|d| {
                                 j.event_at(d.at, d.session.as_deref(), d.kind, d.detail.clone())
@@ -96,7 +100,8 @@ impl Db {
                         if let Err(e) = j.end_call(ok) {
                             broken.get_or_insert(e.to_string());
                         }
-                        reports.push(report);
+                        reports.push((report, calls));
+                        calls += 1;
                     }
                     let outcome = match broken {
                         None => j.commit_batch().err().map(|e| e.to_string()),
@@ -105,6 +110,17 @@ impl Db {
                             Some(e)
                         }
                     };
+                    // A write that failed after its call returned (sent
+                    // without waiting, on PostgreSQL) fails that call alone.
+                    let late = j.late_failures();
+                    let late_of = |n: usize| {
+                        late.iter()
+                            .find(|(k, _)| *k == n)
+                            .map(|(_, e)| e.to_string())
+                    };
+                    if kept_later && late_of(0).is_some() {
+                        kept_later = false;
+                    }
                     if outcome.is_some() || !kept_later {
                         // Not written after all: back to the front.
                         let mut l = pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,8 +129,8 @@ impl Db {
                         }
                         l.dropped += dropped;
                     }
-                    for report in reports {
-                        report(outcome.as_deref());
+                    for (report, n) in reports {
+                        report(late_of(n).as_deref().or(outcome.as_deref()));
                     }
                 }
             })
