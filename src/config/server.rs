@@ -299,8 +299,8 @@ pub(super) fn walk_admission(ctx: &mut Ctx, t: &DeTable, a: &mut crate::admissio
 }
 
 /// `journal` (a path, or a postgres:// URL), and for PostgreSQL
-/// `journal_password_file` or `journal_password_env`, and
-/// `journal_ca_file`.
+/// `journal_password_file` or `journal_password_env`, `journal_ca_file`
+/// and `journal_listen`.
 fn walk_journal(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
     const S: &str = "server";
     let span_of = |key: &str| get(t, key).map(|v| v.span()).unwrap_or(0..0);
@@ -359,11 +359,15 @@ fn walk_journal(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         )
     });
     server.journal_at.ca_file = ctx.place(span_of("journal_ca_file"));
+    if let Some(b) = boolean(ctx, S, t, "journal_listen") {
+        server.journal_listen = b;
+    }
     let postgres = matches!(server.journal, JournalAt::Postgres(_));
     for key in [
         "journal_password_file",
         "journal_password_env",
         "journal_ca_file",
+        "journal_listen",
     ] {
         if !postgres && get(t, key).is_some() {
             ctx.at(

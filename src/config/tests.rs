@@ -300,6 +300,13 @@ fn a_postgres_journal_url_is_taken_apart_and_bad_ones_are_placed() {
         c.server.journal_password,
         Some(Secret::Env("PGPASS".into()))
     );
+    assert!(c.server.journal_listen, "LISTEN/NOTIFY by default");
+    let quiet = Config::parse(
+        Path::new("t.toml"),
+        "[server]\njournal = \"postgres://tg@db/tg\"\njournal_listen = false\n",
+    )
+    .unwrap();
+    assert!(!quiet.server.journal_listen);
     let u = PgUrl::parse("postgresql://ops@[::1]:6543?sslmode=disable").unwrap();
     assert_eq!(
         (u.host.as_str(), u.port, u.dbname.as_str(), u.tls),
@@ -337,6 +344,10 @@ fn a_postgres_journal_url_is_taken_apart_and_bad_ones_are_placed() {
         (
             "journal = \"/var/lib/j.db\"\njournal_password_file = \"/p\"",
             "t.toml:3:25: server.journal_password_file applies only to a postgres:// journal",
+        ),
+        (
+            "journal = \"/var/lib/j.db\"\njournal_listen = false",
+            "t.toml:3:18: server.journal_listen applies only to a postgres:// journal",
         ),
     ] {
         let p = problems(&format!("[server]\n{text}\n"));

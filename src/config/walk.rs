@@ -239,6 +239,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "journal_password_file",
     "journal_password_env",
     "journal_ca_file",
+    "journal_listen",
     "node_id",
     "node_heartbeat",
     "node_timeout",

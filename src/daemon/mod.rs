@@ -267,10 +267,19 @@ async fn run(
         .await
         .map_err(DaemonError::failed)?;
     start_listeners(new, &current, &mut listeners);
+    let wake = match &journal_target {
+        crate::journal::JournalTarget::Postgres(_) if config.server.journal_listen => {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            watcher::listen(journal_target.clone(), wake.clone());
+            Some(wake)
+        }
+        _ => None,
+    };
     let watcher = tokio::spawn(watch_journal(
         journal_target.clone(),
         current.clone(),
         event_cursor,
+        wake,
     ));
     // Deliveries left pending by an earlier run resume at once.
     let webhooks = tokio::spawn(crate::webhook::worker(current.clone()));

@@ -8,17 +8,21 @@ use std::time::Duration;
 
 use crate::drain::deliver::Stats;
 use crate::drain::tee::{encode_event, Sink};
-use crate::journal::{DrainRow, EndReason, EventKind, Journal, JournalError};
+use crate::journal::{DrainRow, EndReason, EventKind, Journal, JournalError, JournalTarget};
 use crate::state::{Current, Shared};
 
-/// Notices what other processes (the admin CLI) wrote: cancels within a
-/// second, and moves tokens past their TTL to `expired`. Uses its own
+/// Notices what other processes (the admin CLI, other nodes) wrote:
+/// cancels, and tokens past their TTL moved to `expired`. Uses its own
 /// connection so `data_version` sees every commit not made through it.
+/// SQLite: checked every 200 ms (a counter in memory). PostgreSQL: every
+/// second, and at once when `wake` is told (see [`listen`]).
 pub(super) async fn watch_journal(
-    target: crate::journal::JournalTarget,
+    target: JournalTarget,
     current: Arc<Current>,
     mut cursor: i64,
+    wake: Option<Arc<tokio::sync::Notify>>,
 ) {
+    let pg = matches!(target, JournalTarget::Postgres(_));
     // Reads only, on a connection of its own: never in the writer's batches.
     let conn = match tokio::task::spawn_blocking(move || Journal::open_target(&target)).await {
         Ok(Ok(j)) => Arc::new(Mutex::new(j)),
@@ -34,13 +38,21 @@ pub(super) async fn watch_journal(
     let started_at = cursor;
     let mut last_drop_report = std::time::Instant::now();
     let mut failures_seen: HashMap<String, (u64, bool)> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(Duration::from_millis(if pg { 1000 } else { 200 }));
     let mut n: u64 = 0;
     loop {
-        tick.tick().await;
+        match &wake {
+            Some(w) => tokio::select! {
+                _ = tick.tick() => {}
+                _ = w.notified() => {}
+            },
+            None => {
+                tick.tick().await;
+            }
+        }
         let shared = current.get();
         n += 1;
-        let periodic = n % 5 == 0;
+        let periodic = pg || n % 5 == 0;
         let version = match read(&conn, |j| j.data_version()).await {
             Ok(v) => v,
             Err(_) => last_version,
@@ -101,6 +113,38 @@ pub(super) async fn watch_journal(
                 Err(e) => tracing::error!(error = %e, "journal watcher: cannot expire tokens"),
             }
         }
+    }
+}
+
+/// A PostgreSQL journal: a thread with a connection of its own listens for
+/// what other processes announce (a cancel) and wakes the watcher at once;
+/// a lost connection is made again every second, and the watcher woken
+/// then for what it may have missed.
+pub(super) fn listen(target: JournalTarget, wake: Arc<tokio::sync::Notify>) {
+    let run = move || loop {
+        match Journal::open_target(&target).and_then(|mut j| j.listen().map(|()| j)) {
+            Ok(mut j) => {
+                wake.notify_one();
+                loop {
+                    match j.wait_notified(Duration::from_secs(10)) {
+                        Ok(true) => wake.notify_one(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "journal listener: connection lost");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "journal listener cannot connect"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("tollgate-journal-listen".into())
+        .spawn(run)
+    {
+        tracing::error!(error = %e, "cannot start the journal listener; cancels are noticed within a second");
     }
 }
 

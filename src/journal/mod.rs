@@ -263,6 +263,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Listens for what other processes announce (a cancel) on a
+    /// PostgreSQL journal: see [`Journal::wait_notified`].
+    pub fn listen(&mut self) -> Result<(), JournalError> {
+        self.conn.listen()
+    }
+
+    /// Waits up to `timeout` for an announcement after [`Journal::listen`]
+    /// (`true`); an error when the connection is lost. SQLite: sleeps.
+    pub fn wait_notified(&mut self, timeout: Duration) -> Result<bool, JournalError> {
+        self.conn.wait_notified(timeout)
+    }
+
     /// Changes whenever another connection commits (cheap to poll). On
     /// PostgreSQL: the newest event, which every change the daemon must
     /// notice (a cancel, a collect session) appends.

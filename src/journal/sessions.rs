@@ -347,6 +347,8 @@ impl Journal {
                     "UPDATE sessions SET state = 'canceling' WHERE id = ?1",
                     params![id],
                 )?;
+                // Whichever node holds it ends it at once.
+                tx.notify_nodes()?;
                 append_event(
                     &tx,
                     now,

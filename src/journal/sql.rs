@@ -202,6 +202,9 @@ impl Row {
     }
 }
 
+/// The channel daemons listen on for what another process announces.
+const CHANNEL: &str = "tollgate_journal";
+
 /// A connection to the journal's database.
 pub struct Conn {
     backend: Backend,
@@ -270,6 +273,36 @@ impl Conn {
         match &self.backend {
             Backend::Sqlite(_) => self.execute(sql, params).map(drop),
             Backend::Postgres(pg) => pg.borrow_mut().send(sql, params),
+        }
+    }
+
+    /// Wakes the daemons sharing a PostgreSQL journal (NOTIFY, delivered
+    /// when the transaction commits) that [`Conn::listen`]; nothing on
+    /// SQLite, whose daemon polls a counter that costs nothing.
+    pub fn notify_nodes(&self) -> Result<(), JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(_) => self.write("SELECT pg_notify(?1, '')", params![CHANNEL]),
+        }
+    }
+
+    /// Listens for [`Conn::notify_nodes`] (PostgreSQL; nothing on SQLite).
+    pub fn listen(&self) -> Result<(), JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.borrow_mut().listen(CHANNEL),
+        }
+    }
+
+    /// Waits up to `timeout` for a notification (`true`); an error when the
+    /// connection is lost. SQLite: waits `timeout`.
+    pub fn wait_notified(&self, timeout: std::time::Duration) -> Result<bool, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                std::thread::sleep(timeout);
+                Ok(false)
+            }
+            Backend::Postgres(pg) => pg.borrow_mut().wait_notified(timeout),
         }
     }
 

@@ -54,6 +54,8 @@ pub(super) struct Link {
     conn: Driver,
     /// The connection has ended (closed, or failed).
     pub(super) ended: bool,
+    /// A notification (LISTEN) arrived since this was last cleared.
+    pub(super) notified: bool,
 }
 
 type Driver = Box<
@@ -108,18 +110,24 @@ impl Link {
             client: Some(Arc::new(client)),
             conn,
             ended: false,
+            notified: false,
         })
     }
 
     /// Drives the connection until `f` is ready.
     pub(super) fn wait<T>(&mut self, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
         let Link {
-            rt, conn, ended, ..
+            rt,
+            conn,
+            ended,
+            notified,
+            ..
         } = self;
         rt.block_on(std::future::poll_fn(|cx| {
             while !*ended {
                 match conn(cx) {
-                    // Nothing listens, and a notice is for the server's log.
+                    Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => *notified = true,
+                    // A notice is for the server's log.
                     Poll::Ready(Some(Ok(_))) => {}
                     Poll::Ready(Some(Err(_)) | None) => {
                         // Dropping the connection fails every statement
@@ -133,6 +141,41 @@ impl Link {
             }
             f(cx)
         }))
+    }
+}
+
+impl Link {
+    /// Drives the connection until a notification arrives (`true`), or
+    /// `timeout` passes, or the connection ends (`false`).
+    pub(super) fn wait_notified(&mut self, timeout: std::time::Duration) -> bool {
+        let Link {
+            rt,
+            conn,
+            ended,
+            notified,
+            ..
+        } = self;
+        if !*ended && !*notified {
+            let watch = std::future::poll_fn(|cx| loop {
+                match conn(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => {
+                        *notified = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        *ended = true;
+                        *conn = Box::new(|_| Poll::Ready(None));
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            });
+            rt.block_on(async {
+                let _ = tokio::time::timeout(timeout, watch).await;
+            });
+        }
+        std::mem::take(notified)
     }
 }
 

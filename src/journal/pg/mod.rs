@@ -461,6 +461,28 @@ impl Pg {
         self.settle().map(drop)
     }
 
+    /// Listens on `channel` (LISTEN): see [`Pg::wait_notified`].
+    pub(super) fn listen(&mut self, channel: &str) -> Result<(), JournalError> {
+        self.batch(&format!("LISTEN {channel}"))
+    }
+
+    /// Waits up to `timeout` for a notification on a channel listened to;
+    /// an error when the connection is lost (listen again on a new one).
+    pub(super) fn wait_notified(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, JournalError> {
+        self.settle()?;
+        let got = match self.link.as_mut() {
+            Some(link) => link.wait_notified(timeout),
+            None => false,
+        };
+        if self.closed() {
+            return Err(self.lost());
+        }
+        Ok(got)
+    }
+
     /// Calls of this transaction that failed after they returned (their
     /// number, from 0, and why); taken once.
     pub(super) fn late_failures(&mut self) -> Vec<(usize, JournalError)> {
