@@ -225,6 +225,36 @@ fn a_cancel_from_another_node_ends_the_session_within_a_second() {
     }
 }
 
+/// `events --follow` run on node B's host prints what node A writes to the
+/// shared journal as it happens.
+#[test]
+fn events_follow_on_one_node_shows_another_nodes_events() {
+    let pg = Postgres::start();
+    let a = node("pg-follow-a", &pg);
+    let b = node("pg-follow-b", &pg);
+    let mut follow = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&b.config)
+        .args(["events", "--follow", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = buffered(follow.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let (id, token) = a.issue("ops", &["--reason", "follow-test"]);
+    let line = read_until(&mut out, "session.issued");
+    let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(v["session_id"], id.as_str());
+    assert_eq!(v["detail"]["reason"], "follow-test");
+    let ran = a.ssh_run("ops", &token, &[], "true");
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let line = read_until(&mut out, "session.terminated");
+    let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(v["session_id"], id.as_str());
+    follow.kill().unwrap();
+    let _ = follow.wait();
+}
+
 /// Acceptance 4 of issue 17: PostgreSQL stopped for 10 s while a session
 /// prints a line every 0.2 s: its output reaches the client throughout; a
 /// login during the outage is refused with the reason and its token works

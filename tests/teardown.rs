@@ -142,11 +142,18 @@ fn after_kill_9_and_restart_the_session_is_terminated_and_its_token_dead() {
     let mut s = Server::start("crash");
     // A background job with a scrubbed environment that ignores the
     // terminal's hangup: found all the same, by its session id and start
-    // time, not by TOLLGATE_SESSION_ID.
+    // time, not by TOLLGATE_SESSION_ID. "started" only once it ignores the
+    // hangup (on a loaded machine the daemon's death could otherwise hang
+    // it up before nohup ran, leaving nothing to find).
+    let ready = format!("/tmp/tollgate-test-crash-ready-{}", std::process::id());
+    let _ = std::fs::remove_file(&ready);
     let (id, tok, mut ssh) = start_live(
         &s,
         &[],
-        "env -i nohup sleep 7602 >/dev/null 2>&1 & echo started; sleep 7601",
+        &format!(
+            "env -i nohup sh -c 'touch {ready}; exec sleep 7602' >/dev/null 2>&1 & \
+             while [ ! -e {ready} ]; do sleep 0.05; done; echo started; sleep 7601"
+        ),
     );
     let mut out = buffered(ssh.stdout.take().unwrap());
     read_until(&mut out, "started");
@@ -181,6 +188,7 @@ fn after_kill_9_and_restart_the_session_is_terminated_and_its_token_dead() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
+    let _ = std::fs::remove_file(&ready);
 }
 
 #[test]
