@@ -348,7 +348,13 @@ fn a_database_outage_keeps_live_sessions_refuses_logins_and_loses_no_event() {
         got.contains(&end) && got.contains(&refusals[0]["seq"].as_i64().unwrap())
     });
     assert!(sent.is_some(), "{:?}", seqs.lock().unwrap());
-    let status = a.cli_json(&["drain", "status"]);
+    // The drain's state is recorded every second: the record after the
+    // last delivery.
+    let mut status = a.cli_json(&["drain", "status"]);
+    let _ = eventually(Duration::from_secs(5), || {
+        status = a.cli_json(&["drain", "status"]);
+        status[0]["queued"] == 0
+    });
     let d = &status[0];
     assert_eq!(
         (&d["connected"], &d["dropped"], &d["queued"]),

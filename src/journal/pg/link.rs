@@ -4,6 +4,7 @@
 //! the socket, and TLS by rustls with the server's name and chain verified.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -114,8 +115,12 @@ impl Link {
         })
     }
 
-    /// Drives the connection until `f` is ready.
-    pub(super) fn wait<T>(&mut self, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
+    /// Drives the connection until `f` is ready; `f` also sees whether a
+    /// notification (LISTEN) arrived and whether the connection ended.
+    pub(super) fn wait<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Context<'_>, bool, bool) -> Poll<T>,
+    ) -> T {
         let Link {
             rt,
             conn,
@@ -139,43 +144,30 @@ impl Link {
                     Poll::Pending => break,
                 }
             }
-            f(cx)
+            f(cx, *notified, *ended)
         }))
     }
-}
 
-impl Link {
+    /// Drives the connection until `done` says so or `timeout` passes.
+    fn wait_at_most(&mut self, timeout: std::time::Duration, done: fn(bool, bool) -> bool) {
+        let mut timer = {
+            let _in = self.rt.enter();
+            Box::pin(tokio::time::sleep(timeout))
+        };
+        self.wait(|cx, notified, ended| {
+            if done(notified, ended) || timer.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
     /// Drives the connection until a notification arrives (`true`), or
     /// `timeout` passes, or the connection ends (`false`).
     pub(super) fn wait_notified(&mut self, timeout: std::time::Duration) -> bool {
-        let Link {
-            rt,
-            conn,
-            ended,
-            notified,
-            ..
-        } = self;
-        if !*ended && !*notified {
-            let watch = std::future::poll_fn(|cx| loop {
-                match conn(cx) {
-                    Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => {
-                        *notified = true;
-                        return Poll::Ready(());
-                    }
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(_)) | None) => {
-                        *ended = true;
-                        *conn = Box::new(|_| Poll::Ready(None));
-                        return Poll::Ready(());
-                    }
-                    Poll::Pending => return Poll::Pending,
-                }
-            });
-            rt.block_on(async {
-                let _ = tokio::time::timeout(timeout, watch).await;
-            });
-        }
-        std::mem::take(notified)
+        self.wait_at_most(timeout, |notified, ended| notified || ended);
+        std::mem::take(&mut self.notified)
     }
 }
 
@@ -184,25 +176,9 @@ impl Drop for Link {
         // Without its client the connection says goodbye (Terminate) and
         // ends: waited for a second at most.
         self.client = None;
-        let Link {
-            rt, conn, ended, ..
-        } = self;
-        if *ended {
-            return;
+        if !self.ended {
+            self.wait_at_most(std::time::Duration::from_secs(1), |_, ended| ended);
         }
-        let goodbye = std::future::poll_fn(|cx| loop {
-            match conn(cx) {
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(_)) | None) => {
-                    *ended = true;
-                    return Poll::Ready(());
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        });
-        rt.block_on(async {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), goodbye).await;
-        });
     }
 }
 

@@ -235,7 +235,7 @@ impl Pg {
         let mut pending = std::mem::take(&mut self.pending);
         let mut answers = Vec::with_capacity(pending.len());
         match self.link.as_mut() {
-            Some(link) => link.wait(|cx| {
+            Some(link) => link.wait(|cx, _, _| {
                 while let Some((_, f)) = pending.front_mut() {
                     match f.as_mut().poll(cx) {
                         Poll::Ready(r) => {
@@ -329,7 +329,7 @@ impl Pg {
         let mut prepare = Box::pin(async move { client.prepare(&text).await });
         let link = self.link.as_mut().expect("connected by client()");
         let s = link
-            .wait(|cx| prepare.as_mut().poll(cx))
+            .wait(|cx, _, _| prepare.as_mut().poll(cx))
             .map_err(|e| self.err(&e))?;
         self.statements.insert(sql.to_string(), s.clone());
         Ok(s)
