@@ -34,6 +34,21 @@ fn node_opts(tag: &str, pg: &Postgres, extra: &str, tail: &str) -> Server {
     )
 }
 
+/// A session live on `node` running `cmd`, once it printed "started".
+fn start_live(node: &Server, cmd: &str) -> (String, String, std::process::Child) {
+    let (id, token) = node.issue("ops", &[]);
+    let mut ssh = node
+        .ssh("ops", &token)
+        .arg(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = buffered(ssh.stdout.take().unwrap());
+    read_until(&mut out, "started");
+    (id, token, ssh)
+}
+
 /// Acceptance 1 of issue 17: 60 OpenSSH clients spread over two nodes
 /// race one token, ten rounds: exactly one login each round, and one
 /// `session.redeemed`.
@@ -117,16 +132,8 @@ fn a_killed_node_is_declared_lost_by_another_and_cleans_up_when_back() {
     let b = node_with("pg-lost-b", &pg, beat);
     let mut live = Vec::new();
     for n in 0..2 {
-        let (id, token) = a.issue("ops", &[]);
-        let mut ssh = a
-            .ssh("ops", &token)
-            .arg(format!("sleep 741{n} & echo started; sleep 742{n}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = buffered(ssh.stdout.take().unwrap());
-        read_until(&mut out, "started");
+        let (id, token, ssh) =
+            start_live(&a, &format!("sleep 741{n} & echo started; sleep 742{n}"));
         live.push((id, token, ssh));
     }
     let nodes = b.cli_json(&["node", "list"]);
@@ -203,16 +210,7 @@ fn a_cancel_from_another_node_ends_the_session_within_a_second() {
         ),
     ] {
         let a = node_with(tag, &pg, extra);
-        let (id, token) = a.issue("ops", &[]);
-        let mut ssh = a
-            .ssh("ops", &token)
-            .arg("echo started; sleep 30")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = buffered(ssh.stdout.take().unwrap());
-        read_until(&mut out, "started");
+        let (id, _, mut ssh) = start_live(&a, "echo started; sleep 30");
         let asked = Instant::now();
         let cancel = b.cli(&["session", "cancel", &id]);
         assert!(cancel.status.success(), "{}", text(&cancel.stderr));
