@@ -69,6 +69,16 @@ if ! "$venv/bin/python" -c 'import asyncssh' 2>/dev/null; then
   "$venv/bin/pip" install -q --disable-pip-version-check asyncssh
 fi
 
+# The HTTP API's checkers from PyPI (tests/api.rs), likewise: an OpenAPI
+# 3.1 validator and schemathesis, which fuzzes the API from its document.
+venv=target/api-venv
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1 || ! [ -x "$venv/bin/openapi-spec-validator" ]; then
+  echo "installing: schemathesis, openapi-spec-validator (PyPI) into $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check schemathesis openapi-spec-validator
+fi
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 log=$(mktemp)

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 
 use crate::config::{Config, ConfigError, Draft, DrainUrl, JournalAt, Problem, Secret};
 use crate::drain::tee::Planned;
@@ -29,6 +29,8 @@ pub struct Checked {
     pub webhook_tls: Option<Arc<ClientConfig>>,
     /// The journal, with its password read and TLS settings loaded.
     pub journal: JournalTarget,
+    /// The HTTP API's certificate and key, when it serves HTTPS.
+    pub api_tls: Option<Arc<ServerConfig>>,
 }
 
 /// Reads `path` and checks it.
@@ -83,12 +85,31 @@ pub fn check(draft: Draft) -> Result<Checked, ConfigError> {
             Err(e) => problems.push(at.problem(format!("webhooks.ca_file: {}", message(e)))),
         }
     }
+    let mut api_tls = None;
+    if let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) {
+        match tls::server_config(cert, key) {
+            Ok(c) => api_tls = Some(c),
+            Err(e) => {
+                let key = match e {
+                    TlsError::ClientCert(_) => "tls_cert",
+                    _ => "tls_key",
+                };
+                problems.push(
+                    config
+                        .api
+                        .tls_at
+                        .problem(format!("api.{key}: {}", message(e))),
+                );
+            }
+        }
+    }
     let config = draft.finish(problems, warnings)?;
     Ok(Checked {
         config,
         drains,
         webhook_tls,
         journal,
+        api_tls,
     })
 }
 
@@ -215,6 +236,22 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.to_string().lines().map(String::from).collect(),
         }
+    }
+
+    #[test]
+    fn the_api_certificate_is_loaded_by_the_check_and_named_when_unusable() {
+        let d = std::env::temp_dir().join(format!("tg-api-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let junk = d.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let p = problems(&format!(
+            "[server]\nlisten = [\"127.0.0.1:2222\"]\n[api]\nlisten = [\"0.0.0.0:8443\"]\ntls_cert = \"{0}\"\ntls_key = \"{0}\"\n",
+            junk.display()
+        ));
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("t.toml:5:12: api.tls_cert: "), "{p:?}");
+        assert!(p[0].contains("junk.pem"), "{p:?}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! `unsafe` (process spawning, pidfds, PTY ioctls, thread priority).
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
+pub mod api;
 pub mod checked;
 pub mod cli;
 pub mod collect;

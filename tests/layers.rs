@@ -20,8 +20,9 @@ const LAYERS: &[&[&str]] = &[
     // The configuration checked against this host (accounts, TLS files),
     // and what the daemon's tasks share.
     &["checked", "state"],
-    // The SSH server and the webhook worker.
-    &["ssh", "webhook"],
+    // The protocol adapters: the SSH server, the webhook worker, the HTTP
+    // API, and the admin requests the API and the CLI share.
+    &["ssh", "webhook", "admin", "api"],
     // Wiring: listeners, signals, reload, shutdown.
     &["daemon"],
     // Admin commands and `dev`, then the binary.

@@ -6,12 +6,13 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::session::admin_error;
 use super::{load, print_json, CliError, CliResult, Output, EXIT_NOT_FOUND};
-use crate::collect::valid_identifier;
-use crate::config::{parse_duration, Config};
-use crate::journal::collect::{CollectPatch, CollectSession, NewCollect};
-use crate::journal::now_ms;
-use crate::webhook::{self, Endpoint, NewWebhook, WebhookSpec};
+use crate::admin::collect::{self as admin, CollectCreate, CollectUpdate, WebhookRequest};
+use crate::admin::DurationIn;
+use crate::config::Config;
+use crate::journal::collect::CollectSession;
+use crate::webhook;
 
 #[derive(Subcommand, Debug)]
 pub enum CollectCmd {
@@ -123,8 +124,8 @@ impl WebhookOpts {
             || self.webhook_secret_env.is_some()
     }
 
-    /// One checked webhook per URL; errors name the option and the value.
-    fn build(&self, flag: &str, urls: &[String]) -> Result<Vec<NewWebhook>, CliError> {
+    /// One request per URL, with these options and the secret read.
+    fn requests(&self, flag: &str, urls: &[String]) -> Result<Vec<WebhookRequest>, CliError> {
         if urls.is_empty() {
             if self.any_given() {
                 return Err(CliError::usage(format!(
@@ -133,67 +134,45 @@ impl WebhookOpts {
             }
             return Ok(Vec::new());
         }
-        let method = self.webhook_method.to_ascii_lowercase();
-        if !["post", "put", "patch"].contains(&method.as_str()) {
-            return Err(CliError::usage(format!(
-                "--webhook-method: \"{}\" is not post, put or patch",
-                self.webhook_method
-            )));
-        }
         let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
         for h in &self.webhook_header {
             let (name, value) = webhook::parse_header(h)
                 .map_err(|e| CliError::usage(format!("--webhook-header: {e}")))?;
             headers.entry(name).or_default().push(value);
         }
-        let mut events = Vec::new();
-        for e in &self.webhook_event {
-            if !webhook::EVENTS.contains(&e.as_str()) {
-                return Err(CliError::usage(format!(
-                    "--webhook-event: \"{e}\" is not one of {}",
-                    webhook::EVENTS.join(", ")
-                )));
-            }
-            if !events.contains(e) {
-                events.push(e.clone());
-            }
-        }
-        if self.webhook_retries > webhook::MAX_RETRIES {
-            return Err(CliError::usage(format!(
-                "--webhook-retries: {} is more than {}",
-                self.webhook_retries,
-                webhook::MAX_RETRIES
-            )));
-        }
-        if self.webhook_initial_backoff < 1 {
-            return Err(CliError::usage(
-                "--webhook-initial-backoff: must be at least 1 (second)",
-            ));
-        }
-        let m = self.webhook_backoff_multiplier;
-        if !(m.is_finite() && (1.0..=100.0).contains(&m)) {
-            return Err(CliError::usage(format!(
-                "--webhook-backoff-multiplier: {m} is not between 1 and 100"
-            )));
-        }
         let secret = self.secret()?;
-        urls.iter()
-            .map(|u| {
-                Endpoint::parse(u).map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
-                Ok(NewWebhook {
-                    spec: WebhookSpec {
-                        url: u.clone(),
-                        method: method.clone(),
-                        headers: headers.clone(),
-                        events: events.clone(),
-                        retries: self.webhook_retries,
-                        initial_backoff: self.webhook_initial_backoff,
-                        backoff_multiplier: m,
-                    },
-                    secret: secret.clone(),
-                })
+        Ok(urls
+            .iter()
+            .map(|u| WebhookRequest {
+                method: self.webhook_method.clone(),
+                headers: headers.clone(),
+                events: self.webhook_event.clone(),
+                retries: self.webhook_retries,
+                initial_backoff: self.webhook_initial_backoff,
+                backoff_multiplier: self.webhook_backoff_multiplier,
+                secret: secret.clone(),
+                ..WebhookRequest::to(u)
             })
-            .collect()
+            .collect())
+    }
+
+    /// The flag that gave `field` of a request (`webhooks[0].method`).
+    fn flag(&self, field: &str, url_flag: &str) -> String {
+        let last = field.rsplit('.').next().unwrap_or(field);
+        match last {
+            "connection_identifier" => "--identifier".into(),
+            "ssh_banner" => "--banner".into(),
+            "ssh_message" => "--message".into(),
+            "expired_at" => "--expires-at".into(),
+            "remove_webhooks" => "--remove-webhook".into(),
+            "secret" if self.webhook_secret_env.is_some() => "--webhook-secret-env".into(),
+            "secret" => "--webhook-secret-file".into(),
+            "headers" => "--webhook-header".into(),
+            "events" => "--webhook-event".into(),
+            "url" => url_flag.into(),
+            _ if field.contains('.') => format!("--webhook-{}", last.replace('_', "-")),
+            _ => super::session::dashed(field),
+        }
     }
 
     /// The signing secret, from a file (one trailing newline dropped) or
@@ -264,47 +243,11 @@ fn not_found(id: &str) -> CliError {
     }
 }
 
-/// `--timeout` or `--expires-at` as milliseconds since the epoch.
-fn expiry(timeout: Option<&str>, at: Option<&str>) -> Result<Option<i64>, CliError> {
-    if let Some(t) = timeout {
-        let d = parse_duration(t).map_err(|e| CliError::usage(format!("--timeout: {e}")))?;
-        if d.is_zero() {
-            return Err(CliError::usage("--timeout: must be longer than 0s"));
-        }
-        return Ok(Some(now_ms() + d.as_millis() as i64));
-    }
-    if let Some(a) = at {
-        let t = humantime::parse_rfc3339_weak(a).map_err(|e| {
-            CliError::usage(format!(
-                "--expires-at: \"{a}\" is not a time like 2026-12-01T00:00:00Z ({e})"
-            ))
-        })?;
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| CliError::usage(format!("--expires-at: \"{a}\" is before 1970")))?
-            .as_millis() as i64;
-        if ms <= now_ms() {
-            return Err(CliError::usage(format!(
-                "--expires-at: \"{a}\" is in the past"
-            )));
-        }
-        return Ok(Some(ms));
-    }
-    Ok(None)
-}
-
 pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
     let (config, mut journal) = load(config_path)?;
     match cmd {
         CollectCmd::Create(a) => {
-            if let Some(i) = &a.identifier {
-                if !valid_identifier(i) {
-                    return Err(CliError::usage(format!(
-                        "--identifier: \"{i}\" is not 3 to 64 of a-z 0-9 . _ -"
-                    )));
-                }
-            }
-            let n = NewCollect {
+            let c = CollectCreate {
                 connection_identifier: a.identifier.clone(),
                 external_id: a.external_id.clone(),
                 multi_connection: a.multi_connection,
@@ -312,10 +255,12 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
                 must_confirm: a.must_confirm,
                 ssh_banner: a.banner.clone(),
                 ssh_message: a.message.clone(),
-                expires_at: expiry(a.timeout.as_deref(), a.expires_at.as_deref())?,
-                webhooks: a.webhook.build("--webhook", &a.webhooks)?,
+                timeout: a.timeout.clone().map(DurationIn::Text),
+                expired_at: a.expires_at.clone(),
+                webhooks: a.webhook.requests("--webhook", &a.webhooks)?,
             };
-            let s = journal.collect_create(&n).map_err(collect_error)?;
+            let s = admin::create(&mut journal, &c)
+                .map_err(|e| admin_error(e, |f| a.webhook.flag(f, "--webhook")))?;
             print_created(&config, &s, output);
             Ok(())
         }
@@ -352,25 +297,24 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
             Ok(())
         }
         CollectCmd::Update(a) => {
-            let expires_at = if a.no_expiry {
-                Some(None)
-            } else {
-                expiry(a.timeout.as_deref(), a.expires_at.as_deref())?.map(Some)
-            };
-            let p = CollectPatch {
-                external_id: a.external_id.map(Some),
+            let u = CollectUpdate {
+                external_id: a.external_id.clone().map(Some),
                 multi_connection: a.multi_connection,
                 multi_key: a.multi_key,
                 must_confirm: a.must_confirm,
-                ssh_banner: a.banner.map(Some),
-                ssh_message: a.message.map(Some),
-                expires_at,
-                add_webhooks: a.webhook.build("--add-webhook", &a.add_webhooks)?,
-                remove_webhooks: a.remove_webhooks,
+                ssh_banner: a.banner.clone().map(Some),
+                ssh_message: a.message.clone().map(Some),
+                timeout: a.timeout.clone().map(DurationIn::Text),
+                expired_at: if a.no_expiry {
+                    Some(None)
+                } else {
+                    a.expires_at.clone().map(Some)
+                },
+                add_webhooks: a.webhook.requests("--add-webhook", &a.add_webhooks)?,
+                remove_webhooks: a.remove_webhooks.clone(),
             };
-            let s = journal
-                .collect_update(&a.id, &p)
-                .map_err(collect_error)?
+            let s = admin::update(&mut journal, &a.id, &u)
+                .map_err(|e| admin_error(e, |f| a.webhook.flag(f, "--add-webhook")))?
                 .ok_or_else(|| not_found(&a.id))?;
             match output {
                 Output::Json => print_json(&s),
@@ -443,16 +387,6 @@ pub fn run(cmd: CollectCmd, config_path: &Path, output: Output) -> CliResult {
             }
             Ok(())
         }
-    }
-}
-
-/// A request the journal refused for a reason the person can fix is a
-/// usage error; anything else is a failure.
-fn collect_error(e: crate::journal::collect::CollectError) -> CliError {
-    use crate::journal::collect::CollectError as E;
-    match e {
-        E::IdentifierTaken(_) | E::NoSuchWebhook(_) => CliError::usage(e),
-        E::Journal(j) => CliError::failure(j),
     }
 }
 

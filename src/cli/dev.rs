@@ -22,6 +22,9 @@ pub struct DevArgs {
     /// Address to listen on (when 2222 is taken: --listen 127.0.0.1:2223).
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: std::net::SocketAddr,
+    /// Address of the HTTP API (default: a free loopback port, printed).
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:0")]
+    pub api_listen: std::net::SocketAddr,
     /// Keep state (config, journal, host key) in this directory instead of a fresh temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -59,6 +62,9 @@ journal = "{dir}/journal.db"
 login_grace_time = "60s"
 public_known_hosts = "{dir}/known_hosts"
 
+[api]
+listen = ["{api}"]
+
 [sessions]
 token_ttl = "1h"
 max_duration = "8h"
@@ -70,6 +76,7 @@ command = "{shell} -l"
 allow_exec = true
 "#,
         listen = a.listen,
+        api = a.api_listen,
         dir = dir.display(),
         user = me.name,
         root = me.uid.is_root(),
@@ -105,6 +112,10 @@ allow_exec = true
             ..IssueArgs::default()
         },
     )?;
+    // An API token with every scope, kept as a curl header file (mode
+    // 0600) so that pasting the curl line puts no secret in argv.
+    let header = dir.join("api-header");
+    let api_token = api_token_file(&mut journal, &header)?;
     drop(journal);
     crate::daemon::init_logging(&config.server.log_level);
     let more = more_line(&config_path, &me.name);
@@ -115,9 +126,19 @@ allow_exec = true
         ),
         None => dir.display().to_string(),
     };
-    crate::daemon::serve(checked, crate::daemon::OnHangup::Stop, move |_| {
+    crate::daemon::serve(checked, crate::daemon::OnHangup::Stop, move |_, api| {
         print_issued(&issued, output);
         if output == Output::Text {
+            if let Some(addr) = api.first() {
+                println!();
+                println!(
+                    "api      http://{addr}/api/v1/  (token {api_token}, every scope; shown once)"
+                );
+                println!(
+                    "curl     curl -H @{} http://{addr}/api/v1/sessions",
+                    shell_word(&header.display().to_string())
+                );
+            }
             println!();
             println!("state    {state}");
             println!("more     {more}");
@@ -125,6 +146,24 @@ allow_exec = true
         }
     })
     .map_err(CliError::from)
+}
+
+/// Creates an API token with every scope and writes `Authorization:
+/// Bearer …` to `path` (mode 0600) for `curl -H @path`.
+fn api_token_file(journal: &mut Journal, path: &Path) -> Result<String, CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let scopes: Vec<String> = crate::api::SCOPES.iter().map(|s| s.to_string()).collect();
+    let (_, token) = super::api_token::mint(journal, "dev", &scopes, None)?;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "Authorization: Bearer {token}"))
+        .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
+    Ok(token)
 }
 
 /// The command that issues another token for this server, as it can be

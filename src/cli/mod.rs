@@ -1,6 +1,7 @@
 //! Admin commands. Each talks to the journal directly; the daemon notices
 //! their writes. Nothing here needs the daemon to be running.
 
+pub mod api_token;
 pub mod collect;
 pub mod config;
 pub mod connect;

@@ -1,16 +1,15 @@
 //! `tollgate session issue|list|show|cancel`.
 
 use std::path::Path;
-use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::json;
 
 use super::Output;
 use super::{load, print_json, CliError, CliResult};
+use crate::admin::{AdminError, DurationIn, IssueRequest, Issued};
 use crate::config::{parse_duration, Config};
-use crate::journal::{CancelOutcome, Journal, NewSession, SessionRow};
-use crate::token::{random_id, Token};
+use crate::journal::{CancelOutcome, Journal, SessionRow};
 
 #[derive(Subcommand, Debug)]
 pub enum SessionCmd {
@@ -141,137 +140,61 @@ pub fn run(cmd: SessionCmd, config_path: &Path, output: Output) -> CliResult {
     }
 }
 
-/// A freshly issued session with its token, before printing.
-pub struct Issued {
-    pub row: SessionRow,
-    pub token: Token,
-    pub ssh: String,
-    /// Tunnels to SSH targets: the `-J` form.
-    pub jump: Option<String>,
+impl IssueArgs {
+    /// The request these flags make.
+    pub fn request(&self) -> Result<IssueRequest, CliError> {
+        let dur = |flag: &str, v: &Option<String>| -> Result<Option<DurationIn>, CliError> {
+            match v {
+                None => Ok(None),
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if !d.is_zero() => Ok(Some(DurationIn::Text(s.clone()))),
+                    Ok(_) => Err(CliError::usage(format!("{flag}: must be more than 0s"))),
+                    Err(e) => Err(CliError::usage(format!("{flag}: {e}"))),
+                },
+            }
+        };
+        Ok(IssueRequest {
+            profile: self.profile.clone(),
+            target: self.target.clone(),
+            connection_limit: self.connection_limit,
+            login_user: self.login_user.clone(),
+            ttl: dur("--ttl", &self.ttl)?,
+            max_duration: dur("--max-duration", &self.max_duration)?,
+            command: self.command.clone(),
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+/// An admin refusal as the CLI says it: the field as its flag.
+pub fn admin_error(e: AdminError, flag: impl Fn(&str) -> String) -> CliError {
+    match e {
+        AdminError::Invalid(i) | AdminError::Conflict(i) => {
+            CliError::usage(format!("{}: {}", flag(&i.field), i.message))
+        }
+        AdminError::Journal(j) => CliError::failure(j),
+    }
+}
+
+/// `login_user` → `--login-user`.
+pub fn dashed(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
 }
 
 /// Validates the request against the config and writes the pending session.
 pub fn issue(config: &Config, journal: &mut Journal, a: &IssueArgs) -> Result<Issued, CliError> {
-    let unknown = |flag: &str, what: &str, name: &str, known: Vec<&str>| {
-        CliError::usage(format!(
-            "{flag}: no {what} \"{name}\" in {} (known: {})",
-            config.path.display(),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        ))
-    };
-    let target = match (&a.profile, &a.target) {
-        (Some(p), _) if config.profile(p).is_none() => {
-            return Err(unknown(
-                "--profile",
-                "profile",
-                p,
-                config.profiles.keys().map(String::as_str).collect(),
-            ))
-        }
-        (_, Some(t)) => match config.targets.get(t) {
-            Some(target) => Some((t.as_str(), target)),
-            None => {
-                return Err(unknown(
-                    "--target",
-                    "target",
-                    t,
-                    config.targets.keys().map(String::as_str).collect(),
-                ))
-            }
-        },
-        _ => None,
-    };
-    if a.connection_limit == Some(0) {
-        return Err(CliError::usage("--connection-limit: must be at least 1"));
+    let issued =
+        crate::admin::issue(config, journal, &a.request()?).map_err(|e| admin_error(e, dashed))?;
+    for w in &issued.warnings {
+        eprintln!("tollgate: warning: --{w}");
     }
-    let u = &a.login_user;
-    if u.is_empty()
-        || u.len() > 64
-        || !u
-            .chars()
-            .all(|c| c.is_ascii_graphic() && c != '@' && c != ':')
-    {
-        return Err(CliError::usage(format!(
-            "--login-user: \"{u}\" is not a usable SSH user name (printable ASCII without '@' or ':', at most 64 characters)"
-        )));
-    }
-    let dur = |flag: &str, v: &Option<String>, default: Duration| -> Result<Duration, CliError> {
-        match v {
-            None => Ok(default),
-            Some(s) => match parse_duration(s) {
-                Ok(d) if !d.is_zero() => Ok(d),
-                Ok(_) => Err(CliError::usage(format!("{flag}: must be more than 0s"))),
-                Err(e) => Err(CliError::usage(format!("{flag}: {e}"))),
-            },
-        }
-    };
-    let ttl = dur("--ttl", &a.ttl, config.sessions.token_ttl)?;
-    let max_duration = dur(
-        "--max-duration",
-        &a.max_duration,
-        target
-            .and_then(|(_, t)| t.max_duration)
-            .unwrap_or(config.sessions.max_duration),
-    )?;
-    if let Some(c) = &a.command {
-        if c.trim().is_empty() || c.contains('\0') {
-            return Err(CliError::usage(
-                "--command: must be a non-empty command line",
-            ));
-        }
-        // Issued all the same: the bastion that redeems it may differ.
-        let profile = a.profile.as_deref().and_then(|p| config.profile(p));
-        if let Some(why) = profile.and_then(crate::exec::account::shell_refuses) {
-            eprintln!(
-                "tollgate: warning: --command: {why}; set profiles.{}.shell in {}",
-                a.profile.as_deref().unwrap_or_default(),
-                config.path.display()
-            );
-        }
-    }
-    let token = Token::generate().map_err(CliError::failure)?;
-    let id = random_id("ses_").map_err(CliError::failure)?;
-    let row = journal.issue(&NewSession {
-        id: &id,
-        token_sha256: &token.hash(),
-        profile: a.profile.as_deref().unwrap_or_default(),
-        login_user: u,
-        command: a.command.as_deref(),
-        reason: a.reason.as_deref(),
-        ttl,
-        max_duration,
-        target: target.map(|(name, _)| name),
-        connection_limit: a
-            .connection_limit
-            .or(target.and_then(|(_, t)| t.connection_limit)),
-    })?;
-    let dest = config.destination();
-    let (ssh, jump) = match target {
-        None => (dest.login_line(u), None),
-        Some((name, t)) => crate::ssh::tunnel::lines(&dest, u, name, t),
-    };
-    Ok(Issued {
-        row,
-        token,
-        ssh,
-        jump,
-    })
+    Ok(issued)
 }
 
 /// Prints an issued session; the only place a token is ever shown.
 pub fn print_issued(i: &Issued, output: Output) {
     match output {
-        Output::Json => print_json(&json!({
-            "id": i.row.id, "token": i.token.reveal(), "state": i.row.state, "profile": i.row.profile,
-            "login_user": i.row.login_user, "command": i.row.command, "reason": i.row.reason,
-            "created_at": i.row.created_at, "expires_at": i.row.expires_at,
-            "max_duration_s": i.row.max_duration_s, "ssh": i.ssh, "kind": i.row.kind,
-            "target": i.row.target, "connection_limit": i.row.connection_limit, "ssh_jump": i.jump,
-        })),
+        Output::Json => print_json(&i.view()),
         Output::Text => {
             println!("session  {}", i.row.id);
             println!("token    {}", i.token.reveal());

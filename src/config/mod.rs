@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub mod api;
+mod destination;
 pub mod drains;
 mod journal;
 pub mod profiles;
@@ -28,6 +30,8 @@ mod server;
 mod tests;
 mod walk;
 
+pub use api::Api;
+pub use destination::Destination;
 pub use drains::{facility, Ansi, DrainConfig, DrainUrl, Format, Spec, TlsFiles};
 pub use journal::{JournalAt, JournalPlaces, PgUrl, Secret};
 pub use profiles::{split_command, Limits};
@@ -50,6 +54,8 @@ pub struct Config {
     pub webhooks: Webhooks,
     /// `[targets.NAME]`: what tunnel tokens may reach.
     pub targets: BTreeMap<String, Target>,
+    /// `[api]`: the HTTP API (off unless it names an address).
+    pub api: Api,
     /// What is allowed but will not work as it reads (a profile whose
     /// commands its account's login shell refuses): `config check` prints
     /// them, `serve` logs them; neither refuses the file for them.
@@ -480,47 +486,6 @@ pub fn shell_word(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
-/// This server as the ssh lines printed for people name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
-    pub host: String,
-    pub port: u16,
-    /// Passed as `-o UserKnownHostsFile=…` (see `server.public_known_hosts`).
-    pub known_hosts: Option<PathBuf>,
-}
-
-impl Destination {
-    /// `ssh`, with the known_hosts option when there is one.
-    pub fn ssh(&self) -> String {
-        match &self.known_hosts {
-            Some(k) => format!(
-                "ssh -o UserKnownHostsFile={}",
-                shell_word(&k.display().to_string())
-            ),
-            None => "ssh".into(),
-        }
-    }
-
-    /// ` -p PORT` unless it is 22.
-    pub fn port_option(&self) -> String {
-        if self.port == 22 {
-            String::new()
-        } else {
-            format!(" -p {}", self.port)
-        }
-    }
-
-    /// The line a person pastes: `ssh -p 2222 user@host`.
-    pub fn login_line(&self, login_user: &str) -> String {
-        format!(
-            "{}{} {login_user}@{}",
-            self.ssh(),
-            self.port_option(),
-            self.host
-        )
     }
 }
 

@@ -24,6 +24,7 @@ fn every_key_is_in_the_manual_page() {
         ("targets", "[targets.NAME]", TARGET_KEYS),
         ("drains", "[[drains]]", DRAIN_KEYS),
         ("webhooks", "[webhooks]", WEBHOOKS_KEYS),
+        ("api", "[api]", super::api::API_KEYS),
     ];
     let mut missing = Vec::new();
     for top in TOP_KEYS {
@@ -358,4 +359,34 @@ fn a_postgres_journal_url_is_taken_apart_and_bad_ones_are_placed() {
         // The password is never repeated.
         assert!(!p[0].contains("hunter2"), "{p:?}");
     }
+}
+
+#[test]
+fn the_api_refuses_plain_http_off_loopback_and_half_a_tls_pair() {
+    let base = "[server]\nlisten = [\"127.0.0.1:2222\"]\n";
+    assert_eq!(
+        problems(&format!(
+            "{base}[api]\nlisten = [\"127.0.0.1:8022\", \"[::1]:8022\"]\n"
+        )),
+        Vec::<String>::new()
+    );
+    let p = problems(&format!("{base}[api]\nlisten = [\"0.0.0.0:8022\"]\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("t.toml:4:11: api.listen: \"0.0.0.0:8022\" is not a loopback address: plain HTTP is refused there"),
+        "{p:?}"
+    );
+    let p = problems(&format!(
+        "{base}[api]\nlisten = [\"0.0.0.0:8022\"]\ntls_cert = \"/etc/tollgate/api.pem\"\n"
+    ));
+    assert_eq!(p, vec!["t.toml:5:12: api.tls_cert needs api.tls_key"]);
+    let p = problems(&format!("{base}[api]\nlistn = []\nmax_body_bytes = 10\n"));
+    assert!(
+        p[0].contains("unknown key \"listn\" in [api] (did you mean \"listen\"?)"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("t.toml:5:18: api.max_body_bytes must be between"),
+        "{p:?}"
+    );
 }

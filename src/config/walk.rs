@@ -212,7 +212,7 @@ pub(super) fn string_array(
 }
 
 pub(super) const TOP_KEYS: &[&str] = &[
-    "server", "sessions", "profiles", "drains", "webhooks", "targets",
+    "server", "sessions", "profiles", "drains", "webhooks", "targets", "api",
 ];
 pub(super) const WEBHOOKS_KEYS: &[&str] = &["ca_file", "timeout"];
 pub(super) const TARGET_KEYS: &[&str] =
@@ -321,8 +321,13 @@ pub(super) fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
         Some(t) => walk_webhooks(ctx, t),
         None => Webhooks::default(),
     };
+    let api = match sub_table(ctx, doc, "api") {
+        Some(t) => super::api::walk_api(ctx, t),
+        None => super::Api::default(),
+    };
     Config {
         path: path.to_path_buf(),
+        api,
         server,
         sessions,
         profiles,

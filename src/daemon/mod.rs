@@ -65,7 +65,7 @@ pub type DaemonResult = Result<(), DaemonError>;
 pub fn serve_from_file(path: &Path) -> DaemonResult {
     let checked = crate::checked::load(path)?;
     init_logging(&checked.config.server.log_level);
-    serve(checked, OnHangup::Reload, |_| {})
+    serve(checked, OnHangup::Reload, |_, _| {})
 }
 
 /// Logs on stderr. Under systemd (stderr is the journal, `JOURNAL_STREAM`)
@@ -104,11 +104,11 @@ pub fn init_logging(level: &str) {
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
 /// `on_ready` is called once every listener is bound, with the addresses
-/// actually bound.
+/// actually bound: SSH's, then the HTTP API's.
 pub fn serve(
     checked: Checked,
     hangup: OnHangup,
-    on_ready: impl FnOnce(&[std::net::SocketAddr]),
+    on_ready: impl FnOnce(&[std::net::SocketAddr], &[std::net::SocketAddr]),
 ) -> DaemonResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,7 +173,7 @@ fn start_listeners(
 async fn run(
     checked: Checked,
     hangup: OnHangup,
-    on_ready: impl FnOnce(&[std::net::SocketAddr]),
+    on_ready: impl FnOnce(&[std::net::SocketAddr], &[std::net::SocketAddr]),
 ) -> DaemonResult {
     raise_fd_limit();
     let Checked {
@@ -181,6 +181,7 @@ async fn run(
         drains: planned,
         webhook_tls,
         journal: journal_target,
+        api_tls,
     } = checked;
     let notifier = crate::notify::Notifier::from_env();
     let mut signals = Signals::install(hangup).map_err(DaemonError::failed)?;
@@ -267,6 +268,9 @@ async fn run(
         .await
         .map_err(DaemonError::failed)?;
     start_listeners(new, &current, &mut listeners);
+    let (api, api_bound) = crate::api::start(&config.api, api_tls, &current)
+        .await
+        .map_err(DaemonError::failed)?;
     let wake = match &journal_target {
         crate::journal::JournalTarget::Postgres(_) if config.server.journal_listen => {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -285,7 +289,7 @@ async fn run(
     let webhooks = tokio::spawn(crate::webhook::worker(current.clone()));
     let beats = tokio::spawn(heartbeat(current.clone()));
     let bound: Vec<_> = listeners.values().map(|l| l.bound).collect();
-    on_ready(&bound);
+    on_ready(&bound, &api_bound);
     // Only now: the journal is open and every listener accepts.
     notifier.ready(&status_line(&current.get(), &listeners));
     let mut last_status = String::new();
@@ -343,6 +347,7 @@ async fn run(
     }
     watcher.abort();
     beats.abort();
+    api.iter().for_each(|t| t.abort());
     // A delivery cut short here was not recorded: it is sent again next run.
     webhooks.abort();
     let shared = current.get();
@@ -568,6 +573,9 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
             return;
         }
     };
+    if checked.config.api != old.config.api {
+        tracing::warn!("a changed [api] applies at the next start, not on reload");
+    }
     let next = Arc::new(old.next(checked, russh));
     let config = next.config.clone();
     current.set(next.clone());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// The CA bundle used when a drain names none (Debian's ca-certificates).
 pub use crate::config::SYSTEM_CA_FILE;
@@ -108,6 +108,28 @@ pub fn client_config(
                 .map_err(|e| TlsError::ClientKey(format!("does not fit the certificate: {e}")))?
         }
     };
+    Ok(Arc::new(config))
+}
+
+/// A server presenting the chain in `cert` with `key` (the HTTP API's
+/// HTTPS), TLS 1.2 and 1.3, speaking HTTP/1.1. Errors say which file.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certs(cert).map_err(TlsError::ClientCert)?;
+    if chain.is_empty() {
+        return Err(TlsError::ClientCert(format!(
+            "{}: no certificate in it",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError::ClientKey(format!("{}: {}", key.display(), pem_error(&e))))?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Client(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::ClientKey(format!("does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

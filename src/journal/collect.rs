@@ -40,7 +40,7 @@ pub struct CollectPatch {
     pub remove_webhooks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CollectSession {
     pub id: String,
     pub connection_identifier: String,
@@ -62,7 +62,7 @@ pub struct CollectSession {
 
 /// A webhook as shown: the secret itself is never printed or sent, only
 /// whether there is one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Webhook {
     pub id: String,
     #[serde(flatten)]
@@ -71,7 +71,7 @@ pub struct Webhook {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CollectConnection {
     pub id: String,
     pub client_version: Option<String>,
@@ -80,7 +80,7 @@ pub struct CollectConnection {
     pub keys: Vec<CollectedKey>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CollectedKey {
     pub id: String,
     pub created_at: String,

@@ -51,6 +51,11 @@ const TABLES: &[(&str, &str, &str)] = &[
         "delivery_id, n, started_at, duration_ms, status_code, error",
         "delivery_id, n",
     ),
+    (
+        "api_tokens",
+        "id, name, secret_sha256, scopes, created_at, expires_at, revoked_at",
+        "created_at, id",
+    ),
 ];
 
 impl ToParam for Value {

@@ -8,7 +8,7 @@ use super::{fmt_time, now_ms, Journal, JournalError};
 /// One drain as the daemon last recorded it (`tollgate drain status`).
 /// Counters are since the daemon started; `event_seq` is the newest
 /// journal event the drain delivered, where delivery resumes after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DrainRow {
     pub name: String,
     pub url: String,
@@ -137,4 +137,66 @@ impl Journal {
             |r| r.get(0),
         )
     }
+}
+
+/// A record older than this means the daemon is not updating it.
+const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A drain as `drain status` and the API show it: configured or not, and
+/// what the daemon last recorded of it (once per node on a shared journal).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DrainStatus {
+    pub name: String,
+    pub url: String,
+    /// In the current config file.
+    pub configured: bool,
+    /// Recorded by a running daemon within the last few seconds.
+    pub current: bool,
+    #[serde(flatten)]
+    pub recorded: Option<DrainRow>,
+}
+
+/// Each configured drain (name, url) with its records, then the records of
+/// drains an earlier config had.
+pub fn drain_status(configured: &[(String, String)], mut rows: Vec<DrainRow>) -> Vec<DrainStatus> {
+    let fresh = |r: &DrainRow| {
+        humantime::parse_rfc3339(&r.updated_at)
+            .ok()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age <= FRESH)
+    };
+    let mut out = Vec::new();
+    for (name, url) in configured {
+        let (mine, rest): (Vec<DrainRow>, Vec<DrainRow>) =
+            rows.into_iter().partition(|r| &r.name == name);
+        rows = rest;
+        if mine.is_empty() {
+            out.push(DrainStatus {
+                name: name.clone(),
+                url: url.clone(),
+                configured: true,
+                current: false,
+                recorded: None,
+            });
+        }
+        for r in mine {
+            out.push(DrainStatus {
+                name: name.clone(),
+                url: url.clone(),
+                configured: true,
+                current: fresh(&r),
+                recorded: Some(r),
+            });
+        }
+    }
+    for r in rows {
+        out.push(DrainStatus {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            configured: false,
+            current: fresh(&r),
+            recorded: Some(r),
+        });
+    }
+    out
 }

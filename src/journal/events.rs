@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{fmt_time, Journal, JournalError};
 
 /// One journal event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Event {
     pub seq: i64,
     pub at: String,

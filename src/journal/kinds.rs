@@ -30,6 +30,18 @@ macro_rules! named {
             }
         }
 
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "enum": [$($s,)*]})
+            }
+        }
+
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
@@ -126,6 +138,11 @@ named! {
         SourcePenalized = "source.penalized",
         /// A node sharing the journal stopped beating its heart.
         NodeLost = "node.lost",
+        /// An API token was created or revoked (`tollgate api-token`).
+        ApiTokenCreated = "api_token.created",
+        ApiTokenRevoked = "api_token.revoked",
+        /// An HTTP API call that changed something, naming its token.
+        ApiRequest = "api.request",
         /// Events the journal refused while out of reach, past what the
         /// daemon keeps for later: only their number.
         JournalEventsDropped = "journal.events_dropped",

@@ -17,6 +17,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 use sql::{params, Conn};
 
+mod api_tokens;
 pub mod collect;
 mod collect_steps;
 mod copy;
@@ -31,8 +32,9 @@ mod sql;
 pub mod webhooks;
 mod writer;
 
+pub use api_tokens::{ApiCaller, ApiTokenRow};
 pub use collect_steps::OpenConnection;
-pub use drains::DrainRow;
+pub use drains::{drain_status, DrainRow, DrainStatus};
 pub use events::Event;
 pub use kinds::{EndReason, EventKind, SessionKind, SessionState};
 pub use nodes::{NewNode, NodeRow};

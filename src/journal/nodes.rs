@@ -20,7 +20,7 @@ pub struct NewNode<'a> {
 }
 
 /// One node (`tollgate node list`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct NodeRow {
     pub id: String,
     pub hostname: String,

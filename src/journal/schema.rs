@@ -205,6 +205,18 @@ INSERT INTO node_drains (node, name, url, connected, delivered, queued, queued_b
 -- sweep read every pending row (thousands issued ahead are common).
 CREATE INDEX sessions_pending_expiry ON sessions(expires_at) WHERE state = 'pending';
 "#,
+    r#"
+-- HTTP API tokens: only the SHA-256 of each; scopes a JSON array.
+CREATE TABLE api_tokens (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    secret_sha256   TEXT NOT NULL,
+    scopes          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    revoked_at      INTEGER
+);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -417,6 +429,18 @@ INSERT INTO node_drains (node, name, url, connected, delivered, queued, queued_b
 -- Expiry looks only at pending tokens, due first: without this, every
 -- sweep read every pending row (thousands issued ahead are common).
 CREATE INDEX sessions_pending_expiry ON sessions(expires_at) WHERE state = 'pending';
+"#,
+    r#"
+-- HTTP API tokens: only the SHA-256 of each; scopes a JSON array.
+CREATE TABLE api_tokens (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    secret_sha256   TEXT NOT NULL,
+    scopes          TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    expires_at      BIGINT,
+    revoked_at      BIGINT
+);
 "#,
 ];
 

@@ -20,7 +20,7 @@ pub struct StaleSession {
 }
 
 /// A session row as the CLI shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SessionRow {
     pub id: String,
     pub kind: SessionKind,
@@ -423,6 +423,26 @@ impl Journal {
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) ORDER BY created_at DESC, id"
             ),
             params![state.map(SessionState::as_str)],
+            session_row,
+        )
+    }
+
+    /// At most `limit` sessions, newest first, after the session `after`
+    /// (the last of the previous page) when given.
+    pub fn list_page(
+        &self,
+        state: Option<SessionState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRow>, JournalError> {
+        self.conn.query(
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1)
+                 AND (CAST(?2 AS TEXT) IS NULL OR created_at < (SELECT created_at FROM sessions WHERE id = ?2)
+                      OR (created_at = (SELECT created_at FROM sessions WHERE id = ?2) AND id > ?2))
+                 ORDER BY created_at DESC, id LIMIT ?3"
+            ),
+            params![state.map(SessionState::as_str), after, limit as i64],
             session_row,
         )
     }

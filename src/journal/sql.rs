@@ -421,8 +421,13 @@ impl Conn {
     }
 
     /// A transaction that takes the write lock at once (outside a batch:
-    /// a read that decides a write sees what it writes over).
+    /// a read that decides a write sees what it writes over). Inside a
+    /// call of the writer's batch, which holds the lock already, the
+    /// call's savepoint is the transaction.
     pub fn immediate(&mut self) -> Result<Tx<'_>, JournalError> {
+        if self.in_call.get() {
+            return self.savepoint();
+        }
         self.begin()?;
         Ok(Tx {
             conn: self,

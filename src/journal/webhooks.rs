@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{append_event, fmt_time, now_ms, EventKind, Journal, JournalError};
 
 /// One delivery with every attempt, for the CLI.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Delivery {
     pub id: String,
     pub webhook_id: String,
@@ -24,7 +24,7 @@ pub struct Delivery {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AttemptRow {
     pub n: u32,
     pub started_at: String,
@@ -209,7 +209,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
 /// How a webhook is called: everything about it but its secret, as stored
 /// and as shown.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct WebhookSpec {
     pub url: String,
     pub method: String,

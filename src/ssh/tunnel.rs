@@ -229,58 +229,10 @@ async fn record(shared: &Shared, session: &str, kind: EventKind, detail: serde_j
     }
 }
 
-/// The local port suggested for a tunnel: the target's own when that
-/// needs no privilege, otherwise 10000 more (22 → 10022).
-fn local_port(t: &Target) -> u16 {
-    if t.port >= 1024 {
-        t.port
-    } else {
-        t.port + 10000
-    }
-}
-
-/// The `-N -L` line for a tunnel, and for an SSH target the `-J` line.
-pub fn lines(dest: &Destination, user: &str, name: &str, t: &Target) -> (String, Option<String>) {
-    let local = local_port(t);
-    let l = format!(
-        "{} -N -L {local}:{name}:{}{} {user}@{}",
-        dest.ssh(),
-        t.port,
-        dest.port_option(),
-        dest.host
-    );
-    let jump = t.ssh.then(|| {
-        let tp = if t.port == 22 {
-            String::new()
-        } else {
-            format!(" -p {}", t.port)
-        };
-        match &dest.known_hosts {
-            // -J passes no options to the hop: spell the hop out so it
-            // checks the bastion's key against that file.
-            Some(_) => format!(
-                "ssh -o ProxyCommand=\"{}{} -W %h:%p {user}@{}\"{tp} USER@{name}",
-                dest.ssh(),
-                dest.port_option(),
-                dest.host
-            ),
-            None => {
-                let jp = if dest.port == 22 {
-                    String::new()
-                } else {
-                    format!(":{}", dest.port)
-                };
-                format!("ssh -J {user}@{}{jp}{tp} USER@{name}", dest.host)
-            }
-        }
-    });
-    (l, jump)
-}
-
 /// What a session channel on a tunnel token shows before it closes.
 pub fn explanation(name: &str, t: &Target, user: &str, dest: &Destination) -> String {
-    let (l, jump) = lines(dest, user, name, t);
-    let local = local_port(t);
+    let (l, jump) = dest.tunnel_lines(user, name, t);
+    let local = Destination::local_port(t);
     let mut s = format!(
         "This token opens a tunnel to {name} ({}:{}) and nothing else: no shell, no commands.\n\
          Keep this running and connect to localhost:{local}:\n\n    {l}\n",
@@ -315,7 +267,7 @@ mod tests {
             connection_limit: None,
             ssh: true,
         };
-        let (l, j) = lines(&d, "ops", "inner", &t);
+        let (l, j) = d.tunnel_lines("ops", "inner", &t);
         assert_eq!(l, "ssh -o UserKnownHostsFile='/tmp/dev x/known_hosts' -N -L 10022:inner:22 -p 2222 ops@127.0.0.1");
         assert_eq!(
             j.unwrap(),
@@ -326,7 +278,7 @@ mod tests {
             "[server]\nlisten = [\"127.0.0.1:22\"]\n",
         )
         .unwrap();
-        let (_, j) = lines(&plain.destination(), "ops", "inner", &t);
+        let (_, j) = plain.destination().tunnel_lines("ops", "inner", &t);
         assert_eq!(j.unwrap(), "ssh -J ops@127.0.0.1 USER@inner");
     }
 
