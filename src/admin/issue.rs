@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AdminError, DurationIn, Invalid};
 use crate::config::Config;
-use crate::journal::{Journal, NewSession, SessionKind, SessionRow, SessionState};
+use crate::journal::{Journal, NewSession, SessionRow};
 use crate::token::{random_id, Token};
 
 /// What issuing a session asks for (the API's body; `session issue`'s flags).
@@ -45,22 +45,13 @@ pub struct Issued {
 /// An issued session as shown, once: the only value that holds a token.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct IssuedView {
-    pub id: String,
+    #[serde(flatten)]
+    pub session: SessionRow,
     /// The one-time token: shown here once, only its hash is stored.
     pub token: String,
-    pub state: SessionState,
-    pub profile: Option<String>,
-    pub login_user: String,
-    pub command: Option<String>,
-    pub reason: Option<String>,
-    pub created_at: String,
-    pub expires_at: String,
-    pub max_duration_s: i64,
     /// The line to paste.
     pub ssh: String,
-    pub kind: SessionKind,
-    pub target: Option<String>,
-    pub connection_limit: Option<u32>,
+    /// Tunnels to SSH targets: the `-J` form.
     pub ssh_jump: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(default)]
@@ -69,22 +60,10 @@ pub struct IssuedView {
 
 impl Issued {
     pub fn view(&self) -> IssuedView {
-        let r = &self.row;
         IssuedView {
-            id: r.id.clone(),
+            session: self.row.clone(),
             token: self.token.reveal().to_string(),
-            state: r.state,
-            profile: r.profile.clone(),
-            login_user: r.login_user.clone(),
-            command: r.command.clone(),
-            reason: r.reason.clone(),
-            created_at: r.created_at.clone(),
-            expires_at: r.expires_at.clone(),
-            max_duration_s: r.max_duration_s,
             ssh: self.ssh.clone(),
-            kind: r.kind,
-            target: r.target.clone(),
-            connection_limit: r.connection_limit,
             ssh_jump: self.jump.clone(),
             warnings: self.warnings.clone(),
         }
