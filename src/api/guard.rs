@@ -121,6 +121,15 @@ pub async fn outer(State(app): State<App>, mut req: Request, next: Next) -> Resp
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    let who = caller
+        .as_ref()
+        .map(|Caller(c)| c.id.as_str())
+        .unwrap_or("-");
+    if status.is_server_error() {
+        tracing::warn!(request_id = %id, %method, path = %instance, status = status.as_u16(), api_token = who, "API request failed");
+    } else {
+        tracing::debug!(request_id = %id, %method, path = %instance, status = status.as_u16(), api_token = who, "API request");
+    }
     if let Some(Caller(c)) = caller {
         if method != Method::GET && method != Method::HEAD {
             let call = Call {
