@@ -42,11 +42,23 @@ impl Journal {
         after_seq: i64,
         limit: Option<i64>,
     ) -> Result<Vec<Event>, JournalError> {
-        self.conn.query(
-            "SELECT seq, at, session_id, kind, detail FROM events
-             WHERE seq > ?1 AND (CAST(?2 AS TEXT) IS NULL OR session_id = ?2) ORDER BY seq LIMIT ?3",
-            params![after_seq, session, limit.unwrap_or(i64::MAX)],
-            event_row,
-        )
+        let limit = limit.unwrap_or(i64::MAX);
+        // Two statements, not one with `?2 IS NULL OR …`: that OR keeps
+        // the planner off `events_session`, and a session's history
+        // would read the whole log.
+        match session {
+            Some(id) => self.conn.query(
+                "SELECT seq, at, session_id, kind, detail FROM events
+                 WHERE session_id = ?2 AND seq > ?1 ORDER BY seq LIMIT ?3",
+                params![after_seq, id, limit],
+                event_row,
+            ),
+            None => self.conn.query(
+                "SELECT seq, at, session_id, kind, detail FROM events
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![after_seq, limit],
+                event_row,
+            ),
+        }
     }
 }
