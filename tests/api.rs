@@ -371,13 +371,16 @@ fn stream_until(
 fn a_session_issued_over_http_is_redeemed_by_ssh_and_canceled_over_http_within_a_second() {
     let api = Api::start("api-session");
     let t = api.token("ci", &["sessions:write", "events:read"]);
-    // Events stream while it happens.
+    // Events stream while it happens, from the newest event before the
+    // test's first (the stream may connect after the issue call).
+    let now = api.call("GET", "/api/v1/events?limit=1000", Some(&t), None);
+    let from = now.body["next_after"].as_i64().unwrap();
     let hdr = api.s.dir.path().join("stream-auth");
     std::fs::write(&hdr, format!("Authorization: Bearer {t}\n")).unwrap();
     let mut stream = Command::new("curl")
         .args(["-s", "-N", "-H"])
         .arg(format!("@{}", hdr.display()))
-        .arg(format!("{}/api/v1/events/stream", api.base))
+        .arg(format!("{}/api/v1/events/stream?after={from}", api.base))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
