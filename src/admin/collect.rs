@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{AdminError, DurationIn, Invalid};
+use super::{texts, AdminError, DurationIn, Invalid};
 use crate::collect::valid_identifier;
 use crate::journal::collect::{CollectError, CollectPatch, CollectSession, NewCollect};
 use crate::journal::now_ms;
@@ -241,20 +241,6 @@ pub fn webhooks(field: &str, reqs: &[WebhookRequest]) -> Result<Vec<NewWebhook>,
         .enumerate()
         .map(|(i, w)| w.check(&format!("{field}[{i}]")))
         .collect()
-}
-
-fn texts(fields: &[(&str, Option<&String>)]) -> Result<(), Invalid> {
-    for (name, v) in fields {
-        if let Some(v) = v {
-            if v.len() > 4096 || v.contains('\0') {
-                return Err(Invalid::new(
-                    *name,
-                    "must be at most 4096 bytes, without NUL",
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn refused(e: CollectError) -> AdminError {

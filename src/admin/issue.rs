@@ -70,18 +70,6 @@ impl Issued {
     }
 }
 
-/// Text a person typed, kept to what a journal row and a terminal take.
-fn text(field: &str, v: &Option<String>, max: usize) -> Result<(), Invalid> {
-    match v {
-        Some(s) if s.len() > max => Err(Invalid::new(
-            field,
-            format!("is {} bytes; at most {max}", s.len()),
-        )),
-        Some(s) if s.contains('\0') => Err(Invalid::new(field, "must not contain NUL")),
-        _ => Ok(()),
-    }
-}
-
 /// Checks `a` against the config and writes the pending session.
 pub fn issue(
     config: &Config,
@@ -162,8 +150,10 @@ pub fn issue(
             .and_then(|(_, t)| t.max_duration)
             .unwrap_or(config.sessions.max_duration),
     };
-    text("reason", &a.reason, 4096)?;
-    text("command", &a.command, 4096)?;
+    super::texts(&[
+        ("reason", a.reason.as_ref()),
+        ("command", a.command.as_ref()),
+    ])?;
     let mut warnings = Vec::new();
     if let Some(c) = &a.command {
         if c.trim().is_empty() {

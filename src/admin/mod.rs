@@ -48,6 +48,27 @@ impl From<Invalid> for AdminError {
     }
 }
 
+/// The longest free text a request may carry (a reason, a message).
+pub const TEXT_MAX: usize = 4096;
+
+/// Free text a person typed, kept to what a journal row and a terminal
+/// take: each `(field, value)` given is at most [`TEXT_MAX`] bytes, no NUL.
+pub fn texts(fields: &[(&str, Option<&String>)]) -> Result<(), Invalid> {
+    for (name, v) in fields {
+        match v {
+            Some(s) if s.len() > TEXT_MAX => {
+                return Err(Invalid::new(
+                    *name,
+                    format!("is {} bytes; at most {TEXT_MAX}", s.len()),
+                ))
+            }
+            Some(s) if s.contains('\0') => return Err(Invalid::new(*name, "must not contain NUL")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A duration given as seconds or as text such as `15m` or `7d`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
