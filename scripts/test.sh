@@ -4,7 +4,7 @@
 # for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
 # and man to check the unit, User-Mode Linux for cgroup v2 limits, and the
 # stock clients: PuTTY's plink, Dropbear's dbclient, paramiko, asyncssh;
-# PostgreSQL 15 for the shared journal)
+# PostgreSQL 15 for the shared journal; promtool for /metrics)
 # when missing, then
 # checks formatting, lints, runs unit and black-box tests, and builds and
 # checks the Debian package (scripts/deb.sh).
@@ -37,6 +37,9 @@ command -v fail2ban-regex >/dev/null 2>&1 || need+=(fail2ban)
 # PostgreSQL 15 for the shared journal: the tests start throwaway clusters
 # of their own (initdb in a temporary directory, as the postgres account).
 [ -x /usr/lib/postgresql/15/bin/initdb ] && command -v psql >/dev/null 2>&1 || need+=(postgresql-15 postgresql-client-15)
+# promtool checks /metrics (tests/metrics.rs); Debian ships it with the
+# server, whose service is not started.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

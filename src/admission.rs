@@ -254,6 +254,18 @@ pub enum Ending {
     GraceExceeded,
 }
 
+impl Ending {
+    /// A word for counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Authenticated => "authenticated",
+            Ending::AuthFailed => "auth_failed",
+            Ending::NoAuth => "no_auth",
+            Ending::GraceExceeded => "grace_exceeded",
+        }
+    }
+}
+
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

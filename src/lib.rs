@@ -18,6 +18,7 @@ pub mod exec;
 pub mod fuzzing;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod ssh;
 pub mod state;

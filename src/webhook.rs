@@ -365,7 +365,18 @@ pub async fn worker(current: Arc<crate::state::Current>) {
                 let attempt = send(&d, &sh.config.webhooks, sh.webhook_tls.as_ref()).await;
                 let id = d.delivery_id.clone();
                 let a = attempt.clone();
-                match sh.db.call(move |j| j.webhook_attempted(&id, &a)).await {
+                let recorded = sh.db.call(move |j| j.webhook_attempted(&id, &a)).await;
+                let result = match &recorded {
+                    // Another attempt follows.
+                    Ok("pending") => "retrying",
+                    Ok(outcome) => outcome,
+                    Err(_) => "unrecorded",
+                };
+                crate::metrics::get()
+                    .webhook_deliveries
+                    .get_or_create(&crate::metrics::ResultLabel { result })
+                    .inc();
+                match recorded {
                     Ok(outcome) => {
                         tracing::info!(delivery = %d.delivery_id, webhook = %d.webhook_id,
                         event = %d.event, attempt = d.attempts + 1, status = ?attempt.status_code,

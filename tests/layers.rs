@@ -9,8 +9,17 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use any module of a lower layer, and one of
 /// its own layer as long as that one does not use it back.
 const LAYERS: &[&[&str]] = &[
-    // Utilities: pure functions and policies, no shared state.
-    &["text", "token", "notify", "logging", "admission", "collect"],
+    // Utilities: pure functions and policies, and the process's metrics
+    // (counters every layer adds to, nothing else shared).
+    &[
+        "text",
+        "token",
+        "notify",
+        "logging",
+        "admission",
+        "collect",
+        "metrics",
+    ],
     // The configuration as read from the file.
     &["config"],
     // The only place that speaks SQL.

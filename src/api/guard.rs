@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -56,6 +56,16 @@ pub async fn outer(State(app): State<App>, mut req: Request, next: Next) -> Resp
     let id = crate::token::random_id("req_").unwrap_or_else(|_| "req_unknown".into());
     let instance = req.uri().path().to_string();
     let method = req.method().clone();
+    // The route's template, never the path itself (ids, or anything a
+    // client makes up), for the counter.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| {
+            let p = m.as_str();
+            p.strip_suffix('/').unwrap_or(p).to_string()
+        })
+        .unwrap_or_else(|| "unmatched".into());
     req.extensions_mut().insert(RequestId(id.clone()));
     let limit = app.current.get().config.api.max_body_bytes;
     let declared = req
@@ -72,6 +82,14 @@ pub async fn outer(State(app): State<App>, mut req: Request, next: Next) -> Resp
         _ => next.run(req).await,
     };
     let status = resp.status();
+    crate::metrics::get()
+        .api_requests
+        .get_or_create(&crate::metrics::ApiLabels {
+            method: crate::metrics::method_label(method.as_str()),
+            route,
+            status: status.as_u16(),
+        })
+        .inc();
     let location = resp
         .headers()
         .get(header::LOCATION)

@@ -8,6 +8,7 @@
 
 mod collect;
 pub mod guard;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -101,13 +102,17 @@ pub async fn start(
     current: &Arc<Current>,
 ) -> Result<(Vec<tokio::task::JoinHandle<()>>, Vec<std::net::SocketAddr>), String> {
     let (mut tasks, mut addrs) = (Vec::new(), Vec::new());
+    let router = router(App {
+        current: current.clone(),
+        tls: tls.is_some(),
+    });
     for addr in &config.listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("api.listen: cannot listen on {addr}: {e}"))?;
         let bound = l.local_addr().unwrap_or(*addr);
         tracing::info!(address = %bound, tls = tls.is_some(), "HTTP API listening");
-        tasks.push(tokio::spawn(serve(l, tls.clone(), current.clone())));
+        tasks.push(tokio::spawn(serve(l, tls.clone(), router.clone())));
         addrs.push(bound);
     }
     Ok((tasks, addrs))
@@ -116,22 +121,19 @@ pub async fn start(
 /// Longest a client may take to send a request's head, or a TLS handshake.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the API on `listener` until the task is dropped.
+/// Serves `router` on `listener` (HTTPS with `tls`) until the task is
+/// dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<ServerConfig>>,
-    current: Arc<Current>,
+    router: Router,
 ) {
-    let router = router(App {
-        current,
-        tls: tls.is_some(),
-    });
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "API: accept failed");
+                tracing::warn!(error = %e, "HTTP: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -25,6 +25,9 @@ pub struct DevArgs {
     /// Address of the HTTP API (default: a free loopback port, printed).
     #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:0")]
     pub api_listen: std::net::SocketAddr,
+    /// Address of Prometheus's /metrics (default: a free loopback port, printed).
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:0")]
+    pub metrics_listen: std::net::SocketAddr,
     /// Keep state (config, journal, host key) in this directory instead of a fresh temporary one.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -65,6 +68,9 @@ public_known_hosts = "{dir}/known_hosts"
 [api]
 listen = ["{api}"]
 
+[metrics]
+listen = ["{metrics}"]
+
 [sessions]
 token_ttl = "1h"
 max_duration = "8h"
@@ -77,6 +83,7 @@ allow_exec = true
 "#,
         listen = a.listen,
         api = a.api_listen,
+        metrics = a.metrics_listen,
         dir = dir.display(),
         user = me.name,
         root = me.uid.is_root(),
@@ -126,10 +133,10 @@ allow_exec = true
         ),
         None => dir.display().to_string(),
     };
-    crate::daemon::serve(checked, crate::daemon::OnHangup::Stop, move |_, api| {
+    crate::daemon::serve(checked, crate::daemon::OnHangup::Stop, move |bound| {
         print_issued(&issued, output);
         if output == Output::Text {
-            if let Some(addr) = api.first() {
+            if let Some(addr) = bound.api.first() {
                 println!();
                 println!(
                     "api      http://{addr}/api/v1/  (token {api_token}, every scope; shown once)"
@@ -138,6 +145,9 @@ allow_exec = true
                     "curl     curl -H @{} http://{addr}/api/v1/sessions",
                     shell_word(&header.display().to_string())
                 );
+            }
+            if let Some(addr) = bound.metrics.first() {
+                println!("metrics  curl http://{addr}/metrics");
             }
             println!();
             println!("state    {state}");

@@ -1,12 +1,14 @@
-//! `[api]`: where the HTTP API listens, with TLS or (on loopback only)
-//! without. Off when the section names no address.
+//! The daemon's HTTP listeners: `[api]`, where the HTTP API listens, with
+//! TLS or (on loopback only) without; `[metrics]`, where Prometheus
+//! scrapes `/metrics`, on loopback unless `allow_remote` says otherwise.
+//! Each is off when its section names no address.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use toml::de::DeTable;
 
-use super::walk::{abs_path, check_keys, get, integer, string, string_array, Ctx};
+use super::walk::{abs_path, boolean, check_keys, get, integer, string, string_array, Ctx};
 use super::At;
 
 /// `[api]`.
@@ -105,4 +107,45 @@ pub(super) fn walk_api(ctx: &mut Ctx, t: &DeTable) -> Api {
         }
     }
     api
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Empty: no `/metrics`.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses other than loopback are allowed.
+    pub allow_remote: bool,
+}
+
+pub(super) const METRICS_KEYS: &[&str] = &["listen", "allow_remote"];
+
+pub(super) fn walk_metrics(ctx: &mut Ctx, t: &DeTable) -> Metrics {
+    const S: &str = "metrics";
+    check_keys(ctx, t, S, METRICS_KEYS);
+    let allow_remote = boolean(ctx, S, t, "allow_remote").unwrap_or(false);
+    let mut listen = Vec::new();
+    for (s, sp) in string_array(ctx, S, t, "listen").unwrap_or_default() {
+        match s.parse::<SocketAddr>() {
+            // Unauthenticated, like every exporter: how busy the bastion
+            // is, which profiles run, which drains lag, for whoever asks.
+            Ok(a) if !allow_remote && !a.ip().is_loopback() => ctx.at(
+                sp,
+                format!(
+                    "metrics.listen: \"{s}\" is not a loopback address: /metrics has no authentication (set metrics.allow_remote = true to serve it there anyway)"
+                ),
+            ),
+            Ok(a) => listen.push(a),
+            Err(_) => ctx.at(
+                sp,
+                format!(
+                    "metrics.listen: \"{s}\" is not an IP address with a port, e.g. \"127.0.0.1:9187\""
+                ),
+            ),
+        }
+    }
+    Metrics {
+        listen,
+        allow_remote,
+    }
 }

@@ -30,7 +30,7 @@ mod server;
 mod tests;
 mod walk;
 
-pub use api::Api;
+pub use api::{Api, Metrics};
 pub use destination::Destination;
 pub use drains::{facility, Ansi, DrainConfig, DrainUrl, Format, Spec, TlsFiles};
 pub use journal::{JournalAt, JournalPlaces, PgUrl, Secret};
@@ -56,6 +56,8 @@ pub struct Config {
     pub targets: BTreeMap<String, Target>,
     /// `[api]`: the HTTP API (off unless it names an address).
     pub api: Api,
+    /// `[metrics]`: Prometheus's `/metrics` (off unless it names an address).
+    pub metrics: Metrics,
     /// What is allowed but will not work as it reads (a profile whose
     /// commands its account's login shell refuses): `config check` prints
     /// them, `serve` logs them; neither refuses the file for them.

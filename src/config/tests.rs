@@ -25,6 +25,7 @@ fn every_key_is_in_the_manual_page() {
         ("drains", "[[drains]]", DRAIN_KEYS),
         ("webhooks", "[webhooks]", WEBHOOKS_KEYS),
         ("api", "[api]", super::api::API_KEYS),
+        ("metrics", "[metrics]", super::api::METRICS_KEYS),
     ];
     let mut missing = Vec::new();
     for top in TOP_KEYS {
@@ -57,6 +58,29 @@ fn every_key_is_in_the_manual_page() {
         missing.is_empty(),
         "not in man/tollgate.toml.5: {missing:?}"
     );
+}
+
+#[test]
+fn metrics_listen_is_loopback_unless_allow_remote() {
+    let p = problems("[metrics]\nlisten = [\"127.0.0.1:9187\", \"0.0.0.0:9187\", \"9187\"]\n");
+    assert_eq!(
+        p,
+        [
+            "t.toml:2:29: metrics.listen: \"0.0.0.0:9187\" is not a loopback address: /metrics has no authentication (set metrics.allow_remote = true to serve it there anyway)",
+            "t.toml:2:45: metrics.listen: \"9187\" is not an IP address with a port, e.g. \"127.0.0.1:9187\"",
+        ]
+    );
+    let c = Config::parse(
+        Path::new("t.toml"),
+        "[metrics]\nlisten = [\"[::1]:9187\", \"0.0.0.0:9187\"]\nallow_remote = true\n",
+    )
+    .unwrap();
+    assert_eq!(c.metrics.listen.len(), 2);
+    assert!(Config::parse(Path::new("t.toml"), "")
+        .unwrap()
+        .metrics
+        .listen
+        .is_empty());
 }
 
 #[test]

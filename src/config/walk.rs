@@ -212,7 +212,7 @@ pub(super) fn string_array(
 }
 
 pub(super) const TOP_KEYS: &[&str] = &[
-    "server", "sessions", "profiles", "drains", "webhooks", "targets", "api",
+    "server", "sessions", "profiles", "drains", "webhooks", "targets", "api", "metrics",
 ];
 pub(super) const WEBHOOKS_KEYS: &[&str] = &["ca_file", "timeout"];
 pub(super) const TARGET_KEYS: &[&str] =
@@ -325,9 +325,14 @@ pub(super) fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
         Some(t) => super::api::walk_api(ctx, t),
         None => super::Api::default(),
     };
+    let metrics = match sub_table(ctx, doc, "metrics") {
+        Some(t) => super::api::walk_metrics(ctx, t),
+        None => super::Metrics::default(),
+    };
     Config {
         path: path.to_path_buf(),
         api,
+        metrics,
         server,
         sessions,
         profiles,

@@ -65,7 +65,7 @@ pub type DaemonResult = Result<(), DaemonError>;
 pub fn serve_from_file(path: &Path) -> DaemonResult {
     let checked = crate::checked::load(path)?;
     init_logging(&checked.config.server.log_level);
-    serve(checked, OnHangup::Reload, |_, _| {})
+    serve(checked, OnHangup::Reload, |_| {})
 }
 
 /// Logs on stderr. Under systemd (stderr is the journal, `JOURNAL_STREAM`)
@@ -102,14 +102,16 @@ pub fn init_logging(level: &str) {
     };
 }
 
+/// The addresses the daemon listens on, as bound.
+pub struct Bound {
+    pub ssh: Vec<std::net::SocketAddr>,
+    pub api: Vec<std::net::SocketAddr>,
+    pub metrics: Vec<std::net::SocketAddr>,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
-/// `on_ready` is called once every listener is bound, with the addresses
-/// actually bound: SSH's, then the HTTP API's.
-pub fn serve(
-    checked: Checked,
-    hangup: OnHangup,
-    on_ready: impl FnOnce(&[std::net::SocketAddr], &[std::net::SocketAddr]),
-) -> DaemonResult {
+/// `on_ready` is called once every listener is bound.
+pub fn serve(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) -> DaemonResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,11 +172,7 @@ fn start_listeners(
     }
 }
 
-async fn run(
-    checked: Checked,
-    hangup: OnHangup,
-    on_ready: impl FnOnce(&[std::net::SocketAddr], &[std::net::SocketAddr]),
-) -> DaemonResult {
+async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) -> DaemonResult {
     raise_fd_limit();
     let Checked {
         config,
@@ -268,9 +266,13 @@ async fn run(
         .await
         .map_err(DaemonError::failed)?;
     start_listeners(new, &current, &mut listeners);
-    let (api, api_bound) = crate::api::start(&config.api, api_tls, &current)
+    let (mut http, api) = crate::api::start(&config.api, api_tls, &current)
         .await
         .map_err(DaemonError::failed)?;
+    let (m, metrics) = crate::api::metrics::start(&config.metrics, &current)
+        .await
+        .map_err(DaemonError::failed)?;
+    http.extend(m);
     let wake = match &journal_target {
         crate::journal::JournalTarget::Postgres(_) if config.server.journal_listen => {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -288,8 +290,8 @@ async fn run(
     // Deliveries left pending by an earlier run resume at once.
     let webhooks = tokio::spawn(crate::webhook::worker(current.clone()));
     let beats = tokio::spawn(heartbeat(current.clone()));
-    let bound: Vec<_> = listeners.values().map(|l| l.bound).collect();
-    on_ready(&bound, &api_bound);
+    let ssh = listeners.values().map(|l| l.bound).collect();
+    on_ready(&Bound { ssh, api, metrics });
     // Only now: the journal is open and every listener accepts.
     notifier.ready(&status_line(&current.get(), &listeners));
     let mut last_status = String::new();
@@ -347,7 +349,7 @@ async fn run(
     }
     watcher.abort();
     beats.abort();
-    api.iter().for_each(|t| t.abort());
+    http.iter().for_each(|t| t.abort());
     // A delivery cut short here was not recorded: it is sent again next run.
     webhooks.abort();
     let shared = current.get();
@@ -573,8 +575,13 @@ async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
             return;
         }
     };
-    if checked.config.api != old.config.api {
-        tracing::warn!("a changed [api] applies at the next start, not on reload");
+    for (changed, table) in [
+        (checked.config.api != old.config.api, "[api]"),
+        (checked.config.metrics != old.config.metrics, "[metrics]"),
+    ] {
+        if changed {
+            tracing::warn!("a changed {table} applies at the next start, not on reload");
+        }
     }
     let next = Arc::new(old.next(checked, russh));
     let config = next.config.clone();

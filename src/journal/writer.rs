@@ -104,7 +104,14 @@ impl Db {
                         calls += 1;
                     }
                     let outcome = match broken {
-                        None => j.commit_batch().err().map(|e| e.to_string()),
+                        None => {
+                            let at = std::time::Instant::now();
+                            let r = j.commit_batch().err().map(|e| e.to_string());
+                            crate::metrics::get()
+                                .journal_commit
+                                .observe(crate::metrics::seconds(at.elapsed()));
+                            r
+                        }
                         Some(e) => {
                             let _ = j.commit_batch();
                             Some(e)

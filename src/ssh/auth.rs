@@ -65,6 +65,15 @@ pub async fn redeem(db: &Db, user: &str, presented: &str, peer: SocketAddr) -> R
     let addr = peer.to_string();
     let started = Instant::now();
     let result = db.call(move |j| j.redeem(&hash, &login_user, &addr)).await;
+    let outcome = match &result {
+        Ok(Some(_)) => "granted",
+        Ok(None) => "refused",
+        Err(_) => "unavailable",
+    };
+    crate::metrics::get()
+        .redemption
+        .get_or_create(&crate::metrics::ResultLabel { result: outcome })
+        .observe(crate::metrics::seconds(started.elapsed()));
     match result {
         Ok(Some(redeemed)) => Redemption::Granted(AuthorizedSession {
             redeemed,

@@ -26,6 +26,7 @@ use crate::collect::valid_identifier;
 use crate::journal::collect::CollectConnection;
 use crate::journal::JournalError;
 use crate::journal::OpenConnection;
+use crate::metrics;
 use crate::state::Shared;
 
 /// Why a `must_confirm` connection that proved keys kept none.
@@ -57,6 +58,8 @@ pub struct Collecting {
     last_line: Option<String>,
     /// The journal has the final record of this connection.
     finished: bool,
+    /// Among the process's active sessions until it ends.
+    active: Option<metrics::Active>,
 }
 
 impl Collecting {
@@ -94,6 +97,7 @@ impl Collecting {
             keep: false,
             last_line: None,
             finished: false,
+            active: Some(metrics::get().session_started(metrics::Kind::Collect, "")),
         })
     }
 
@@ -144,6 +148,7 @@ impl Collecting {
             return;
         }
         self.keys.push(forms.clone());
+        metrics::get().collect_keys.inc();
         if self.must_confirm || self.ended {
             return;
         }
@@ -228,6 +233,9 @@ impl Collecting {
     pub async fn finish(&mut self) {
         let result = self.close().await;
         self.finished = true;
+        if let Some(a) = self.active.take() {
+            a.ended("finished");
+        }
         let offered = self.keys.len();
         self.last_line = Some(match result {
             _ if self.failed => {
@@ -293,6 +301,9 @@ impl Drop for Collecting {
     /// leaves its record: its keys (already recorded without
     /// `must_confirm`), or why they were not kept.
     fn drop(&mut self) {
+        if let Some(a) = self.active.take() {
+            a.ended("disconnected");
+        }
         if self.finished {
             return;
         }
@@ -316,6 +327,7 @@ impl Drop for Collecting {
             keep: false,
             last_line: None,
             finished: true,
+            active: None,
         };
         rt.spawn(async move {
             let proved = me.keys.len();

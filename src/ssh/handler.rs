@@ -23,6 +23,7 @@ use super::ctl::{self, Ctl, Latest, WinSize};
 use super::session::{self, InputGate};
 use super::Progress;
 use crate::exec::PtyRequest;
+use crate::metrics;
 use crate::state::Shared;
 
 /// Prompt shown by keyboard-interactive authentication.
@@ -135,29 +136,58 @@ impl Handler {
         }
     }
 
+    /// Counts the answer to a `method` request with `result`.
+    fn count(method: &'static str, result: &'static str) {
+        metrics::get()
+            .auth
+            .get_or_create(&metrics::AuthLabels { method, result })
+            .inc();
+    }
+
+    /// Counts `auth` as the answer to a `method` request: accepted or
+    /// rejected (a prompt is not an answer, and is not counted).
+    fn counted(method: &'static str, auth: Auth) -> Auth {
+        match &auth {
+            Auth::Accept => Self::count(method, "success"),
+            Auth::Reject { .. } | Auth::UnsupportedMethod => Self::count(method, "failure"),
+            Auth::Partial { .. } => {}
+        }
+        auth
+    }
+
     /// A token for `user`, tried only while this is a token login (not
     /// after one was redeemed, and never on a collect connection, where it
     /// would be spent for nothing). When the journal cannot be asked, a
     /// keyboard-interactive client is told so (once) before the refusal.
     async fn try_token(&mut self, user: &str, presented: &str, interactive: bool) -> Auth {
+        let method = if interactive {
+            "keyboard-interactive"
+        } else {
+            "password"
+        };
         if !matches!(self.phase, Phase::Login) {
-            return Self::reject();
+            return Self::counted(method, Self::reject());
         }
         self.progress.attempted();
         match auth::redeem(&self.shared.db, user, presented, self.peer).await {
             Redemption::Granted(a) => {
                 self.phase = Phase::Authorized(a);
-                Auth::Accept
+                Self::counted(method, Auth::Accept)
             }
-            Redemption::Unavailable if interactive && !self.told_unavailable => {
-                self.told_unavailable = true;
-                Auth::Partial {
-                    name: "".into(),
-                    instructions: UNAVAILABLE.into(),
-                    prompts: Vec::new().into(),
+            Redemption::Unavailable => {
+                Self::count(method, "unavailable");
+                if interactive && !self.told_unavailable {
+                    self.told_unavailable = true;
+                    Auth::Partial {
+                        name: "".into(),
+                        instructions: UNAVAILABLE.into(),
+                        prompts: Vec::new().into(),
+                    }
+                } else {
+                    Self::reject()
                 }
             }
-            Redemption::Refused | Redemption::Unavailable => Self::reject(),
+            Redemption::Refused => Self::counted(method, Self::reject()),
         }
     }
 
@@ -212,16 +242,19 @@ impl russh::server::Handler for Handler {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         self.decide(user).await;
-        Ok(match self.collecting_for(user) {
-            Some(c) => c.methods(),
-            None => Self::reject(),
-        })
+        Ok(Self::counted(
+            "none",
+            match self.collecting_for(user) {
+                Some(c) => c.methods(),
+                None => Self::reject(),
+            },
+        ))
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         self.decide(user).await;
         if let Some(c) = self.collecting_for(user) {
-            return Ok(c.methods());
+            return Ok(Self::counted("password", c.methods()));
         }
         Ok(self.try_token(user, password, false).await)
     }
@@ -247,9 +280,10 @@ impl russh::server::Handler for Handler {
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let Some(c) = self.collecting_for(user) else {
-            return Ok(Self::reject());
+            return Ok(Self::counted("publickey", Self::reject()));
         };
         c.proved(key.public_key).await;
+        Self::count("publickey", "collected");
         // Rejected so the client offers its next key (or goes on to
         // keyboard-interactive, where the person sees what was found).
         Ok(c.methods())
@@ -267,7 +301,7 @@ impl russh::server::Handler for Handler {
                 None => c.prompt(),
                 Some(mut answers) => {
                     c.answered(&answers.next().unwrap_or_default());
-                    Auth::Accept
+                    Self::counted("keyboard-interactive", Auth::Accept)
                 }
             });
         }

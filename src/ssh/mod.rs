@@ -119,6 +119,7 @@ pub async fn accept_loop(
                     let roll = rand::random_range(0..100u32);
                     match shared.admission.admit(peer.ip(), Instant::now(), roll) {
                         Ok(ticket) => {
+                            crate::metrics::get().connections_accepted.inc();
                             let _ = stream.set_nodelay(true);
                             tokio::spawn(connection(stream, peer, shared, ticket));
                         }
@@ -140,6 +141,10 @@ pub async fn accept_loop(
 /// waiting for it), one log line for fail2ban, and it is closed.
 fn refuse(stream: tokio::net::TcpStream, peer: std::net::SocketAddr, r: &Refusal) {
     let _ = stream.try_write(r.line());
+    crate::metrics::get()
+        .connections_refused
+        .get_or_create(&crate::metrics::ReasonLabel { reason: r.kind() })
+        .inc();
     let why = match r {
         Refusal::Penalty(source, left) => {
             format!(
@@ -278,7 +283,14 @@ async fn connection(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    if let Some(new) = ticket.and_then(|t| t.end(progress.ending(grace_exceeded))) {
+    let ending = progress.ending(grace_exceeded);
+    crate::metrics::get()
+        .connections_closed
+        .get_or_create(&crate::metrics::EndingLabel {
+            ending: ending.as_str(),
+        })
+        .inc();
+    if let Some(new) = ticket.and_then(|t| t.end(ending)) {
         record_penalty(&shared, new).await;
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::drain::tee::{OutputTee, Sink};
 use crate::exec::PtyMaster;
+use crate::metrics::{self, Counter};
 
 /// Bounds what the client may have sent that the session's process has not
 /// read yet. Past the limit the handler waits, which stops russh reading the
@@ -63,12 +64,39 @@ impl InputGate {
 }
 
 /// Byte counters and the last moment anything moved, shared with the pumps.
-#[derive(Default)]
 pub(super) struct Activity {
     pub(super) bytes_in: AtomicU64,
     pub(super) bytes_out: AtomicU64,
     /// Milliseconds since `epoch`.
     pub(super) last_ms: AtomicU64,
+    /// The process's byte counters for the session's kind, each way.
+    metric_in: Counter,
+    metric_out: Counter,
+}
+
+impl Activity {
+    pub(super) fn new(kind: metrics::Kind) -> Activity {
+        let m = metrics::get();
+        Activity {
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            metric_in: m.bytes(kind, "in"),
+            metric_out: m.bytes(kind, "out"),
+        }
+    }
+
+    /// Counts `n` bytes from the client.
+    pub(super) fn add_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.metric_in.inc_by(n);
+    }
+
+    /// Counts `n` bytes to the client.
+    pub(super) fn add_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.metric_out.inc_by(n);
+    }
 }
 
 pub(super) async fn wait_pumps(pumps: &mut Vec<JoinHandle<()>>, limit: Duration) {
@@ -85,7 +113,7 @@ pub(super) async fn wait_pumps(pumps: &mut Vec<JoinHandle<()>>, limit: Duration)
 /// SIGHUP and SIGTERM to everything the session started; SIGKILL after `grace`.
 /// Returns the leader's exit status.
 pub(super) fn mark(activity: &Activity, epoch: Instant, n: usize) {
-    activity.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    activity.add_out(n as u64);
     activity
         .last_ms
         .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -24,6 +24,7 @@ use crate::drain::tee::{OutputTee, SessionMeta};
 use crate::exec::plan::{plan, Refused, Request};
 use crate::exec::{self, Account, PtyMaster, PtyRequest, Stdio3};
 use crate::journal::{Ending, EventKind, Grant};
+use crate::metrics;
 use crate::state::Shared;
 use nix::sys::signal::Signal;
 use teardown::{bounded, wait_child};
@@ -66,9 +67,15 @@ pub fn start(
             .map(|t| super::tunnel::Tunnel::new(target.clone(), t.clone(), *connection_limit)),
         Grant::Command { .. } => None,
     };
+    let (kind, profile) = match &auth.redeemed.grant {
+        Grant::Tunnel { target, .. } => (metrics::Kind::Tunnel, target.as_str()),
+        Grant::Command { profile, .. } => (metrics::Kind::Command, profile.as_str()),
+    };
+    let active = metrics::get().session_started(kind, profile);
     tokio::spawn(async move {
         let id = auth.id().to_string();
         let task = Task {
+            active: Some(active),
             tunnel,
             shared: shared.clone(),
             auth,
@@ -76,7 +83,7 @@ pub fn start(
             channel: None,
             pty: None,
             client_env: Vec::new(),
-            activity: Arc::new(Activity::default()),
+            activity: Arc::new(Activity::new(kind)),
             epoch: Instant::now(),
             running: None,
             gate: task_gate,
@@ -99,6 +106,8 @@ struct Running {
 }
 
 struct Task {
+    /// Among the process's active sessions until its end is counted.
+    active: Option<metrics::Active>,
     /// Tunnel sessions: their forwarded connections.
     tunnel: Option<super::tunnel::Tunnel>,
     shared: Arc<Shared>,
@@ -261,9 +270,7 @@ impl Task {
             Ctl::Forward(f) => self.forward(f).await,
             Ctl::Data(d) => {
                 self.touch();
-                self.activity
-                    .bytes_in
-                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+                self.activity.add_in(d.len() as u64);
                 let n = d.len();
                 let delivered = match &self.running {
                     Some(r) => r.input.send(Some(d)).is_ok(),
@@ -328,8 +335,8 @@ impl Task {
         };
         let (activity, epoch) = (self.activity.clone(), self.epoch);
         let on_bytes: super::tunnel::OnBytes = Arc::new(move |up, down| {
-            activity.bytes_in.fetch_add(up, Ordering::Relaxed);
-            activity.bytes_out.fetch_add(down, Ordering::Relaxed);
+            activity.add_in(up);
+            activity.add_out(down);
             activity
                 .last_ms
                 .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -406,6 +413,7 @@ impl Task {
         if self.running.is_some() {
             return Ok(()); // the handler refused it
         }
+        let requested = Instant::now();
         let Some(profile) = self.shared.config.profile(self.auth.profile()).cloned() else {
             return self
                 .refuse(
@@ -561,6 +569,9 @@ impl Task {
         {
             tracing::error!(session = %self.auth.id(), error = %e, "could not record session start");
         }
+        metrics::get()
+            .session_start
+            .observe(metrics::seconds(requested.elapsed()));
         tracing::info!(session = %self.auth.id(), pid, login_user = %self.auth.login_user, client = %self.auth.client_addr, "session started");
         Ok(())
     }

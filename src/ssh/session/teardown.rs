@@ -93,6 +93,9 @@ impl Task {
                 bytes_out: self.activity.bytes_out.load(Ordering::Relaxed),
             }
         };
+        if let Some(active) = self.active.take() {
+            active.ended(reason.as_str());
+        }
         self.record_end(&ending).await;
         tracing::info!(
             session = %self.auth.id(),
