@@ -1,4 +1,5 @@
-//! Acceptance 11: `tollgate dev` prints a token and an ssh line that work when pasted.
+//! Acceptance 11: `tollgate dev` prints a token and an ssh line that work when pasted,
+//! and a metrics line whose scrape shows the session it ran.
 mod common;
 use common::*;
 use std::process::{Command, Stdio};
@@ -16,6 +17,12 @@ fn dev_prints_a_token_and_an_ssh_line_that_work() {
         .unwrap();
     let mut out = buffered(dev.stdout.take().unwrap());
     let printed = read_until(&mut out, "connect");
+    let rest = read_until(&mut out, "metrics ");
+    let metrics = field(&rest, "metrics");
+    assert!(
+        metrics.starts_with("curl http://127.0.0.1:") && metrics.ends_with("/metrics"),
+        "{rest}"
+    );
     let token = printed
         .lines()
         .find_map(|l| l.strip_prefix("token"))
@@ -51,6 +58,16 @@ fn dev_prints_a_token_and_an_ssh_line_that_work() {
         .output()
         .unwrap();
     assert_eq!(text(&ran.stdout), "pasted-2\n", "{}", text(&ran.stderr));
+    // The metrics line, as printed, shows that session's end.
+    let ended =
+        "tollgate_sessions_ended_total{kind=\"command\",profile=\"dev\",reason=\"exited\"} 1\n";
+    let mut scraped = String::new();
+    let seen = eventually(std::time::Duration::from_secs(5), || {
+        let out = Command::new("sh").arg("-c").arg(&metrics).output().unwrap();
+        scraped = text(&out.stdout);
+        scraped.contains(ended)
+    });
+    assert!(seen.is_some(), "{scraped}");
 
     // Its terminal going away (SIGHUP) stops it cleanly, as Ctrl-C does;
     // only `serve` reloads on SIGHUP.
