@@ -4,7 +4,8 @@
 # for throwaway certificates, sshd as a tunnel's SSH target, systemd-analyze
 # and man to check the unit, User-Mode Linux for cgroup v2 limits, and the
 # stock clients: PuTTY's plink, Dropbear's dbclient, paramiko, asyncssh;
-# PostgreSQL 15 for the shared journal; promtool for /metrics)
+# PostgreSQL 15 for the shared journal; promtool for /metrics; asciinema
+# for recordings)
 # when missing, then
 # checks formatting, lints, runs unit and black-box tests, and builds and
 # checks the Debian package (scripts/deb.sh).
@@ -40,6 +41,10 @@ command -v fail2ban-regex >/dev/null 2>&1 || need+=(fail2ban)
 # promtool checks /metrics (tests/metrics.rs); Debian ships it with the
 # server, whose service is not started.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# asciinema plays and prints recordings (tests/recordings.rs); script(1)
+# gives it the terminal it insists on.
+command -v asciinema >/dev/null 2>&1 || need+=(asciinema)
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

@@ -20,6 +20,7 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod record;
 pub mod ssh;
 pub mod state;
 pub mod text;

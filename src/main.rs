@@ -56,6 +56,9 @@ enum Command {
     /// The daemons sharing the journal: each one's host, heartbeat and state.
     #[command(subcommand)]
     Node(cli::node::NodeCmd),
+    /// Session recordings: export one as asciicast v2.
+    #[command(subcommand)]
+    Recording(cli::recording::RecordingCmd),
     /// Tokens for the HTTP API: create (shown once), list, revoke.
     #[command(subcommand, name = "api-token")]
     ApiToken(cli::api_token::ApiTokenCmd),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Drain(c) => cli::drain::run(c, &config_path, args.output),
         Command::Node(c) => cli::node::run(c, &config_path, args.output),
         Command::Journal(c) => cli::journal::run(c, &config_path, args.output),
+        Command::Recording(c) => cli::recording::run(c, &config_path, args.output),
         Command::ApiToken(c) => cli::api_token::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
         Command::Connect(a) => cli::connect::run(a),

@@ -24,8 +24,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // The only place that speaks SQL.
     &["journal"],
-    // Processes and drains, each built from config and journal types.
-    &["exec", "drain"],
+    // Processes, drains and recordings, each built from config and
+    // journal types.
+    &["exec", "drain", "record"],
     // The configuration checked against this host (accounts, TLS files),
     // and what the daemon's tasks share.
     &["checked", "state"],

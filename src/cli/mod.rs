@@ -10,6 +10,7 @@ pub mod drain;
 pub mod events;
 pub mod journal;
 pub mod node;
+pub mod recording;
 pub mod session;
 
 use std::fmt;

@@ -25,6 +25,7 @@ mod destination;
 pub mod drains;
 mod journal;
 pub mod profiles;
+pub mod recordings;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ pub use destination::Destination;
 pub use drains::{facility, Ansi, DrainConfig, DrainUrl, Format, Spec, TlsFiles};
 pub use journal::{JournalAt, JournalPlaces, PgUrl, Secret};
 pub use profiles::{split_command, Limits};
+pub use recordings::Recordings;
 use walk::Ctx;
 
 /// Where `serve` and the admin commands look when `--config` is not given.
@@ -58,6 +60,8 @@ pub struct Config {
     pub api: Api,
     /// `[metrics]`: Prometheus's `/metrics` (off unless it names an address).
     pub metrics: Metrics,
+    /// `[recordings]`: asciicast recordings of PTY sessions.
+    pub recordings: Recordings,
     /// What is allowed but will not work as it reads (a profile whose
     /// commands its account's login shell refuses): `config check` prints
     /// them, `serve` logs them; neither refuses the file for them.
@@ -207,6 +211,8 @@ pub struct Profile {
     /// shell when not set.
     pub shell: Option<String>,
     pub allow_exec: bool,
+    /// `record`: overrides `recordings.enabled` for this profile.
+    pub record: Option<bool>,
     /// `None`: the account's home directory, falling back to `/`.
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,

@@ -131,6 +131,7 @@ pub(super) fn walk_profile(
         command,
         shell,
         allow_exec: boolean(ctx, s, t, "allow_exec").unwrap_or(false),
+        record: boolean(ctx, s, t, "record"),
         cwd,
         env,
         limits: walk_limits(ctx, s, t),

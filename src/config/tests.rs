@@ -26,6 +26,11 @@ fn every_key_is_in_the_manual_page() {
         ("webhooks", "[webhooks]", WEBHOOKS_KEYS),
         ("api", "[api]", super::api::API_KEYS),
         ("metrics", "[metrics]", super::api::METRICS_KEYS),
+        (
+            "recordings",
+            "[recordings]",
+            super::recordings::RECORDINGS_KEYS,
+        ),
     ];
     let mut missing = Vec::new();
     for top in TOP_KEYS {

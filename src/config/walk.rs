@@ -212,7 +212,15 @@ pub(super) fn string_array(
 }
 
 pub(super) const TOP_KEYS: &[&str] = &[
-    "server", "sessions", "profiles", "drains", "webhooks", "targets", "api", "metrics",
+    "server",
+    "sessions",
+    "profiles",
+    "drains",
+    "webhooks",
+    "targets",
+    "api",
+    "metrics",
+    "recordings",
 ];
 pub(super) const WEBHOOKS_KEYS: &[&str] = &["ca_file", "timeout"];
 pub(super) const TARGET_KEYS: &[&str] =
@@ -275,6 +283,7 @@ pub(super) const PROFILE_KEYS: &[&str] = &[
     "allow_exec",
     "cwd",
     "env",
+    "record",
     "memory_max",
     "pids_max",
     "cpu_weight",
@@ -325,6 +334,10 @@ pub(super) fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
         Some(t) => super::api::walk_api(ctx, t),
         None => super::Api::default(),
     };
+    let recordings = match sub_table(ctx, doc, "recordings") {
+        Some(t) => super::recordings::walk_recordings(ctx, t),
+        None => super::Recordings::default(),
+    };
     let metrics = match sub_table(ctx, doc, "metrics") {
         Some(t) => super::api::walk_metrics(ctx, t),
         None => super::Metrics::default(),
@@ -333,6 +346,7 @@ pub(super) fn walk(ctx: &mut Ctx, path: &Path, doc: &DeTable) -> Config {
         path: path.to_path_buf(),
         api,
         metrics,
+        recordings,
         server,
         sessions,
         profiles,

@@ -40,6 +40,7 @@ pub(super) async fn watch_journal(
     let mut failures_seen: HashMap<String, (u64, bool)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(if pg { 1000 } else { 200 }));
     let mut n: u64 = 0;
+    let mut pruned: Option<std::time::Instant> = None;
     loop {
         match &wake {
             Some(w) => tokio::select! {
@@ -96,6 +97,10 @@ pub(super) async fn watch_journal(
             Err(e) => tracing::error!(error = %e, "journal watcher: cannot read cancellations"),
         }
         if periodic {
+            if pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
+                pruned = Some(std::time::Instant::now());
+                tokio::spawn(prune_recordings(shared.clone()));
+            }
             report_drops(&shared, &mut last_drop_report).await;
             report_links(&shared, &mut failures_seen).await;
             let rows = drain_rows(&shared);
@@ -365,5 +370,38 @@ pub(super) async fn heartbeat(current: Arc<Current>) {
         }
         drop(shared);
         tokio::time::sleep(every).await;
+    }
+}
+
+/// How often recordings past `recordings.retention` are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes recordings past their retention, and records it.
+async fn prune_recordings(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let dir = config.recordings.dir(&config.server.journal);
+    let keep = config.recordings.retention;
+    let d = dir.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::record::prune(&d, keep)).await;
+    match removed {
+        Ok(Ok(ids)) if !ids.is_empty() => {
+            tracing::info!(removed = ids.len(), dir = %dir.display(), "recordings past their retention removed");
+            let detail = serde_json::json!({
+                "dir": dir.display().to_string(), "removed": ids.len(),
+                "retention_s": keep.as_secs(), "sessions": ids.iter().take(100).collect::<Vec<_>>(),
+            });
+            if let Err(e) = shared
+                .db
+                .call(move |j| j.event(None, EventKind::RecordingsRemoved, detail))
+                .await
+            {
+                tracing::error!(error = %e, "could not record the recordings removed");
+            }
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot remove old recordings")
+        }
+        Err(e) => tracing::error!(error = %e, "cannot remove old recordings"),
     }
 }

@@ -100,6 +100,15 @@ impl PtyMaster {
     pub fn resize(&self, cols: u32, rows: u32, px_w: u32, px_h: u32) -> io::Result<()> {
         set_size(self.fd.get_ref().as_raw_fd(), cols, rows, px_w, px_h)
     }
+
+    /// Whether the terminal echoes what is typed now: the program in it
+    /// turns echo off for a password (`read -s`, sudo, ssh), and what is
+    /// typed then must not be kept anywhere. The terminal's own settings
+    /// decide (the master reports the slave's); unknown counts as off.
+    pub fn echoes(&self) -> bool {
+        nix::sys::termios::tcgetattr(self.fd.get_ref())
+            .is_ok_and(|t| t.local_flags.contains(nix::sys::termios::LocalFlags::ECHO))
+    }
 }
 
 /// TIOCSWINSZ with every field clamped to u16.

@@ -117,6 +117,14 @@ named! {
         SessionCanceled = "session.canceled",
         SessionExpired = "session.expired",
         SessionTerminated = "session.terminated",
+        /// A session's recording was stored: its file, size and SHA-256.
+        SessionRecorded = "session.recorded",
+        /// A recording reached `recordings.max_bytes` and was cut there.
+        SessionRecordingTruncated = "session.recording_truncated",
+        /// A recording could not be started or written.
+        SessionRecordingFailed = "session.recording_failed",
+        /// Recordings past `recordings.retention` were removed.
+        RecordingsRemoved = "recordings.removed",
         TunnelOpened = "tunnel.opened",
         TunnelRefused = "tunnel.refused",
         TunnelConnectFailed = "tunnel.connect_failed",
@@ -161,6 +169,7 @@ impl EventKind {
             AuthFailed
                 | SessionRequestRefused
                 | SessionError
+                | SessionRecordingFailed
                 | TunnelRefused
                 | TunnelConnectFailed
                 | CollectWebhookFailed

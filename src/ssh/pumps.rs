@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::drain::tee::{OutputTee, Sink};
 use crate::exec::PtyMaster;
 use crate::metrics::{self, Counter};
+use crate::record::Recorder;
 
 /// Bounds what the client may have sent that the session's process has not
 /// read yet. Past the limit the handler waits, which stops russh reading the
@@ -156,6 +157,8 @@ pub(super) async fn run_tee(mut tee: OutputTee, mut rx: mpsc::Receiver<bytes::By
 /// the tee.
 #[derive(Clone)]
 pub(super) struct Output {
+    /// The session's recording (PTY output only).
+    pub(super) recorder: Option<Arc<Recorder>>,
     pub(super) handle: Handle,
     pub(super) ch: ChannelId,
     /// `Some(1)`: stderr, as extended data.
@@ -172,6 +175,9 @@ impl Output {
         mark(&self.activity, self.epoch, data.len());
         let chunk = bytes::Bytes::copy_from_slice(data);
         tee(&self.tee_tx, &chunk);
+        if let Some(r) = &self.recorder {
+            r.output(data).await;
+        }
         let sent = match self.ext {
             None => self.handle.data(self.ch, chunk).await,
             Some(code) => self.handle.extended_data(self.ch, code, chunk).await,
@@ -218,9 +224,15 @@ pub(super) async fn feed_pty(
     master: Arc<PtyMaster>,
     mut rx: UnboundedReceiver<Option<Vec<u8>>>,
     gate: Arc<InputGate>,
+    recorder: Option<Arc<Recorder>>,
 ) {
     while let Some(msg) = rx.recv().await {
         if let Some(d) = msg {
+            if let Some(r) = &recorder {
+                // Whether it is kept is decided by the terminal's echo as
+                // it is when the keys arrive, before they reach it.
+                r.input(&d, master.echoes()).await;
+            }
             let ok = master.write_all(&d).await.is_ok();
             gate.release(d.len());
             if !ok {

@@ -204,6 +204,7 @@ shell = "/bin/sh"
 env = {{ TG_PROFILE_VAR = "from-profile" }}
 {profile_extra}
 {tail}
+{recordings}
 "#,
                 journal = o.journal.clone().unwrap_or_else(|| match &pg {
                     Some(pg) => pg.journal_lines(),
@@ -215,6 +216,13 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
                 user = session_user(),
                 command = o.command,
                 profile_extra = o.profile_extra,
+                recordings = if o.tail.contains("[recordings]") {
+                    String::new()
+                } else {
+                    // Beside the test's journal whatever it is (the default
+                    // for a PostgreSQL one is /var/lib/tollgate).
+                    format!("[recordings]\ndir = \"{d}/recordings\"\n")
+                },
                 tail = o.tail,
             ),
         )

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::auth::AuthorizedSession;
 pub use super::ctl::{Ctl, Latest, WinSize};
 
+mod recording;
 mod teardown;
 pub use super::pumps::InputGate;
 use super::pumps::{
@@ -89,6 +90,7 @@ pub fn start(
             gate: task_gate,
             resize: task_resize,
             recorded: std::collections::HashMap::new(),
+            recorder: None,
         };
         task.run(rx, stop_rx).await;
         shared.unregister(&id);
@@ -123,6 +125,8 @@ struct Task {
     resize: Arc<Latest<WinSize>>,
     /// Events recorded so far by kind, for [`EVENTS_PER_KIND`].
     recorded: std::collections::HashMap<EventKind, u64>,
+    /// The PTY session's recording, while it runs.
+    recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 /// How the main loop ended.
@@ -295,6 +299,9 @@ impl Task {
                 if let Some(m) = self.running.as_ref().and_then(|r| r.master.clone()) {
                     if let Err(e) = m.resize(cols, rows, pw, ph) {
                         tracing::warn!(session = %self.auth.id(), error = %e, "resize failed");
+                    }
+                    if let Some(r) = &self.recorder {
+                        r.resize(cols, rows).await;
                     }
                     self.capped_event(
                         EventKind::SessionResized,
@@ -513,7 +520,15 @@ impl Task {
             crate::drain::tee::tee_runtime().spawn(run_tee(tee, rx));
             Some((tx, self.shared.drains.clone()))
         };
-        let output = |ext| Output {
+        if spawned_pty(&spawned.io) {
+            self.recorder = self.start_recording(&profile).await;
+        }
+        let output = |ext: Option<u32>| Output {
+            recorder: if ext.is_none() {
+                self.recorder.clone()
+            } else {
+                None
+            },
             handle: self.handle.clone(),
             ch,
             ext,
@@ -526,7 +541,12 @@ impl Task {
             Stdio3::Pty(m) => {
                 let m = Arc::new(m);
                 pumps.push(tokio::spawn(pump_pty(m.clone(), output(None))));
-                tokio::spawn(feed_pty(m.clone(), input_rx, self.gate.clone()));
+                tokio::spawn(feed_pty(
+                    m.clone(),
+                    input_rx,
+                    self.gate.clone(),
+                    self.recorder.clone(),
+                ));
                 Some(m)
             }
             Stdio3::Pipes {
@@ -575,4 +595,8 @@ impl Task {
         tracing::info!(session = %self.auth.id(), pid, login_user = %self.auth.login_user, client = %self.auth.client_addr, "session started");
         Ok(())
     }
+}
+
+fn spawned_pty(io: &Stdio3) -> bool {
+    matches!(io, Stdio3::Pty(_))
 }

@@ -48,6 +48,8 @@ impl Task {
             }
             r.tree.release().await;
         }
+        // After the last output went through it.
+        self.finish_recording();
         if let (Some(ch), true) = (self.channel, reason != EndReason::Disconnected) {
             let handle = &self.handle;
             // A client that stopped reading must not hold up the teardown.

@@ -1,0 +1,466 @@
+//! Session recordings: what the person saw (and typed, only while the
+//! terminal echoed) as an asciicast v2 file ([`cast`]), written as it
+//! happens by a task of its own and flushed every second (a daemon killed
+//! mid-session leaves a recording that plays up to then), cut cleanly at
+//! `recordings.max_bytes`, and compressed with zstd when the session ends,
+//! its size and SHA-256 returned for the journal.
+//!
+//! It never records input while the terminal does not echo (a password at
+//! `read -s`, sudo, ssh): it writes a marker for each such stretch. It
+//! never makes a session wait on the disk beyond the bounded queue
+//! between them.
+
+pub mod cast;
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// How often written events reach the file at least.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// The last event of a recording cut at `recordings.max_bytes`.
+pub const TRUNCATED_MARKER: &str = "recording truncated: recordings.max_bytes reached";
+
+/// The marker written where input was not recorded.
+pub const HIDDEN_MARKER: &str = "input not recorded: the terminal was not echoing";
+
+/// What the header names.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub session: String,
+    pub profile: String,
+    pub login_user: String,
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// How a recording ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// The compressed file (the plain one when compression failed).
+    pub path: PathBuf,
+    /// Bytes of asciicast written.
+    pub bytes: u64,
+    /// Bytes of the file kept.
+    pub stored_bytes: u64,
+    /// SHA-256 of the file kept.
+    pub sha256: String,
+    /// Cut at `max_bytes`.
+    pub truncated: bool,
+    /// Why it is incomplete, when writing failed.
+    pub error: Option<String>,
+}
+
+enum Msg {
+    Output(Vec<u8>, f64),
+    Input(Vec<u8>, f64),
+    Hidden(f64),
+    Resize(u32, u32, f64),
+    Finish(oneshot::Sender<Summary>),
+}
+
+/// One session's recording.
+pub struct Recorder {
+    tx: mpsc::Sender<Msg>,
+    epoch: Instant,
+    /// Input is being typed while the terminal does not echo (one marker
+    /// per stretch).
+    hiding: AtomicBool,
+    finished: Mutex<bool>,
+}
+
+/// The plain file of a session's recording in `dir` (while it is live, or
+/// after a crash).
+pub fn live_path(dir: &Path, session: &str) -> PathBuf {
+    dir.join(format!("{session}.cast"))
+}
+
+/// The compressed file of a finished recording.
+pub fn stored_path(dir: &Path, session: &str) -> PathBuf {
+    dir.join(format!("{session}.cast.zst"))
+}
+
+impl Recorder {
+    /// Creates the recording of `meta.session` in `dir` (made 0700 if
+    /// missing; the file 0600) and starts its writer.
+    pub fn start(dir: &Path, max_bytes: u64, meta: &Meta) -> std::io::Result<Recorder> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let path = live_path(dir, &meta.session);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut w = Writer {
+            file: std::io::BufWriter::with_capacity(64 * 1024, file),
+            path,
+            written: 0,
+            max_bytes,
+            truncated: false,
+            error: None,
+            output: cast::Utf8Stream::default(),
+            line: String::new(),
+            last_flush: Instant::now(),
+            last_t: 0.0,
+        };
+        w.header(meta);
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(w.run(rx));
+        Ok(Recorder {
+            tx,
+            epoch: Instant::now(),
+            hiding: AtomicBool::new(false),
+            finished: Mutex::new(false),
+        })
+    }
+
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// What the person was shown. Waits only when the writer is a full
+    /// queue behind.
+    pub async fn output(&self, data: &[u8]) {
+        let _ = self.tx.send(Msg::Output(data.to_vec(), self.now())).await;
+    }
+
+    /// What the person typed; `echoed`: the terminal echoed it (else only
+    /// a marker, once per stretch).
+    pub async fn input(&self, data: &[u8], echoed: bool) {
+        let t = self.now();
+        if echoed {
+            self.hiding.store(false, Ordering::Relaxed);
+            let _ = self.tx.send(Msg::Input(data.to_vec(), t)).await;
+        } else if !self.hiding.swap(true, Ordering::Relaxed) {
+            let _ = self.tx.send(Msg::Hidden(t)).await;
+        }
+    }
+
+    /// The terminal's new size.
+    pub async fn resize(&self, cols: u32, rows: u32) {
+        let _ = self.tx.send(Msg::Resize(cols, rows, self.now())).await;
+    }
+
+    /// Ends the recording: flushed, compressed, hashed. `None` when it was
+    /// finished already.
+    pub async fn finish(&self) -> Option<Summary> {
+        {
+            let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            if std::mem::replace(&mut *f, true) {
+                return None;
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Finish(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+struct Writer {
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    written: u64,
+    max_bytes: u64,
+    truncated: bool,
+    error: Option<String>,
+    output: cast::Utf8Stream,
+    line: String,
+    last_flush: Instant,
+    /// The time of the last event (for what is written at the end).
+    last_t: f64,
+}
+
+impl Writer {
+    fn header(&mut self, m: &Meta) {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = serde_json::json!({
+            "version": 2,
+            // A client that gave no size (not a terminal): what a
+            // terminal starts with.
+            "width": if m.cols == 0 { 80 } else { m.cols },
+            "height": if m.rows == 0 { 24 } else { m.rows },
+            "timestamp": timestamp,
+            "title": format!("tollgate {} ({} as {})", m.session, m.profile, m.login_user),
+            "env": {
+                "TERM": m.term,
+                "TOLLGATE_SESSION": m.session,
+                "TOLLGATE_PROFILE": m.profile,
+                "TOLLGATE_LOGIN_USER": m.login_user,
+            },
+        });
+        self.line = format!("{header}\n");
+        self.put();
+    }
+
+    /// Writes `self.line` unless the recording is cut or broken.
+    fn put(&mut self) {
+        if self.truncated || self.error.is_some() {
+            return;
+        }
+        match self.file.write_all(self.line.as_bytes()) {
+            Ok(()) => self.written += self.line.len() as u64,
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    /// Writes one event; past `max_bytes`, a last marker instead, and
+    /// nothing after it.
+    fn event(&mut self, t: f64, code: &str, body: &str) {
+        self.last_t = t;
+        if self.truncated {
+            return;
+        }
+        self.line.clear();
+        cast::event_line(&mut self.line, t, code, body);
+        if self.written + self.line.len() as u64 > self.max_bytes {
+            self.line.clear();
+            cast::event_line(&mut self.line, t, "m", TRUNCATED_MARKER);
+            self.put();
+            self.truncated = true;
+            return;
+        }
+        self.put();
+    }
+
+    fn flush(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.file.flush() {
+                self.error = Some(e.to_string());
+            }
+        }
+        self.last_flush = Instant::now();
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut body = String::new();
+        let finish = loop {
+            let msg = match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break None,
+                Err(_) => {
+                    self.flush();
+                    continue;
+                }
+            };
+            body.clear();
+            match msg {
+                Msg::Output(d, t) => {
+                    self.output.push(&d, &mut body);
+                    if !body.is_empty() {
+                        self.event(t, "o", &body);
+                    }
+                }
+                Msg::Input(d, t) => {
+                    cast::escape_bytes(&mut body, &d, cast::Invalid::Escape);
+                    self.event(t, "i", &body);
+                }
+                Msg::Hidden(t) => self.event(t, "m", HIDDEN_MARKER),
+                Msg::Resize(c, r, t) => self.event(t, "r", &format!("{c}x{r}")),
+                Msg::Finish(done) => break Some(done),
+            }
+            if self.last_flush.elapsed() >= FLUSH_EVERY {
+                self.flush();
+            }
+        };
+        body.clear();
+        self.output.finish(&mut body);
+        if !body.is_empty() {
+            self.event(self.last_t, "o", &body);
+        }
+        self.flush();
+        let Writer {
+            file,
+            path,
+            written,
+            truncated,
+            error,
+            ..
+        } = self;
+        drop(file);
+        let summary = tokio::task::spawn_blocking(move || store(path, written, truncated, error))
+            .await
+            .unwrap_or_else(|e| Summary {
+                path: PathBuf::new(),
+                bytes: written,
+                stored_bytes: 0,
+                sha256: String::new(),
+                truncated,
+                error: Some(e.to_string()),
+            });
+        if let Some(done) = finish {
+            let _ = done.send(summary);
+        }
+    }
+}
+
+/// Compresses the plain file beside itself (`.cast.zst`, 0600), hashing
+/// what is written, and removes the plain one; keeps the plain one when
+/// compression fails.
+fn store(plain: PathBuf, bytes: u64, truncated: bool, error: Option<String>) -> Summary {
+    let zst = plain.with_extension("cast.zst");
+    let compressed = (|| -> std::io::Result<(u64, String)> {
+        let mut input = std::fs::File::open(&plain)?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&zst)?;
+        let mut hashing = HashingWriter {
+            inner: out,
+            hash: Sha256::new(),
+            n: 0,
+        };
+        let mut enc = zstd::stream::write::Encoder::new(&mut hashing, 3)?;
+        std::io::copy(&mut input, &mut enc)?;
+        enc.finish()?;
+        hashing.inner.sync_all()?;
+        Ok((hashing.n, hex(&hashing.hash.finalize())))
+    })();
+    match compressed {
+        Ok((stored_bytes, sha256)) => {
+            let _ = std::fs::remove_file(&plain);
+            Summary {
+                path: zst,
+                bytes,
+                stored_bytes,
+                sha256,
+                truncated,
+                error,
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&zst);
+            let sha256 = std::fs::read(&plain)
+                .map(|b| hex(&Sha256::digest(&b)))
+                .unwrap_or_default();
+            Summary {
+                path: plain,
+                bytes,
+                stored_bytes: bytes,
+                sha256,
+                truncated,
+                error: Some(error.unwrap_or_else(|| format!("not compressed: {e}"))),
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The asciicast of a session's recording in `dir`, decompressed (or the
+/// plain file of one that never finished).
+pub fn read(dir: &Path, session: &str) -> std::io::Result<Vec<u8>> {
+    match std::fs::File::open(stored_path(dir, session)) {
+        Ok(f) => zstd::stream::decode_all(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::read(live_path(dir, session))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the recordings in `dir` (finished, or left plain by a crash)
+/// last written more than `older_than` ago; returns their session ids.
+/// Nothing else in `dir` is touched.
+pub fn prune(dir: &Path, older_than: std::time::Duration) -> std::io::Result<Vec<String>> {
+    let now = std::time::SystemTime::now();
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".cast.zst")
+            .or_else(|| name.strip_suffix(".cast"))
+            .filter(|id| id.starts_with("ses_"))
+        else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if meta.is_file() && age > older_than {
+            std::fs::remove_file(entry.path())?;
+            removed.push(id.to_string());
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_removes_only_recordings_past_retention() {
+        let dir = std::env::temp_dir().join(format!("tg-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let old = std::time::SystemTime::now() - 10 * day;
+        for (name, aged) in [
+            ("ses_old1.cast.zst", true),
+            ("ses_old2.cast", true),
+            ("ses_new.cast.zst", false),
+            ("notes.txt", true),
+            ("other.cast.zst", true),
+        ] {
+            let f = std::fs::File::create(dir.join(name)).unwrap();
+            if aged {
+                f.set_modified(old).unwrap();
+            }
+        }
+        assert_eq!(prune(&dir, 7 * day).unwrap(), ["ses_old1", "ses_old2"]);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes.txt", "other.cast.zst", "ses_new.cast.zst"]);
+        assert!(prune(&dir.join("missing"), day).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

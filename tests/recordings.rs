@@ -1,0 +1,200 @@
+//! Session recordings, from a real terminal (tmux) through the real
+//! OpenSSH client: the exported asciicast prints, with `asciinema cat`,
+//! exactly the bytes the client received (colours, invalid UTF-8), has
+//! the resize, plays with `asciinema play`, and holds no trace of a
+//! password typed at `read -s`; the journal names the stored file with
+//! its size and SHA-256.
+mod common;
+use common::*;
+use serde_json::Value;
+use sha2::Digest;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const PASSWORD: &str = "hunter2-not-in-any-recording";
+
+/// `cmd` as a shell command line (its environment and arguments quoted).
+fn command_line(cmd: &Command) -> String {
+    let mut text = String::from("env");
+    // env's -u options come before its NAME=VALUE arguments.
+    for (k, v) in cmd.get_envs() {
+        if v.is_none() {
+            text.push_str(&format!(" -u {}", k.to_string_lossy()));
+        }
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            text.push_str(&format!(
+                " {}={}",
+                k.to_string_lossy(),
+                shell_quote(&v.to_string_lossy())
+            ));
+        }
+    }
+    text.push(' ');
+    text.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
+    for a in cmd.get_args() {
+        text.push(' ');
+        text.push_str(&shell_quote(&a.to_string_lossy()));
+    }
+    text
+}
+
+/// Runs `asciinema ARGS` at a terminal of its own (it insists on one):
+/// its output (the terminal's) and exit status.
+fn asciinema(dir: &Path, args: &str) -> (Vec<u8>, bool) {
+    let out = dir.join("asciinema.out");
+    let st = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("PYTHONUTF8=1 asciinema {args} > {}", out.display()))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (std::fs::read(&out).unwrap_or_default(), st.status.success())
+}
+
+#[test]
+fn a_terminal_session_is_recorded_exactly_without_the_password_typed_at_read_s() {
+    let s = Server::start("recordings");
+    let (id, token) = s.issue("ops", &[]);
+    let d = s.dir.path();
+    let received = d.join("client.bin");
+    let ssh = s.ssh("ops", &token);
+    let line = format!(
+        "{} | tee {}; echo EXIT=$?; sleep 60",
+        command_line(&ssh),
+        received.display()
+    );
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &line]);
+    let t = Tmux::start(&d.join("client.sh"), &sh, 80, 24);
+    t.wait_for("$");
+    // Colours, bytes that are not UTF-8, a character split by printf's
+    // two writes.
+    t.keys(&[
+        "-l",
+        r"printf '\033[1;32mGREEN\033[0m bad:\377\376 end\n'; printf '\342\202'; printf '\254 euro\n'",
+    ]);
+    t.keys(&["Enter"]);
+    t.wait_for("euro");
+    t.run(&["resize-window", "-t", "tg", "-x", "100", "-y", "30"]);
+    t.keys(&["clear; echo S$(stty size | tr ' ' x)", "Enter"]);
+    t.wait_for("S30x100");
+    // A password at a prompt that does not echo.
+    // (`read -s` as dash, the profile's /bin/sh, spells it.)
+    t.keys(&[
+        "-l",
+        "stty -echo; read PW; stty echo; echo got-${#PW}-chars",
+    ]);
+    t.keys(&["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["-l", PASSWORD]);
+    t.keys(&["Enter"]);
+    t.wait_for(&format!("got-{}-chars", PASSWORD.len()));
+    t.keys(&["-l", "echo typed-after"]);
+    t.keys(&["Enter"]);
+    t.wait_for("typed-after");
+    t.keys(&["exit", "Enter"]);
+    t.wait_for("EXIT=0");
+    s.wait_state(&id, "terminated", Duration::from_secs(10));
+
+    // The journal names the stored recording, its size and hash.
+    let mut recorded = Vec::new();
+    let found = eventually(Duration::from_secs(10), || {
+        recorded = s.events_of(Some(&id), "session.recorded");
+        !recorded.is_empty()
+    });
+    assert!(found.is_some(), "no session.recorded event");
+    let detail = &recorded[0]["detail"];
+    let stored = std::path::PathBuf::from(detail["path"].as_str().unwrap());
+    assert_eq!(
+        stored,
+        d.join("recordings").join(format!("{id}.cast.zst")),
+        "{detail}"
+    );
+    let file = std::fs::read(&stored).unwrap();
+    assert_eq!(detail["stored_bytes"], file.len() as u64);
+    let hash: String = sha2::Sha256::digest(&file)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(detail["sha256"], hash.as_str());
+    assert_eq!(detail["truncated"], false);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !d.join("recordings").join(format!("{id}.cast")).exists(),
+        "the plain file stays after compression"
+    );
+
+    // Exported, it is asciicast v2 that asciinema prints byte for byte.
+    let cast = d.join("export.cast");
+    let out = s.cli(&[
+        "recording",
+        "export",
+        &id,
+        "--output-file",
+        cast.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = std::fs::read_to_string(&cast).unwrap();
+    assert_eq!(detail["bytes"], exported.len() as u64);
+    let mut lines = exported.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(80), Some(24))
+    );
+    assert_eq!(header["env"]["TOLLGATE_SESSION"], id.as_str());
+    assert_eq!(header["env"]["TOLLGATE_LOGIN_USER"], "ops");
+    let (printed, ok) = asciinema(d, &format!("cat {}", cast.display()));
+    assert!(ok);
+    let client = std::fs::read(&received).unwrap();
+    assert!(client.windows(5).any(|w| w == b"GREEN"));
+    assert!(
+        printed == client,
+        "asciinema cat differs from what the client received:\n{:?}\n{:?}",
+        String::from_utf8_lossy(&printed),
+        String::from_utf8_lossy(&client)
+    );
+    assert!(
+        exported.contains("\\udcff\\udcfe"),
+        "invalid bytes not kept"
+    );
+    assert!(exported.contains("\"r\", \"100x30\""), "no resize event");
+    assert!(
+        exported
+            .lines()
+            .any(|l| l.contains("\"i\", \"") && l.contains("typed-after")),
+        "no echoed input"
+    );
+    assert!(exported.contains("input not recorded: the terminal was not echoing"));
+    // It plays, at any speed, from start to end.
+    let (played, ok) = asciinema(d, &format!("play -s 50 -i 0.1 {}", cast.display()));
+    assert!(ok && played.windows(5).any(|w| w == b"GREEN"));
+    assert!(!String::from_utf8_lossy(&played).contains("Traceback"));
+    // The password is nowhere: not in the stored file, the export, the
+    // client's view or the journal.
+    let plain = zstd_decode(&file);
+    for (what, bytes) in [
+        ("stored", plain.as_slice()),
+        ("exported", exported.as_bytes()),
+        ("played", played.as_slice()),
+        ("journal", &std::fs::read(d.join("journal.db")).unwrap()),
+    ] {
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "the password is in the {what} recording"
+        );
+    }
+}
+
+fn zstd_decode(b: &[u8]) -> Vec<u8> {
+    zstd::stream::decode_all(b).unwrap()
+}
