@@ -198,3 +198,48 @@ fn a_terminal_session_is_recorded_exactly_without_the_password_typed_at_read_s()
 fn zstd_decode(b: &[u8]) -> Vec<u8> {
     zstd::stream::decode_all(b).unwrap()
 }
+
+#[test]
+fn a_watcher_sees_a_live_session_as_it_happens_and_nothing_typed_there_reaches_it() {
+    let s = Server::start("recordings-watch");
+    let (id, token) = s.issue("ops", &[]);
+    let d = s.dir.path();
+    let person = Tmux::start(&d.join("person.sh"), &s.ssh("ops", &token), 80, 24);
+    person.wait_for("$");
+    let mut w = Command::new(BIN);
+    w.arg("--config")
+        .arg(&s.config)
+        .args(["session", "watch", &id, "--from-start"]);
+    let watcher = Tmux::start(&d.join("watcher.sh"), &w, 80, 24);
+    watcher.wait_for("read-only");
+    // From the start: the prompt the person got before the watcher came.
+    watcher.wait_for("$");
+    let sent = std::time::Instant::now();
+    person.keys(&["-l", "echo MARK-$((6*7))"]);
+    person.keys(&["Enter"]);
+    watcher.wait_for("MARK-42");
+    eprintln!(
+        "the watcher showed the output {:?} after the keys were sent (tmux polling included)",
+        sent.elapsed()
+    );
+    // Keys at the watcher go nowhere: not to the session, not echoed.
+    watcher.keys(&["-l", "echo INJECTED-$((1+1))"]);
+    watcher.keys(&["Enter"]);
+    std::thread::sleep(Duration::from_millis(700));
+    person.keys(&["-l", "echo AFTER-$((2+3))"]);
+    person.keys(&["Enter"]);
+    watcher.wait_for("AFTER-5");
+    let (p, w) = (person.screen(), watcher.screen());
+    assert!(!p.contains("INJECTED"), "reached the session:\n{p}");
+    assert!(!w.contains("INJECTED"), "echoed at the watcher:\n{w}");
+    // The watcher ends with the session.
+    person.keys(&["exit", "Enter"]);
+    watcher.wait_for("has ended");
+    s.wait_state(&id, "terminated", Duration::from_secs(10));
+    let out = s.cli(&["recording", "export", &id]);
+    let cast = text(&out.stdout);
+    assert!(
+        cast.contains("AFTER-5") && !cast.contains("INJECTED"),
+        "{cast}"
+    );
+}

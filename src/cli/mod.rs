@@ -12,6 +12,7 @@ pub mod journal;
 pub mod node;
 pub mod recording;
 pub mod session;
+pub mod watch;
 
 use std::fmt;
 use std::path::Path;

@@ -25,6 +25,13 @@ pub enum SessionCmd {
     Show { id: String },
     /// Cancel a session: void a pending token or end a live session within a second. Idempotent.
     Cancel { id: String },
+    /// Watch a live session's terminal, read-only, until it ends (q or Ctrl-C stops).
+    Watch {
+        id: String,
+        /// From the session's start (default: from now).
+        #[arg(long)]
+        from_start: bool,
+    },
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -115,6 +122,9 @@ pub fn run(cmd: SessionCmd, config_path: &Path, output: Output) -> CliResult {
                 }
             }
             Ok(())
+        }
+        SessionCmd::Watch { id, from_start } => {
+            super::watch::watch(&config, &journal, &id, from_start)
         }
         SessionCmd::Cancel { id } => {
             let outcome = journal

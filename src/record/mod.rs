@@ -1,7 +1,8 @@
 //! Session recordings: what the person saw (and typed, only while the
 //! terminal echoed) as an asciicast v2 file ([`cast`]), written as it
-//! happens by a task of its own and flushed every second (a daemon killed
-//! mid-session leaves a recording that plays up to then), cut cleanly at
+//! happens by a task of its own and flushed within 30 ms of a pause and
+//! every second under steady output (a daemon killed mid-session leaves a
+//! recording that plays up to then; `session watch` follows the file), cut cleanly at
 //! `recordings.max_bytes`, and compressed with zstd when the session ends,
 //! its size and SHA-256 returned for the journal.
 //!
@@ -22,8 +23,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-/// How often written events reach the file at least.
+/// How often written events reach the file at least, under steady output.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// How soon events reach the file once output pauses (what `session
+/// watch` waits for).
+const FLUSH_IDLE: Duration = Duration::from_millis(30);
 
 /// The last event of a recording cut at `recordings.max_bytes`.
 pub const TRUNCATED_MARKER: &str = "recording truncated: recordings.max_bytes reached";
@@ -246,15 +251,23 @@ impl Writer {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut body = String::new();
+        let mut dirty = false;
         let finish = loop {
-            let msg = match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+            let wait = if dirty {
+                FLUSH_IDLE
+            } else {
+                Duration::from_secs(3600)
+            };
+            let msg = match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(m)) => m,
                 Ok(None) => break None,
                 Err(_) => {
                     self.flush();
+                    dirty = false;
                     continue;
                 }
             };
+            dirty = true;
             body.clear();
             match msg {
                 Msg::Output(d, t) => {
@@ -273,6 +286,7 @@ impl Writer {
             }
             if self.last_flush.elapsed() >= FLUSH_EVERY {
                 self.flush();
+                dirty = false;
             }
         };
         body.clear();
