@@ -56,9 +56,11 @@ enum Command {
     /// The daemons sharing the journal: each one's host, heartbeat and state.
     #[command(subcommand)]
     Node(cli::node::NodeCmd),
-    /// Session recordings: export one as asciicast v2.
+    /// Session recordings: export one (asciicast v2 or the text its screen showed), search them.
     #[command(subcommand)]
     Recording(cli::recording::RecordingCmd),
+    /// Play a session's recording in this terminal (space pauses, . steps, q stops).
+    Replay(cli::replay::ReplayArgs),
     /// Tokens for the HTTP API: create (shown once), list, revoke.
     #[command(subcommand, name = "api-token")]
     ApiToken(cli::api_token::ApiTokenCmd),
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Node(c) => cli::node::run(c, &config_path, args.output),
         Command::Journal(c) => cli::journal::run(c, &config_path, args.output),
         Command::Recording(c) => cli::recording::run(c, &config_path, args.output),
+        Command::Replay(a) => cli::replay::run(a, &config_path),
         Command::ApiToken(c) => cli::api_token::run(c, &config_path, args.output),
         Command::Config(c) => cli::config::run(c, &config_path, args.output),
         Command::Connect(a) => cli::connect::run(a),

@@ -177,6 +177,83 @@ fn a_terminal_session_is_recorded_exactly_without_the_password_typed_at_read_s()
     let (played, ok) = asciinema(d, &format!("play -s 50 -i 0.1 {}", cast.display()));
     assert!(ok && played.windows(5).any(|w| w == b"GREEN"));
     assert!(!String::from_utf8_lossy(&played).contains("Traceback"));
+    // As text: what the screen showed, one line per screen line.
+    let out = s.cli(&["recording", "export", &id, "--format", "text"]);
+    let shown = text(&out.stdout);
+    for want in [
+        // (the emulator drops bytes that are not UTF-8)
+        "GREEN bad: end",
+        "\u{20ac} euro",
+        "S30x100",
+        "got-28-chars",
+        "$ echo typed-after",
+    ] {
+        assert!(shown.contains(want), "{want:?} not in:\n{shown}");
+    }
+    assert!(!shown.contains("\x1b"), "escape sequences left:\n{shown}");
+    // Read from the index written beside the recording; without it (a
+    // crash, an older version) the same, the slow way; `recording index`
+    // writes it again.
+    let index = d.join("recordings").join(format!("{id}.idx.zst"));
+    assert!(index.exists());
+    std::fs::remove_file(&index).unwrap();
+    let again = s.cli(&["recording", "export", &id, "--format", "text"]);
+    assert_eq!(text(&again.stdout), shown);
+    let out = s.cli(&["recording", "index", &id]);
+    assert!(
+        out.status.success() && index.exists(),
+        "{}",
+        text(&out.stderr)
+    );
+    // Search: the session and the moment.
+    let hits = s.cli_json(&["recording", "search", "got-28-chars"]);
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["session"], id.as_str());
+    let offset = hits[0]["offset_s"].as_f64().unwrap();
+    assert!(offset > 0.0, "{hits:?}");
+    let out = s.cli(&["recording", "search", "-i", "TYPED-AFTER", "--since", "1h"]);
+    let line = text(&out.stdout);
+    assert!(
+        line.starts_with(&format!("{id}     0:0")) && line.contains("echo typed-after"),
+        "{line}"
+    );
+    let none = s.cli_json(&["recording", "search", "typed-after", "--profile", "other"]);
+    assert_eq!(none, serde_json::json!([]));
+    // Replayed, from the start and from the middle, it ends on the screen
+    // the person ended on (both 100x30).
+    let person = t.screen();
+    let person: Vec<&str> = person
+        .lines()
+        .take_while(|l| !l.contains("EXIT="))
+        .collect();
+    for (n, extra) in [
+        (0, vec![]),
+        (1, vec!["--at".to_string(), format!("{offset}")]),
+    ] {
+        let done = d.join(format!("replayed-{n}"));
+        let mut r = Command::new("sh");
+        r.arg("-c").arg(format!(
+            "{} --config {} replay {id} --speed 20 {} && touch {}; sleep 60",
+            BIN,
+            s.config.display(),
+            extra.join(" "),
+            done.display()
+        ));
+        let rt = Tmux::start(&d.join(format!("replay-{n}.sh")), &r, 100, 30);
+        let finished = eventually(Duration::from_secs(20), || done.exists());
+        assert!(finished.is_some(), "replay did not end:\n{}", rt.screen());
+        let replayed = rt.screen();
+        let replayed: Vec<&str> = replayed.lines().collect();
+        let trim = |v: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = v.iter().map(|l| l.trim_end().to_string()).collect();
+            while v.last().is_some_and(|l| l.is_empty()) {
+                v.pop();
+            }
+            v
+        };
+        assert_eq!(trim(&replayed), trim(&person), "replay {extra:?}");
+    }
     // The password is nowhere: not in the stored file, the export, the
     // client's view or the journal.
     let plain = zstd_decode(&file);

@@ -11,7 +11,9 @@ pub mod events;
 pub mod journal;
 pub mod node;
 pub mod recording;
+pub mod replay;
 pub mod session;
+pub mod terminal;
 pub mod watch;
 
 use std::fmt;

@@ -6,10 +6,9 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::terminal::{Quiet, CTRL_C};
 use super::{CliError, CliResult};
 use crate::config::Config;
 use crate::journal::{Journal, SessionState};
@@ -17,49 +16,6 @@ use crate::record::{self, cast};
 
 /// How often the file is looked at for more.
 const POLL: Duration = Duration::from_millis(20);
-
-/// The watcher's terminal without echo, line editing or signals (keys are
-/// read here: `q` and Ctrl-C stop), restored when dropped.
-struct Quiet {
-    saved: Option<nix::sys::termios::Termios>,
-}
-
-impl Quiet {
-    fn enter(stop: Arc<AtomicBool>) -> Quiet {
-        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
-        let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).ok();
-        if let Some(t) = &saved {
-            let mut quiet = t.clone();
-            quiet
-                .local_flags
-                .remove(LocalFlags::ECHO | LocalFlags::ICANON | LocalFlags::ISIG);
-            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
-            std::thread::spawn(move || {
-                let mut b = [0u8; 64];
-                while let Ok(n @ 1..) = std::io::stdin().read(&mut b) {
-                    if b[..n].iter().any(|c| *c == b'q' || *c == 3) {
-                        stop.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            });
-        }
-        Quiet { saved }
-    }
-}
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
-        }
-    }
-}
 
 fn over(journal: &Journal, id: &str) -> Result<bool, CliError> {
     let row = journal.get(id)?.ok_or_else(|| CliError::not_found(id))?;
@@ -102,8 +58,7 @@ pub fn watch(config: &Config, journal: &Journal, id: &str, from_start: bool) -> 
             Err(e) => return Err(CliError::failure(format!("{}: {e}", path.display()))),
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let quiet = Quiet::enter(stop.clone());
+    let (quiet, keys) = Quiet::enter();
     eprint!("tollgate: watching {id}, read-only; q or Ctrl-C stops\r\n");
     let mut pending: Vec<u8> = Vec::new();
     let mut header_seen = false;
@@ -124,7 +79,7 @@ pub fn watch(config: &Config, journal: &Journal, id: &str, from_start: bool) -> 
     let mut idle_since = Instant::now();
     let mut checked = Instant::now();
     let ended = loop {
-        if stop.load(Ordering::SeqCst) {
+        if keys.try_iter().any(|k| k == b'q' || k == CTRL_C) {
             break false;
         }
         let n = file

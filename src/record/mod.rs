@@ -12,6 +12,8 @@
 //! between them.
 
 pub mod cast;
+pub mod index;
+pub mod screen;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -346,6 +348,7 @@ fn store(plain: PathBuf, bytes: u64, truncated: bool, error: Option<String>) -> 
     })();
     match compressed {
         Ok((stored_bytes, sha256)) => {
+            write_index(&plain);
             let _ = std::fs::remove_file(&plain);
             Summary {
                 path: zst,
@@ -370,6 +373,32 @@ fn store(plain: PathBuf, bytes: u64, truncated: bool, error: Option<String>) -> 
                 error: Some(error.unwrap_or_else(|| format!("not compressed: {e}"))),
             }
         }
+    }
+}
+
+/// Writes the index beside the recording (what search and `replay --at`
+/// read); without one they run the emulator over the recording instead.
+fn write_index(plain: &Path) {
+    let Ok(text) = std::fs::read(plain) else {
+        return;
+    };
+    let Some(name) = plain.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let session = name.trim_end_matches(".cast");
+    let path = index::path(plain.parent().unwrap_or(Path::new(".")), session);
+    let written = index::encode(&index::build(&text)).and_then(|bytes| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?
+            .write_all(&bytes)
+    });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the recording's index");
+        let _ = std::fs::remove_file(&path);
     }
 }
 
@@ -424,6 +453,7 @@ pub fn prune(dir: &Path, older_than: std::time::Duration) -> std::io::Result<Vec
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = name
             .strip_suffix(".cast.zst")
+            .or_else(|| name.strip_suffix(".idx.zst"))
             .or_else(|| name.strip_suffix(".cast"))
             .filter(|id| id.starts_with("ses_"))
         else {
@@ -441,6 +471,7 @@ pub fn prune(dir: &Path, older_than: std::time::Duration) -> std::io::Result<Vec
         }
     }
     removed.sort();
+    removed.dedup();
     Ok(removed)
 }
 
@@ -457,6 +488,7 @@ mod tests {
         let old = std::time::SystemTime::now() - 10 * day;
         for (name, aged) in [
             ("ses_old1.cast.zst", true),
+            ("ses_old1.idx.zst", true),
             ("ses_old2.cast", true),
             ("ses_new.cast.zst", false),
             ("notes.txt", true),
