@@ -1,9 +1,12 @@
 //! Session recordings, from a real terminal (tmux) through the real
 //! OpenSSH client: the exported asciicast prints, with `asciinema cat`,
-//! exactly the bytes the client received (colours, invalid UTF-8), has
-//! the resize, plays with `asciinema play`, and holds no trace of a
+//! exactly the bytes the client received (colours, invalid UTF-8, less),
+//! has the resize, plays with `asciinema play`, and holds no trace of a
 //! password typed at `read -s`; the journal names the stored file with
-//! its size and SHA-256.
+//! its size and SHA-256. The text export, search and replay (from the
+//! start and from the middle) show what the screen showed; `session
+//! watch` follows a live session read-only; a daemon killed mid-session
+//! leaves a recording that plays to the kill, which the next run finishes.
 mod common;
 use common::*;
 use serde_json::Value;
@@ -79,6 +82,16 @@ fn a_terminal_session_is_recorded_exactly_without_the_password_typed_at_read_s()
     ]);
     t.keys(&["Enter"]);
     t.wait_for("euro");
+    // A full-screen program (its own screen, left with q).
+    t.keys(&["-l", "seq -f PAGE-%g 1 50 | less"]);
+    t.keys(&["Enter"]);
+    t.wait_for("PAGE-23");
+    t.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !t.screen().contains("PAGE-23"),
+        "less did not leave its screen"
+    );
     t.run(&["resize-window", "-t", "tg", "-x", "100", "-y", "30"]);
     t.keys(&["clear; echo S$(stty size | tr ' ' x)", "Enter"]);
     t.wait_for("S30x100");
@@ -185,6 +198,8 @@ fn a_terminal_session_is_recorded_exactly_without_the_password_typed_at_read_s()
         "GREEN bad: end",
         "\u{20ac} euro",
         "S30x100",
+        // What less showed on its own screen.
+        "PAGE-23",
         "got-28-chars",
         "$ echo typed-after",
     ] {
@@ -319,4 +334,65 @@ fn a_watcher_sees_a_live_session_as_it_happens_and_nothing_typed_there_reaches_i
         cast.contains("AFTER-5") && !cast.contains("INJECTED"),
         "{cast}"
     );
+}
+
+#[test]
+fn a_daemon_killed_mid_session_leaves_a_recording_that_plays_to_the_kill_and_the_next_run_finishes_it(
+) {
+    let mut s = Server::start("recordings-kill");
+    let (id, token) = s.issue("ops", &[]);
+    let mut ssh = s
+        .ssh_opts("ops", &token, &["-tt"])
+        .arg("i=0; while true; do i=$((i+1)); echo TICK-$i; sleep 0.1; done")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = buffered(ssh.stdout.take().unwrap());
+    read_until(&mut out, "TICK-20");
+    s.child.as_mut().unwrap().kill().unwrap(); // SIGKILL
+    s.child.take().unwrap().wait().unwrap();
+    // What the client got, to the end of the connection.
+    let mut rest = String::new();
+    use std::io::Read;
+    let _ = out.read_to_string(&mut rest);
+    let _ = ssh.wait();
+    let last = |t: &str| {
+        t.rsplit("TICK-")
+            .next()
+            .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let client_last = last(&format!("TICK-20\n{rest}"));
+    // The plain recording plays up to within a second (ten ticks) of it.
+    let dir = s.dir.path().join("recordings");
+    assert!(dir.join(format!("{id}.cast")).exists());
+    let exported = text(&s.cli(&["recording", "export", &id]).stdout);
+    let recorded: String = exported
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "o")
+        .map(|e| e[2].as_str().unwrap_or_default().to_string())
+        .collect();
+    let recorded_last = last(&recorded);
+    eprintln!("the client saw TICK-{client_last}, the recording has TICK-{recorded_last}");
+    assert!(
+        recorded_last >= 10 && recorded_last + 10 >= client_last,
+        "client TICK-{client_last}, recording TICK-{recorded_last}"
+    );
+    // The next run finishes it: compressed, indexed, recorded.
+    s.spawn();
+    let mut ev = Vec::new();
+    let done = eventually(Duration::from_secs(10), || {
+        ev = s.events_of(Some(&id), "session.recorded");
+        !ev.is_empty()
+    });
+    assert!(done.is_some(), "no session.recorded after the restart");
+    assert_eq!(ev[0]["detail"]["recovered"], true, "{ev:?}");
+    assert!(dir.join(format!("{id}.cast.zst")).exists());
+    assert!(dir.join(format!("{id}.idx.zst")).exists());
+    assert!(!dir.join(format!("{id}.cast")).exists());
+    let again = text(&s.cli(&["recording", "export", &id]).stdout);
+    assert_eq!(again, exported);
 }

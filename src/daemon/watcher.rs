@@ -41,6 +41,7 @@ pub(super) async fn watch_journal(
     let mut tick = tokio::time::interval(Duration::from_millis(if pg { 1000 } else { 200 }));
     let mut n: u64 = 0;
     let mut pruned: Option<std::time::Instant> = None;
+    let started = std::time::SystemTime::now();
     loop {
         match &wake {
             Some(w) => tokio::select! {
@@ -99,7 +100,7 @@ pub(super) async fn watch_journal(
         if periodic {
             if pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
                 pruned = Some(std::time::Instant::now());
-                tokio::spawn(prune_recordings(shared.clone()));
+                tokio::spawn(prune_recordings(shared.clone(), started));
             }
             report_drops(&shared, &mut last_drop_report).await;
             report_links(&shared, &mut failures_seen).await;
@@ -376,10 +377,38 @@ pub(super) async fn heartbeat(current: Arc<Current>) {
 /// How often recordings past `recordings.retention` are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Removes recordings past their retention, and records it.
-async fn prune_recordings(shared: Arc<Shared>) {
+/// Finishes the recordings an earlier run left unfinished (killed
+/// mid-session), then removes those past their retention; records both.
+async fn prune_recordings(shared: Arc<Shared>, started: std::time::SystemTime) {
     let config = &shared.config;
     let dir = config.recordings.dir(&config.server.journal);
+    let (d, sh) = (dir.clone(), shared.clone());
+    let recovered = tokio::task::spawn_blocking(move || {
+        let live = |id: &str| {
+            sh.live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id)
+        };
+        crate::record::recover(&d, started, &live)
+    })
+    .await
+    .unwrap_or_default();
+    for (id, summary) in recovered {
+        tracing::info!(session = %id, path = %summary.path.display(), "finished a recording an earlier run left");
+        let detail = serde_json::json!({
+            "path": summary.path.display().to_string(), "bytes": summary.bytes,
+            "stored_bytes": summary.stored_bytes, "sha256": summary.sha256,
+            "truncated": summary.truncated, "recovered": true,
+        });
+        if let Err(e) = shared
+            .db
+            .call(move |j| j.event(Some(&id), EventKind::SessionRecorded, detail))
+            .await
+        {
+            tracing::error!(error = %e, "could not record a recovered recording");
+        }
+    }
     let keep = config.recordings.retention;
     let d = dir.clone();
     let removed = tokio::task::spawn_blocking(move || crate::record::prune(&d, keep)).await;

@@ -437,6 +437,54 @@ pub fn read(dir: &Path, session: &str) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Finishes the recordings a daemon that stopped without ending them left
+/// plain in `dir` (a crash, kill -9): those last written `before` (this
+/// daemon's start) and not of `live` sessions, each compressed and indexed
+/// as a session's end does it; returns each session id with its summary.
+/// A plain file that ends in the middle of a line (the crash cut a write)
+/// keeps its complete lines.
+pub fn recover(
+    dir: &Path,
+    before: std::time::SystemTime,
+    live: &dyn Fn(&str) -> bool,
+) -> Vec<(String, Summary)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".cast")
+            .filter(|id| id.starts_with("ses_"))
+        else {
+            continue;
+        };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m < before);
+        if !old || live(id) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(mut text) = std::fs::read(&path) else {
+            continue;
+        };
+        let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if whole < text.len() {
+            text.truncate(whole);
+            if std::fs::write(&path, &text).is_err() {
+                continue;
+            }
+        }
+        let summary = store(path, text.len() as u64, false, None);
+        out.push((id.to_string(), summary));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Removes the recordings in `dir` (finished, or left plain by a crash)
 /// last written more than `older_than` ago; returns their session ids.
 /// Nothing else in `dir` is touched.
