@@ -396,3 +396,36 @@ fn a_daemon_killed_mid_session_leaves_a_recording_that_plays_to_the_kill_and_the
     let again = text(&s.cli(&["recording", "export", &id]).stdout);
     assert_eq!(again, exported);
 }
+
+#[test]
+fn a_recording_past_max_bytes_is_cut_with_a_marker_and_an_event() {
+    let s = Server::start_with(
+        "recordings-cut",
+        Opts {
+            tail: "[recordings]\nmax_bytes = 4096\n".into(),
+            ..Opts::default()
+        },
+    );
+    let (id, token) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &token, &["-tt"], "seq 1 5000; echo DONE");
+    assert!(text(&out.stdout).contains("DONE"));
+    let mut ev = Vec::new();
+    let done = eventually(Duration::from_secs(10), || {
+        ev = s.events_of(Some(&id), "session.recorded");
+        !ev.is_empty()
+    });
+    assert!(done.is_some());
+    assert_eq!(ev[0]["detail"]["truncated"], true);
+    assert_eq!(
+        s.events_of(Some(&id), "session.recording_truncated").len(),
+        1
+    );
+    let cast = text(&s.cli(&["recording", "export", &id]).stdout);
+    assert!(cast.len() <= 4096 + 200, "{} bytes", cast.len());
+    assert!(
+        cast.trim_end()
+            .ends_with("\"m\", \"recording truncated: recordings.max_bytes reached\"]"),
+        "{cast}"
+    );
+    assert!(!cast.contains("DONE"));
+}

@@ -82,6 +82,9 @@ pub struct Recorder {
     /// per stretch).
     hiding: AtomicBool,
     finished: Mutex<bool>,
+    /// Set by the writer once nothing more is written (cut at
+    /// `max_bytes`, or broken): output is no longer copied to it.
+    cut: std::sync::Arc<AtomicBool>,
 }
 
 /// The plain file of a session's recording in `dir` (while it is live, or
@@ -119,15 +122,18 @@ impl Recorder {
             output: cast::Utf8Stream::default(),
             line: String::new(),
             last_flush: Instant::now(),
+            cut: std::sync::Arc::new(AtomicBool::new(false)),
             last_t: 0.0,
         };
         w.header(meta);
+        let cut = w.cut.clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(w.run(rx));
         Ok(Recorder {
             tx,
             epoch: Instant::now(),
             hiding: AtomicBool::new(false),
+            cut,
             finished: Mutex::new(false),
         })
     }
@@ -139,6 +145,9 @@ impl Recorder {
     /// What the person was shown. Waits only when the writer is a full
     /// queue behind.
     pub async fn output(&self, data: &[u8]) {
+        if self.cut.load(Ordering::Relaxed) {
+            return;
+        }
         let _ = self.tx.send(Msg::Output(data.to_vec(), self.now())).await;
     }
 
@@ -184,6 +193,7 @@ struct Writer {
     output: cast::Utf8Stream,
     line: String,
     last_flush: Instant,
+    cut: std::sync::Arc<AtomicBool>,
     /// The time of the last event (for what is written at the end).
     last_t: f64,
 }
@@ -219,7 +229,10 @@ impl Writer {
         }
         match self.file.write_all(self.line.as_bytes()) {
             Ok(()) => self.written += self.line.len() as u64,
-            Err(e) => self.error = Some(e.to_string()),
+            Err(e) => {
+                self.error = Some(e.to_string());
+                self.cut.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -237,6 +250,7 @@ impl Writer {
             cast::event_line(&mut self.line, t, "m", TRUNCATED_MARKER);
             self.put();
             self.truncated = true;
+            self.cut.store(true, Ordering::Relaxed);
             return;
         }
         self.put();
@@ -246,6 +260,7 @@ impl Writer {
         if self.error.is_none() {
             if let Err(e) = self.file.flush() {
                 self.error = Some(e.to_string());
+                self.cut.store(true, Ordering::Relaxed);
             }
         }
         self.last_flush = Instant::now();
