@@ -77,16 +77,12 @@ pub fn run(cmd: RecordingCmd, config_path: &Path, output: Output) -> CliResult {
         RecordingCmd::Search(s) => return search(config_path, &dir, &s, output),
         RecordingCmd::Index { session } => {
             let text = read(&dir, &session)?;
-            let index = crate::record::index::build(&text);
             let path = crate::record::index::path(&dir, &session);
-            let bytes = crate::record::index::encode(&index).map_err(CliError::failure)?;
+            let mut bytes = Vec::new();
+            let (lines, keys) = crate::record::index::write(text.as_slice(), &mut bytes)
+                .map_err(CliError::failure)?;
             write_private(&path, &bytes)?;
-            println!(
-                "{}: {} lines, {} keyframes",
-                path.display(),
-                index.lines.len(),
-                index.keyframes.len()
-            );
+            println!("{}: {lines} lines, {keys} keyframes", path.display());
             return Ok(());
         }
     };

@@ -7,6 +7,7 @@
 //! One JSON object per line; a recording without one (a crash, an older
 //! version) is read the slow way.
 
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -47,69 +48,90 @@ pub fn path(dir: &Path, session: &str) -> PathBuf {
     dir.join(format!("{session}.idx.zst"))
 }
 
-/// Runs the emulator over a whole asciicast once.
-pub fn build(text: &[u8]) -> Index {
-    let mut keyframes = Vec::new();
-    let mut at = 0;
-    let mut lines = text.split_inclusive(|b| *b == b'\n');
-    let header = lines.next().unwrap_or_default();
-    at += header.len();
-    let (cols, rows) = header_size(&String::from_utf8_lossy(header));
+fn record(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, r)?;
+    out.write_all(b"\n")
+}
+
+/// Runs the emulator over an asciicast read from `input` once, writing
+/// the index (zstd-compressed JSON lines) to `out` as it goes: nothing but
+/// the screen and one line of the recording is held. Returns how many
+/// lines and keyframes it wrote.
+pub fn write(mut input: impl BufRead, out: impl Write) -> std::io::Result<(usize, usize)> {
+    let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
+    let mut buf = Vec::new();
+    let mut at = input.read_until(b'\n', &mut buf)?;
+    let (cols, rows) = header_size(&String::from_utf8_lossy(&buf));
     let mut t = Transcript::new(cols, rows);
     let mut next = KEYFRAME_EVERY;
     let mut end = 0.0;
-    for line in lines {
+    let (mut lines, mut keys) = (0, 0);
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
         let start = at;
-        at += line.len();
-        let Some(e) = std::str::from_utf8(line).ok().and_then(cast::parse_event) else {
+        at += n;
+        let Some(e) = std::str::from_utf8(&buf).ok().and_then(cast::parse_event) else {
             continue;
         };
         if e.time >= next {
             let (r, c) = t.screen().size();
-            keyframes.push(Keyframe {
+            let k = Keyframe {
                 time: next,
                 offset: start,
                 cols: c.get(),
                 rows: r.get(),
                 state: t.screen().state_formatted(),
-            });
+            };
+            record(&mut enc, &Record::Key(k))?;
+            keys += 1;
             while next <= e.time {
                 next += KEYFRAME_EVERY;
             }
         }
         end = e.time;
         t.event(&e);
+        for l in t.take_lines() {
+            record(
+                &mut enc,
+                &Record::Line {
+                    t: l.time,
+                    text: l.text,
+                },
+            )?;
+            lines += 1;
+        }
     }
-    Index {
-        lines: t.finish(end),
-        keyframes,
-    }
-}
-
-/// The index as written: JSON lines, zstd-compressed.
-pub fn encode(index: &Index) -> std::io::Result<Vec<u8>> {
-    let mut plain = Vec::new();
-    for l in &index.lines {
-        serde_json::to_writer(
-            &mut plain,
+    for l in t.finish(end) {
+        record(
+            &mut enc,
             &Record::Line {
                 t: l.time,
-                text: l.text.clone(),
+                text: l.text,
             },
         )?;
-        plain.push(b'\n');
+        lines += 1;
     }
-    for k in &index.keyframes {
-        serde_json::to_writer(&mut plain, &Record::Key(k.clone()))?;
-        plain.push(b'\n');
-    }
-    zstd::stream::encode_all(plain.as_slice(), 3)
+    enc.finish()?;
+    Ok((lines, keys))
 }
 
-/// The index of a session's recording in `dir`, when there is one.
-pub fn read(dir: &Path, session: &str) -> Option<Index> {
-    let f = std::fs::File::open(path(dir, session)).ok()?;
-    let plain = zstd::stream::decode_all(f).ok()?;
+/// The index of a whole asciicast, in memory.
+pub fn build(text: &[u8]) -> Index {
+    let mut out = Vec::new();
+    match write(text, &mut out) {
+        Ok(_) => zstd::stream::decode_all(out.as_slice())
+            .ok()
+            .and_then(|plain| parse(&plain))
+            .unwrap_or_default(),
+        Err(_) => Index::default(),
+    }
+}
+
+fn parse(plain: &[u8]) -> Option<Index> {
     let mut index = Index::default();
     for line in plain.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice(line).ok()? {
@@ -118,6 +140,12 @@ pub fn read(dir: &Path, session: &str) -> Option<Index> {
         }
     }
     Some(index)
+}
+
+/// The index of a session's recording in `dir`, when there is one.
+pub fn read(dir: &Path, session: &str) -> Option<Index> {
+    let f = std::fs::File::open(path(dir, session)).ok()?;
+    parse(&zstd::stream::decode_all(f).ok()?)
 }
 
 #[cfg(test)]
@@ -163,7 +191,8 @@ mod tests {
         // Written and read back.
         let dir = std::env::temp_dir().join(format!("tg-idx-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(path(&dir, "ses_x"), encode(&index).unwrap()).unwrap();
+        let f = std::fs::File::create(path(&dir, "ses_x")).unwrap();
+        write(cast.as_bytes(), f).unwrap();
         let back = read(&dir, "ses_x").unwrap();
         assert_eq!(back.keyframes, index.keyframes);
         assert_eq!(back.lines, index.lines);

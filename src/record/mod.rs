@@ -394,22 +394,22 @@ fn store(plain: PathBuf, bytes: u64, truncated: bool, error: Option<String>) -> 
 /// Writes the index beside the recording (what search and `replay --at`
 /// read); without one they run the emulator over the recording instead.
 fn write_index(plain: &Path) {
-    let Ok(text) = std::fs::read(plain) else {
+    let Some(session) = plain.file_name().and_then(|n| n.to_str()) else {
         return;
     };
-    let Some(name) = plain.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    let session = name.trim_end_matches(".cast");
+    let session = session.trim_end_matches(".cast");
     let path = index::path(plain.parent().unwrap_or(Path::new(".")), session);
-    let written = index::encode(&index::build(&text)).and_then(|bytes| {
-        std::fs::OpenOptions::new()
+    let written = std::fs::File::open(plain).and_then(|input| {
+        let out = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&path)?
-            .write_all(&bytes)
+            .open(&path)?;
+        index::write(
+            std::io::BufReader::with_capacity(256 * 1024, input),
+            std::io::BufWriter::new(out),
+        )
     });
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "could not write the recording's index");

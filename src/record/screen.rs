@@ -171,6 +171,11 @@ impl Transcript {
         }
     }
 
+    /// The lines taken so far (they are not kept).
+    pub fn take_lines(&mut self) -> Vec<Line> {
+        std::mem::take(&mut self.lines)
+    }
+
     /// The lines, with what the screen shows at the end (at `end`).
     pub fn finish(mut self, end: f64) -> Vec<Line> {
         self.take_screen(end);
