@@ -39,10 +39,15 @@ fn members_of_the_state_directorys_group_run_admin_commands() {
     let journal = state.join("journal.db");
     std::fs::write(
         &s.config,
-        config.replace(
-            &format!("journal = \"{}/journal.db\"", s.dir.path().display()),
-            &format!("journal = \"{}\"", journal.display()),
-        ),
+        config
+            .replace(
+                &format!("journal = \"{}/journal.db\"", s.dir.path().display()),
+                &format!("journal = \"{}\"", journal.display()),
+            )
+            .replace(
+                &format!("dir = \"{}/recordings\"", s.dir.path().display()),
+                &format!("dir = \"{}/recordings\"", state.display()),
+            ),
     )
     .unwrap();
     // The daemon runs with the unit's UMask=0077.
@@ -99,6 +104,35 @@ fn members_of_the_state_directorys_group_run_admin_commands() {
     s.wait_state(id, "terminated", Duration::from_secs(5));
     let out = cli_as(&s, 65534, GROUP, &["session", "list"]);
     assert!(out.status.success() && text(&out.stdout).contains(id));
+
+    // Recordings are the group's too: a member replays what a session showed.
+    let (rid, rtoken) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &rtoken, &["-tt"], "echo recorded-for-members");
+    assert!(text(&out.stdout).contains("recorded-for-members"));
+    let done = eventually(Duration::from_secs(10), || {
+        !s.events_of(Some(&rid), "session.recorded").is_empty()
+    });
+    assert!(done.is_some());
+    let recordings = state.join("recordings");
+    let m = std::fs::metadata(&recordings).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.gid()), (0o2750, GROUP));
+    for f in [format!("{rid}.cast.zst"), format!("{rid}.idx.zst")] {
+        let m = std::fs::metadata(recordings.join(&f)).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (0o640, GROUP), "{f}");
+    }
+    let out = cli_as(
+        &s,
+        65534,
+        GROUP,
+        &["recording", "export", &rid, "--format", "text"],
+    );
+    assert!(
+        text(&out.stdout).contains("recorded-for-members"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli_as(&s, 65534, 4242, &["recording", "export", &rid]);
+    assert!(!out.status.success());
 
     // Someone outside the group is refused, saying what would let them in.
     let out = cli_as(&s, 65534, 4242, &["session", "list"]);

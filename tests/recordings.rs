@@ -429,3 +429,36 @@ fn a_recording_past_max_bytes_is_cut_with_a_marker_and_an_event() {
     );
     assert!(!cast.contains("DONE"));
 }
+
+#[test]
+fn recordings_past_their_retention_are_removed_and_the_removal_is_recorded() {
+    let mut s = Server::start_with(
+        "recordings-retention",
+        Opts {
+            tail: "[recordings]\nretention = \"2s\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    let (id, token) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &token, &["-tt"], "echo RECORDED");
+    assert!(text(&out.stdout).contains("RECORDED"));
+    let dir = s.dir.path().join("recordings");
+    let stored = dir.join(format!("{id}.cast.zst"));
+    let ok = eventually(Duration::from_secs(10), || stored.exists());
+    assert!(ok.is_some());
+    // Removed at the first check after a start once older than 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    s.stop();
+    s.spawn();
+    let mut ev = Vec::new();
+    let removed = eventually(Duration::from_secs(10), || {
+        ev = s.events_of(None, "recordings.removed");
+        !ev.is_empty()
+    });
+    assert!(removed.is_some(), "no recordings.removed event");
+    assert_eq!(ev[0]["detail"]["sessions"][0], id.as_str(), "{ev:?}");
+    assert!(!stored.exists());
+    assert!(!dir.join(format!("{id}.idx.zst")).exists());
+    let out = s.cli(&["recording", "export", &id]);
+    assert_eq!(out.status.code(), Some(4));
+}

@@ -78,10 +78,11 @@ pub fn run(cmd: RecordingCmd, config_path: &Path, output: Output) -> CliResult {
         RecordingCmd::Index { session } => {
             let text = read(&dir, &session)?;
             let path = crate::record::index::path(&dir, &session);
-            let mut bytes = Vec::new();
-            let (lines, keys) = crate::record::index::write(text.as_slice(), &mut bytes)
-                .map_err(CliError::failure)?;
-            write_private(&path, &bytes)?;
+            let fail = |e: std::io::Error| CliError::failure(format!("{}: {e}", path.display()));
+            let out = crate::record::create(&path).map_err(fail)?;
+            let (lines, keys) =
+                crate::record::index::write(text.as_slice(), std::io::BufWriter::new(out))
+                    .map_err(fail)?;
             println!("{}: {lines} lines, {keys} keyframes", path.display());
             return Ok(());
         }

@@ -87,6 +87,53 @@ pub struct Recorder {
     cut: std::sync::Arc<AtomicBool>,
 }
 
+/// Makes the recordings directory: in a directory its group may write (the
+/// unit's `StateDirectory`, group `tollgate`, mode 2770, as the journal's
+/// rule goes) it is that group's, mode 2750, so the admin group can read
+/// recordings; anywhere else 0700.
+fn make_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let parent = dir.parent().unwrap_or(Path::new("/")).metadata()?;
+    if parent.mode() & 0o020 != 0 {
+        std::os::unix::fs::chown(dir, None, Some(parent.gid()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2750))?;
+    }
+    Ok(())
+}
+
+/// A new recording file: readable by the directory's group when the
+/// directory is (0640), else 0600, whatever the umask.
+fn share(dir: &Path, file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = dir.metadata()?;
+    if d.mode() & 0o040 == 0 {
+        return Ok(());
+    }
+    if file.metadata()?.gid() != d.gid() {
+        std::os::unix::fs::fchown(file, None, Some(d.gid()))?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(0o640))
+}
+
+/// Creates (or empties) a file beside the recordings, as [`share`] says.
+pub fn create(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    share(path.parent().unwrap_or(Path::new(".")), &f)?;
+    Ok(f)
+}
+
 /// The plain file of a session's recording in `dir` (while it is live, or
 /// after a crash).
 pub fn live_path(dir: &Path, session: &str) -> PathBuf {
@@ -102,16 +149,14 @@ impl Recorder {
     /// Creates the recording of `meta.session` in `dir` (made 0700 if
     /// missing; the file 0600) and starts its writer.
     pub fn start(dir: &Path, max_bytes: u64, meta: &Meta) -> std::io::Result<Recorder> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        make_dir(dir)?;
         let path = live_path(dir, &meta.session);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
+        share(dir, &file)?;
         let mut w = Writer {
             file: std::io::BufWriter::with_capacity(64 * 1024, file),
             path,
@@ -344,12 +389,7 @@ fn store(plain: PathBuf, bytes: u64, truncated: bool, error: Option<String>) -> 
     let zst = plain.with_extension("cast.zst");
     let compressed = (|| -> std::io::Result<(u64, String)> {
         let mut input = std::fs::File::open(&plain)?;
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&zst)?;
+        let out = create(&zst)?;
         let mut hashing = HashingWriter {
             inner: out,
             hash: Sha256::new(),
@@ -400,12 +440,7 @@ fn write_index(plain: &Path) {
     let session = session.trim_end_matches(".cast");
     let path = index::path(plain.parent().unwrap_or(Path::new(".")), session);
     let written = std::fs::File::open(plain).and_then(|input| {
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
+        let out = create(&path)?;
         index::write(
             std::io::BufReader::with_capacity(256 * 1024, input),
             std::io::BufWriter::new(out),
