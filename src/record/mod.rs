@@ -366,16 +366,31 @@ impl Writer {
             ..
         } = self;
         drop(file);
-        let summary = tokio::task::spawn_blocking(move || store(path, written, truncated, error))
-            .await
-            .unwrap_or_else(|e| Summary {
-                path: PathBuf::new(),
-                bytes: written,
-                stored_bytes: 0,
-                sha256: String::new(),
-                truncated,
-                error: Some(e.to_string()),
+        let failed = |path: PathBuf, e: String| Summary {
+            path,
+            bytes: written,
+            stored_bytes: 0,
+            sha256: String::new(),
+            truncated,
+            error: Some(e),
+        };
+        // A thread of its own below the sessions' priority: compressing
+        // and indexing a large recording takes seconds of CPU that live
+        // sessions come first for.
+        let (tx, rx) = oneshot::channel();
+        let plain = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tg-recording".into())
+            .spawn(move || {
+                let _ = crate::exec::set_thread_nice(10);
+                let _ = tx.send(store(plain, written, truncated, error));
             });
+        let summary = match spawned {
+            Ok(_) => rx
+                .await
+                .unwrap_or_else(|_| failed(path, "the recording's thread ended early".into())),
+            Err(e) => failed(path, format!("cannot start the recording's thread: {e}")),
+        };
         if let Some(done) = finish {
             let _ = done.send(summary);
         }
