@@ -17,33 +17,6 @@ use std::time::Duration;
 
 const PASSWORD: &str = "hunter2-not-in-any-recording";
 
-/// `cmd` as a shell command line (its environment and arguments quoted).
-fn command_line(cmd: &Command) -> String {
-    let mut text = String::from("env");
-    // env's -u options come before its NAME=VALUE arguments.
-    for (k, v) in cmd.get_envs() {
-        if v.is_none() {
-            text.push_str(&format!(" -u {}", k.to_string_lossy()));
-        }
-    }
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            text.push_str(&format!(
-                " {}={}",
-                k.to_string_lossy(),
-                shell_quote(&v.to_string_lossy())
-            ));
-        }
-    }
-    text.push(' ');
-    text.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
-    for a in cmd.get_args() {
-        text.push(' ');
-        text.push_str(&shell_quote(&a.to_string_lossy()));
-    }
-    text
-}
-
 /// Runs `asciinema ARGS` at a terminal of its own (it insists on one):
 /// its output (the terminal's) and exit status.
 fn asciinema(dir: &Path, args: &str) -> (Vec<u8>, bool) {

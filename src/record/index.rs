@@ -53,6 +53,15 @@ fn record(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
+fn put_lines(out: &mut impl Write, lines: Vec<Line>) -> std::io::Result<usize> {
+    let n = lines.len();
+    for l in lines {
+        let text = l.text;
+        record(out, &Record::Line { t: l.time, text })?;
+    }
+    Ok(n)
+}
+
 /// Runs the emulator over an asciicast read from `input` once, writing
 /// the index (zstd-compressed JSON lines) to `out` as it goes: nothing but
 /// the screen and one line of the recording is held. Returns how many
@@ -94,27 +103,9 @@ pub fn write(mut input: impl BufRead, out: impl Write) -> std::io::Result<(usize
         }
         end = e.time;
         t.event(&e);
-        for l in t.take_lines() {
-            record(
-                &mut enc,
-                &Record::Line {
-                    t: l.time,
-                    text: l.text,
-                },
-            )?;
-            lines += 1;
-        }
+        lines += put_lines(&mut enc, t.take_lines())?;
     }
-    for l in t.finish(end) {
-        record(
-            &mut enc,
-            &Record::Line {
-                t: l.time,
-                text: l.text,
-            },
-        )?;
-        lines += 1;
-    }
+    lines += put_lines(&mut enc, t.finish(end))?;
     enc.finish()?;
     Ok((lines, keys))
 }

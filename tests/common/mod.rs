@@ -510,29 +510,7 @@ impl Tmux {
     /// Writes `cmd` (its environment and arguments) as a script at
     /// `script` and runs it in a new `cols`×`rows` tmux window named `tg`.
     pub fn start(script: &Path, cmd: &Command, cols: u16, rows: u16) -> Tmux {
-        let mut text = String::from("#!/bin/sh\nexec env");
-        // env's -u options come before its NAME=VALUE arguments.
-        for (k, v) in cmd.get_envs() {
-            if v.is_none() {
-                text.push_str(&format!(" -u {}", k.to_string_lossy()));
-            }
-        }
-        for (k, v) in cmd.get_envs() {
-            if let Some(v) = v {
-                text.push_str(&format!(
-                    " {}={}",
-                    k.to_string_lossy(),
-                    shell_quote(&v.to_string_lossy())
-                ));
-            }
-        }
-        text.push(' ');
-        text.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
-        for a in cmd.get_args() {
-            text.push(' ');
-            text.push_str(&shell_quote(&a.to_string_lossy()));
-        }
-        text.push('\n');
+        let text = format!("#!/bin/sh\nexec {}\n", command_line(cmd));
         std::fs::write(script, text).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -603,6 +581,34 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         self.run(&["kill-server"]);
     }
+}
+
+/// `cmd` as a shell command line: `env`, its environment and arguments
+/// quoted.
+pub fn command_line(cmd: &Command) -> String {
+    let mut text = String::from("env");
+    // env's -u options come before its NAME=VALUE arguments.
+    for (k, v) in cmd.get_envs() {
+        if v.is_none() {
+            text.push_str(&format!(" -u {}", k.to_string_lossy()));
+        }
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            text.push_str(&format!(
+                " {}={}",
+                k.to_string_lossy(),
+                shell_quote(&v.to_string_lossy())
+            ));
+        }
+    }
+    text.push(' ');
+    text.push_str(&shell_quote(&cmd.get_program().to_string_lossy()));
+    for a in cmd.get_args() {
+        text.push(' ');
+        text.push_str(&shell_quote(&a.to_string_lossy()));
+    }
+    text
 }
 
 pub fn shell_quote(s: &str) -> String {
