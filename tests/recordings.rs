@@ -209,7 +209,11 @@ fn a_terminal_session_is_recorded_exactly_without_the_password_typed_at_read_s()
     let none = s.cli_json(&["recording", "search", "typed-after", "--profile", "other"]);
     assert_eq!(none, serde_json::json!([]));
     let none = s.cli_json(&["recording", "search", PASSWORD]);
-    assert_eq!(none, serde_json::json!([]), "the password is in a search result");
+    assert_eq!(
+        none,
+        serde_json::json!([]),
+        "the password is in a search result"
+    );
     // Replayed, from the start and from the middle, it ends on the screen
     // the person ended on (both 100x30).
     let person = t.screen();

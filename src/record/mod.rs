@@ -208,9 +208,11 @@ impl Recorder {
         }
     }
 
-    /// The terminal's new size.
+    /// The terminal's new size (at most [`screen::MAX_COLS`] by
+    /// [`screen::MAX_ROWS`], as the header's).
     pub async fn resize(&self, cols: u32, rows: u32) {
-        let _ = self.tx.send(Msg::Resize(cols, rows, self.now())).await;
+        let (c, r) = (cols.min(screen::MAX_COLS), rows.min(screen::MAX_ROWS));
+        let _ = self.tx.send(Msg::Resize(c, r, self.now())).await;
     }
 
     /// Ends the recording: flushed, compressed, hashed. `None` when it was
@@ -252,8 +254,8 @@ impl Writer {
             "version": 2,
             // A client that gave no size (not a terminal): what a
             // terminal starts with.
-            "width": if m.cols == 0 { 80 } else { m.cols },
-            "height": if m.rows == 0 { 24 } else { m.rows },
+            "width": if m.cols == 0 { 80 } else { m.cols.min(screen::MAX_COLS) },
+            "height": if m.rows == 0 { 24 } else { m.rows.min(screen::MAX_ROWS) },
             "timestamp": timestamp,
             "title": format!("tollgate {} ({} as {})", m.session, m.profile, m.login_user),
             "env": {

@@ -71,8 +71,13 @@ pub struct Transcript {
     lines: Vec<Line>,
 }
 
-fn size(v: u32, default: u16) -> std::num::NonZeroU16 {
-    let v = u16::try_from(v).unwrap_or(u16::MAX);
+/// The largest terminal a recording keeps: a client may claim 65535 by
+/// 65535, which an emulator (ours, or a player's) would have to allocate.
+pub const MAX_COLS: u32 = 1000;
+pub const MAX_ROWS: u32 = 500;
+
+fn size(v: u32, default: u16, max: u32) -> std::num::NonZeroU16 {
+    let v = v.min(max) as u16;
     std::num::NonZeroU16::new(v)
         .or(std::num::NonZeroU16::new(default))
         .unwrap_or(std::num::NonZeroU16::MIN)
@@ -83,8 +88,8 @@ impl Transcript {
     pub fn new(cols: u32, rows: u32) -> Transcript {
         Transcript {
             parser: vt100::Parser::new_with_callbacks(
-                size(rows, 24),
-                size(cols, 80),
+                size(rows, 24, MAX_ROWS),
+                size(cols, 80, MAX_COLS),
                 0,
                 Scrolled::default(),
             ),
@@ -151,7 +156,7 @@ impl Transcript {
     pub fn resize(&mut self, cols: u32, rows: u32) {
         self.parser
             .screen_mut()
-            .set_size(size(rows, 24), size(cols, 80));
+            .set_size(size(rows, 24, MAX_ROWS), size(cols, 80, MAX_COLS));
     }
 
     /// One event of a recording (output and resizes; the rest is not
