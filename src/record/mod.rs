@@ -67,7 +67,7 @@ pub struct Summary {
 }
 
 enum Msg {
-    Output(Vec<u8>, f64),
+    Output(bytes::Bytes, f64),
     Input(Vec<u8>, f64),
     Hidden(f64),
     Resize(u32, u32, f64),
@@ -187,13 +187,14 @@ impl Recorder {
         self.epoch.elapsed().as_secs_f64()
     }
 
-    /// What the person was shown. Waits only when the writer is a full
+    /// What the person was shown (the chunk the client and the drains
+    /// get, shared, not copied). Waits only when the writer is a full
     /// queue behind.
-    pub async fn output(&self, data: &[u8]) {
+    pub async fn output(&self, data: bytes::Bytes) {
         if self.cut.load(Ordering::Relaxed) {
             return;
         }
-        let _ = self.tx.send(Msg::Output(data.to_vec(), self.now())).await;
+        let _ = self.tx.send(Msg::Output(data, self.now())).await;
     }
 
     /// What the person typed; `echoed`: the terminal echoed it (else only

@@ -176,7 +176,7 @@ impl Output {
         let chunk = bytes::Bytes::copy_from_slice(data);
         tee(&self.tee_tx, &chunk);
         if let Some(r) = &self.recorder {
-            r.output(data).await;
+            r.output(chunk.clone()).await;
         }
         let sent = match self.ext {
             None => self.handle.data(self.ch, chunk).await,
