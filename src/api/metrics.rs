@@ -190,17 +190,6 @@ pub fn router(current: Arc<Current>) -> Router {
 pub async fn start(
     config: &crate::config::Metrics,
     current: &Arc<Current>,
-) -> Result<(Vec<tokio::task::JoinHandle<()>>, Vec<std::net::SocketAddr>), String> {
-    let (mut tasks, mut addrs) = (Vec::new(), Vec::new());
-    let router = router(current.clone());
-    for addr in &config.listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("metrics.listen: cannot listen on {addr}: {e}"))?;
-        let bound = l.local_addr().unwrap_or(*addr);
-        tracing::info!(address = %bound, "metrics listening");
-        tasks.push(tokio::spawn(super::serve(l, None, router.clone())));
-        addrs.push(bound);
-    }
-    Ok((tasks, addrs))
+) -> Result<super::Listening, String> {
+    super::listen("metrics", &config.listen, None, router(current.clone())).await
 }

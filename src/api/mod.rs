@@ -100,22 +100,37 @@ pub async fn start(
     config: &crate::config::Api,
     tls: Option<Arc<ServerConfig>>,
     current: &Arc<Current>,
-) -> Result<(Vec<tokio::task::JoinHandle<()>>, Vec<std::net::SocketAddr>), String> {
-    let (mut tasks, mut addrs) = (Vec::new(), Vec::new());
+) -> Result<Listening, String> {
     let router = router(App {
         current: current.clone(),
         tls: tls.is_some(),
     });
-    for addr in &config.listen {
+    listen("api", &config.listen, tls, router).await
+}
+
+/// The tasks serving HTTP (they end with the daemon) and the addresses
+/// they listen on.
+pub type Listening = (Vec<tokio::task::JoinHandle<()>>, Vec<std::net::SocketAddr>);
+
+/// Binds each of `addrs` (`table.listen` in messages) and serves `router`
+/// there.
+async fn listen(
+    table: &str,
+    addrs: &[std::net::SocketAddr],
+    tls: Option<Arc<ServerConfig>>,
+    router: Router,
+) -> Result<Listening, String> {
+    let (mut tasks, mut bound) = (Vec::new(), Vec::new());
+    for addr in addrs {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("api.listen: cannot listen on {addr}: {e}"))?;
-        let bound = l.local_addr().unwrap_or(*addr);
-        tracing::info!(address = %bound, tls = tls.is_some(), "HTTP API listening");
+            .map_err(|e| format!("{table}.listen: cannot listen on {addr}: {e}"))?;
+        let at = l.local_addr().unwrap_or(*addr);
+        tracing::info!(address = %at, tls = tls.is_some(), "HTTP listening for [{table}]");
         tasks.push(tokio::spawn(serve(l, tls.clone(), router.clone())));
-        addrs.push(bound);
+        bound.push(at);
     }
-    Ok((tasks, addrs))
+    Ok((tasks, bound))
 }
 
 /// Longest a client may take to send a request's head, or a TLS handshake.
