@@ -87,6 +87,9 @@ if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1 || ! [ -x "$venv/bin/ope
   "$venv/bin/pip" install -q --disable-pip-version-check schemathesis openapi-spec-validator
 fi
 
+# A fresh clone gains nothing from incremental compilation, and its files
+# would double target/ on a disk that CI shares.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 log=$(mktemp)
