@@ -2,7 +2,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line; everything else is
 //! here, so benchmarks and tests can drive the same code. Only `exec` may use
-//! `unsafe` (process spawning, pidfds, PTY ioctls, thread priority).
+//! `unsafe` (process spawning and reaping, PTY ioctls, thread priority).
 #![deny(unsafe_code)]
 
 pub mod admin;

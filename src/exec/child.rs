@@ -1,5 +1,6 @@
-//! The child's side of starting a session: cloned (with `CLONE_VM |
-//! CLONE_VFORK` as posix_spawn does, or with clone3 into its cgroup), it
+//! The child's side of starting a session: cloned with `CLONE_VM |
+//! CLONE_VFORK` as posix_spawn does (by clone3 when it starts in its
+//! cgroup), it
 //! takes on the account, a new session, its terminal or pipes, the working
 //! directory and the open-file limit, closes every other descriptor and
 //! execs, one raw system call at a time.
@@ -7,7 +8,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// The account to become in the spawner thread (only when running as root).
 pub(super) struct Creds {
@@ -43,7 +44,7 @@ pub(super) struct Child<'a> {
 /// `struct clone_args` of clone3(2), the fields this module uses and the
 /// ones before them.
 #[repr(C)]
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct CloneArgs {
     flags: u64,
     pidfd: u64,
@@ -58,8 +59,86 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_VM_VFORK: u64 = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+
+/// clone3(2) for a child that shares this address space and runs `entry(arg)`
+/// on the stack `args` names, then exits with its result; returns the
+/// child's pid (or -1 with errno set) once the child has exec'd or exited.
+/// The C library offers no clone3 wrapper that calls a function: a child
+/// that returned from a plain `syscall` would pop a return address from a
+/// stack it has not got. This is glibc's `__clone3` (which
+/// `posix_spawnattr_setcgroup_np` of glibc 2.41 uses the same way).
+///
+/// # Safety
+/// `args` must name a stack of `stack_size` bytes whose top is 16-byte
+/// aligned, alive until the call returns, and `entry` may only do what is
+/// safe in a vfork child.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_vfork(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    std::arch::asm!(
+        "syscall",
+        "test rax, rax",
+        "jnz 2f",
+        // The child: the kernel set rsp to the top of its stack.
+        "xor ebp, ebp",
+        "mov rdi, r12",
+        "call r13",
+        "mov edi, eax",
+        "mov eax, {exit}",
+        "syscall",
+        "ud2",
+        "2:",
+        exit = const libc::SYS_exit,
+        inlateout("rax") libc::SYS_clone3 => ret,
+        in("rdi") args as *const CloneArgs,
+        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("r12") arg,
+        in("r13") entry,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack),
+    );
+    if ret < 0 {
+        *libc::__errno_location() = -ret as libc::c_int;
+        return -1;
+    }
+    ret
+}
+
+/// Elsewhere than x86_64, the child of clone3 gets a copy of this address
+/// space (no `CLONE_VM`), returns from the system call like fork's child
+/// and runs `entry(arg)`.
+///
+/// # Safety
+/// As the x86_64 version; the copy costs the page tables.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_vfork(
+    args: &CloneArgs,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> libc::c_long {
+    let copy = CloneArgs {
+        flags: args.flags & !CLONE_VM_VFORK,
+        stack: 0,
+        stack_size: 0,
+        ..*args
+    };
+    let pid = libc::syscall(
+        libc::SYS_clone3,
+        &copy as *const CloneArgs,
+        std::mem::size_of::<CloneArgs>(),
+    );
+    if pid == 0 {
+        libc::_exit(entry(arg));
+    }
+    pid
+}
 
 /// The open-file limit (soft, hard) the daemon started with, before it
 /// raised its own: what every session starts with. (0, 0) until recorded.
@@ -76,23 +155,25 @@ pub fn set_session_nofile(soft: u64, hard: u64) {
     SESSION_NOFILE[1].store(hard, Relaxed);
 }
 
-/// Starts the child and returns its pid and a pidfd. With a cgroup `dir`
+/// Starts the child and returns its pid; a child that failed before exec
+/// is handed to `reap`. With a cgroup `dir`
 /// the child starts inside it (there is no moment at which it, or anything
-/// it forks, is outside): that needs clone3's `CLONE_INTO_CGROUP`, here
-/// without `CLONE_VM`, so the child gets a copy of this address space.
-/// Without one it is cloned as `posix_spawn` does (`CLONE_VM |
-/// CLONE_VFORK` on a stack of its own: nothing is copied and this thread
-/// waits until the child has called exec). Either way the child sets
-/// itself up with raw system calls only ([`exec_child`]): it is a copy of,
-/// or shares, a multi-threaded process in which another thread may hold a
-/// lock. Called as root when `creds` is set (moving into the cgroup needs
+/// it forks, is outside): that needs clone3's `CLONE_INTO_CGROUP`
+/// ([`clone3_vfork`]). Either way it is cloned as `posix_spawn` does
+/// (`CLONE_VM | CLONE_VFORK` on a stack of its own: no page table is
+/// copied and this thread waits until the child has called exec; until
+/// 2026-11 the cgroup path copied them, and started sessions at 0.4 of the
+/// other's rate). The child sets itself up with raw system calls only
+/// ([`exec_child`]): it shares a multi-threaded process in which another
+/// thread may hold a lock. Called as root when `creds` is set (moving into the cgroup needs
 /// the daemon's rights); the child takes on the account's before anything
 /// else, and this thread's credentials never change.
 pub(super) fn clone_child(
     creds: Option<Creds>,
     child: &Child,
     dir: Option<&OwnedFd>,
-) -> io::Result<(i32, OwnedFd)> {
+    reap: impl FnOnce(i32),
+) -> io::Result<i32> {
     let mut argv_p: Vec<*const libc::c_char> = child.argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = child.envp.iter().map(|e| e.as_ptr()).collect();
@@ -128,8 +209,9 @@ pub(super) fn clone_child(
         envp: &envp_p,
         report: err_w.as_raw_fd(),
         nofile,
+        #[cfg(test)]
+        fail_at: tests::FAIL_AT.get(),
     };
-    let mut pidfd: libc::c_int = -1;
     // SAFETY: signal masks of this (short-lived) thread, into locals.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
@@ -138,36 +220,29 @@ pub(super) fn clone_child(
         // No handler of the daemon's may run in the child.
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
+    // The child's stack: it only makes system calls, as posix_spawn's child
+    // does (glibc gives that one 32 KiB plus the arguments). Not zeroed:
+    // nothing reads it before the child writes it.
+    let mut stack: Vec<u8> = Vec::with_capacity(96 * 1024);
+    let base = stack.as_mut_ptr() as usize;
+    let top = (base + stack.capacity()) & !15;
+    let entry = &args as *const ChildArgs as *mut libc::c_void;
     let pid = match dir {
         Some(dir) => {
             let clone = CloneArgs {
-                flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
-                pidfd: &mut pidfd as *mut libc::c_int as u64,
+                flags: CLONE_VM_VFORK | CLONE_INTO_CGROUP,
                 exit_signal: libc::SIGCHLD as u64,
+                stack: base as u64,
+                stack_size: (top - base) as u64,
                 cgroup: dir.as_raw_fd() as u64,
                 ..Default::default()
             };
-            // SAFETY: clone3 without CLONE_VM: the child gets a copy of this
-            // address space and returns here with 0, then only runs `exec_child`.
-            let pid = unsafe {
-                libc::syscall(
-                    libc::SYS_clone3,
-                    &clone as *const CloneArgs,
-                    std::mem::size_of::<CloneArgs>(),
-                )
-            };
-            if pid == 0 {
-                // SAFETY: in the child; everything it touches was made ready above.
-                unsafe { exec_child(&args) }
-            }
-            pid
+            // SAFETY: as the clone below, with clone3 so that the child
+            // starts in its cgroup: it runs `vfork_child` on `stack` while
+            // this thread waits, until it has called exec or exited.
+            unsafe { clone3_vfork(&clone, vfork_child, entry) }
         }
         None => {
-            // The child's stack: it only makes system calls, as posix_spawn's
-            // child does (glibc gives that one 32 KiB plus the arguments).
-            // Not zeroed: nothing reads it before the child writes it.
-            let mut stack: Vec<u8> = Vec::with_capacity(96 * 1024);
-            let top = (stack.as_mut_ptr() as usize + stack.capacity()) & !15;
             // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `vfork_child` on
             // its own stack in this address space while this thread waits,
             // until it has called exec or exited; `args` and the stack
@@ -176,9 +251,8 @@ pub(super) fn clone_child(
                 libc::clone(
                     vfork_child,
                     top as *mut libc::c_void,
-                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                    &args as *const ChildArgs as *mut libc::c_void,
-                    &mut pidfd as *mut libc::c_int,
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    entry,
                 ) as libc::c_long
             }
         }
@@ -191,8 +265,6 @@ pub(super) fn clone_child(
         return Err(clone_error);
     }
     let pid = pid as i32;
-    // SAFETY: clone stored a new descriptor that we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let mut report = [0u8; 8];
     let mut got = 0;
     while got < report.len() {
@@ -200,16 +272,17 @@ pub(super) fn clone_child(
             Ok(0) => break,
             Ok(n) => got += n,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                reap(pid);
+                return Err(e.into());
+            }
         }
     }
     if got == 0 {
-        return Ok((pid, pidfd));
+        return Ok(pid);
     }
-    // The child failed before exec and exits 127: reap it.
-    let mut raw = 0;
-    // SAFETY: waitpid on our own child, into a local.
-    unsafe { libc::waitpid(pid, &mut raw, 0) };
+    // The child failed before exec and exits 127.
+    reap(pid);
     let step = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
     let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
     let e = io::Error::from_raw_os_error(errno);
@@ -221,6 +294,7 @@ pub(super) fn clone_child(
         STEP_CWD => "changing to the working directory",
         STEP_FDS => "closing descriptors",
         STEP_LIMITS => "setting the open-file limit",
+        STEP_EXEC => "starting the program",
         _ => return Err(e),
     };
     Err(io::Error::new(e.kind(), format!("{what}: {e}")))
@@ -245,6 +319,9 @@ struct ChildArgs<'a> {
     envp: &'a [*const libc::c_char],
     report: RawFd,
     nofile: Option<libc::rlimit64>,
+    /// Unit tests make this step fail (with EIO) to see it reported.
+    #[cfg(test)]
+    fail_at: i32,
 }
 
 /// The entry point of a `CLONE_VM | CLONE_VFORK` child.
@@ -270,7 +347,17 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
         envp,
         report,
         nofile,
+        ..
     } = args;
+    // Whether a unit test makes `step` fail; never in the daemon.
+    let injected = |_step: i32| -> bool {
+        #[cfg(test)]
+        if args.fail_at == _step {
+            *libc::__errno_location() = libc::EIO;
+            return true;
+        }
+        false
+    };
     let fail = |step: i32| -> ! {
         let errno = *libc::__errno_location();
         let mut msg = [0u8; 8];
@@ -281,21 +368,22 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
     };
     if let Some(c) = creds {
         // Raw calls: glibc's wrappers would try to reach the parent's threads.
-        if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0
+        if injected(STEP_CREDS)
+            || libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0
             || libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid) < 0
             || libc::syscall(libc::SYS_setresuid, c.uid, c.uid, c.uid) < 0
         {
             fail(STEP_CREDS);
         }
     }
-    if libc::setsid() < 0 {
+    if injected(STEP_SETSID) || libc::setsid() < 0 {
         fail(STEP_SETSID);
     }
     match tty {
         // Opened after setsid, without O_NOCTTY: it becomes the controlling terminal.
         Some(path) => {
             let fd = libc::open(path.as_ptr(), libc::O_RDWR);
-            if fd < 0 {
+            if fd < 0 || injected(STEP_TTY) {
                 fail(STEP_TTY);
             }
             for target in 0..3 {
@@ -306,7 +394,7 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
         }
         None => {
             for (target, fd) in pipes.iter().enumerate() {
-                if libc::dup2(*fd, target as libc::c_int) < 0 {
+                if injected(STEP_STDIO) || libc::dup2(*fd, target as libc::c_int) < 0 {
                     fail(STEP_STDIO);
                 }
             }
@@ -314,6 +402,9 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
     }
     // Checked as the account: a home it cannot enter falls back to `/`.
     let cwd = child.cwd.as_ptr();
+    if injected(STEP_CWD) {
+        fail(STEP_CWD);
+    }
     if child.cwd_required || libc::access(cwd, libc::X_OK) == 0 {
         if libc::chdir(cwd) < 0 {
             fail(STEP_CWD);
@@ -323,18 +414,21 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
     }
     // The limit the daemon started with, not the one it raised for itself.
     if let Some(limit) = &nofile {
-        if libc::prlimit64(0, libc::RLIMIT_NOFILE, limit, std::ptr::null_mut()) < 0 {
+        if injected(STEP_LIMITS)
+            || libc::prlimit64(0, libc::RLIMIT_NOFILE, limit, std::ptr::null_mut()) < 0
+        {
             fail(STEP_LIMITS);
         }
     }
     // Nothing of the daemon's beyond 0-2 reaches the session (the report
     // pipe stays open until exec succeeds).
-    if libc::syscall(
-        libc::SYS_close_range,
-        3u32,
-        u32::MAX,
-        libc::CLOSE_RANGE_CLOEXEC,
-    ) < 0
+    if injected(STEP_FDS)
+        || libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) < 0
     {
         fail(STEP_FDS);
     }
@@ -345,6 +439,203 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
     let mut none: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut none);
     libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    libc::execve(child.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    if !injected(STEP_EXEC) {
+        libc::execve(child.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
     fail(STEP_EXEC)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::io::Read;
+    use std::path::PathBuf;
+
+    thread_local! {
+        /// The step [`clone_child`] on this thread makes fail (0: none).
+        pub(super) static FAIL_AT: Cell<i32> = const { Cell::new(0) };
+    }
+
+    fn cstrings(v: &[&str]) -> Vec<CString> {
+        v.iter().map(|s| CString::new(*s).unwrap()).collect()
+    }
+
+    /// Runs `argv` through [`clone_child`] with its stdout on a pipe; returns
+    /// what it printed and how it exited, or the reported error.
+    fn run(
+        argv: &[&str],
+        cwd: &str,
+        tty: Option<&str>,
+        dir: Option<&OwnedFd>,
+        fail_at: i32,
+    ) -> io::Result<(String, i32)> {
+        let (in_r, _in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let err_w = out_w.try_clone().unwrap();
+        let io = match tty {
+            Some(path) => ChildIo::Tty {
+                path: CString::new(path).unwrap(),
+                _slave: in_r,
+            },
+            None => ChildIo::Pipes([in_r, out_w, err_w]),
+        };
+        let argv = cstrings(argv);
+        let envp = cstrings(&["PATH=/usr/bin:/bin"]);
+        let cwd = CString::new(cwd).unwrap();
+        let child = Child {
+            program: &argv[0],
+            argv: &argv,
+            envp: &envp,
+            cwd: &cwd,
+            cwd_required: true,
+            io: &io,
+        };
+        let creds = Uid::effective().is_root().then(|| {
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            Creds {
+                uid: nobody.uid.as_raw(),
+                gid: nobody.gid.as_raw(),
+                groups: vec![nobody.gid.as_raw()],
+            }
+        });
+        FAIL_AT.set(fail_at);
+        let reap = |pid| {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        };
+        let r = clone_child(creds, &child, dir, reap);
+        FAIL_AT.set(0);
+        drop(io);
+        let pid = r?;
+        let mut out = String::new();
+        std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+        let mut raw = 0;
+        // SAFETY: waitpid on our own child, into a local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut raw, 0) }, pid);
+        Ok((out, libc::WEXITSTATUS(raw)))
+    }
+    use nix::unistd::Uid;
+
+    /// A cgroup v2 directory of this process's own for the test, when there
+    /// is one it may make (root, a cgroup2 mount): removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn make() -> Option<Scratch> {
+            if !Uid::effective().is_root() {
+                return None;
+            }
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+            let mount = mounts.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let dash = f.iter().position(|x| *x == "-")?;
+                (f.get(dash + 1) == Some(&"cgroup2") && f[3] == "/").then(|| f[4].to_string())
+            })?;
+            let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+            let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+            let dir = PathBuf::from(format!(
+                "{mount}{}/tollgate-unit-{}-{:?}",
+                rel.trim_end_matches('/'),
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir(&dir).ok()?;
+            Some(Scratch(dir))
+        }
+        fn open(&self) -> OwnedFd {
+            std::fs::File::open(&self.0).unwrap().into()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_child_starts_inside_its_cgroup_and_runs() {
+        let (out, status) = run(&["/bin/sh", "-c", "echo ran"], "/", None, None, 0).unwrap();
+        assert_eq!((out.as_str(), status), ("ran\n", 0));
+        let Some(cg) = Scratch::make() else {
+            println!("NOT TESTED: the clone3 path (needs root and a cgroup2 mount)");
+            return;
+        };
+        let (out, status) = run(
+            &["/bin/sh", "-c", "cat /proc/self/cgroup; exit 3"],
+            "/",
+            None,
+            Some(&cg.open()),
+            0,
+        )
+        .unwrap();
+        let name = cg.0.file_name().unwrap().to_str().unwrap();
+        assert!(out.contains(&format!("/{name}\n")), "{out}");
+        assert_eq!(status, 3);
+    }
+
+    /// Every step before exec reports its own failure, on both paths (the
+    /// clone3 one into a cgroup and the plain one); some for real (a
+    /// missing terminal, directory or program), each one injected.
+    #[test]
+    fn each_step_before_exec_reports_its_failure() {
+        // SAFETY: reads this process's own limit into a local.
+        let mut lim: libc::rlimit64 = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::prlimit64(0, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim) },
+            0
+        );
+        set_session_nofile(lim.rlim_cur, lim.rlim_max);
+        let cg = Scratch::make();
+        let mut dirs = vec![None];
+        match &cg {
+            Some(cg) => dirs.push(Some(cg.open())),
+            None => println!("NOT TESTED: the clone3 path (needs root and a cgroup2 mount)"),
+        }
+        let mut steps = vec![
+            (STEP_SETSID, "starting a session"),
+            (STEP_STDIO, "connecting standard streams"),
+            (STEP_CWD, "changing to the working directory"),
+            (STEP_LIMITS, "setting the open-file limit"),
+            (STEP_FDS, "closing descriptors"),
+            (STEP_EXEC, "starting the program"),
+        ];
+        if Uid::effective().is_root() {
+            steps.push((STEP_CREDS, "switching to the account"));
+        }
+        for dir in &dirs {
+            for &(step, what) in &steps {
+                let e = run(&["/bin/true"], "/", None, dir.as_ref(), step).unwrap_err();
+                assert_eq!(
+                    e.to_string(),
+                    format!("{what}: Input/output error (os error 5)")
+                );
+            }
+            let e = run(
+                &["/bin/true"],
+                "/",
+                Some("/nonexistent/tty"),
+                dir.as_ref(),
+                0,
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("opening the terminal: No such file"),
+                "{e}"
+            );
+            let e = run(&["/bin/true"], "/nonexistent", None, dir.as_ref(), 0).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("changing to the working directory: No such file"),
+                "{e}"
+            );
+            let e = run(&["/nonexistent/program"], "/", None, dir.as_ref(), 0).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("starting the program: No such file"),
+                "{e}"
+            );
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        }
+    }
 }

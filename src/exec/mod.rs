@@ -2,8 +2,8 @@
 //!
 //! This is the one module allowed `unsafe`: starting the child with
 //! `clone` (new session, controlling terminal, privilege drop, open-file
-//! limit, descriptor closing, all in the child before exec), waiting
-//! through a pidfd, and the PTY ioctls.
+//! limit, descriptor closing, all in the child before exec), reaping
+//! ([`reaper`]), and the PTY ioctls.
 //!
 //! It refuses to run anything as root unless the caller says the profile
 //! allows it, and never passes the daemon's environment or descriptors on.
@@ -12,13 +12,11 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
-use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
 pub mod account;
@@ -26,6 +24,7 @@ pub mod cgroup;
 mod child;
 pub mod plan;
 mod pty;
+mod reaper;
 pub use child::set_session_nofile;
 use child::{clone_child, Child, ChildIo, Creds, ParentIo};
 pub use pty::PtyMaster;
@@ -144,34 +143,25 @@ pub struct Spawned {
     pub io: Stdio3,
 }
 
-/// Waits for the session's leader to exit, through a pidfd (the leader is
-/// not a tokio child: it was started with posix_spawn, see [`spawn`]).
+/// Waits for the session's leader to exit: the daemon's one reaper thread
+/// reaps it and hands its status over (no descriptor per session).
 pub struct ExitWatcher {
-    pid: i32,
-    pidfd: AsyncFd<OwnedFd>,
+    rx: tokio::sync::oneshot::Receiver<ExitStatus>,
     status: Option<ExitStatus>,
 }
 
 impl ExitWatcher {
-    /// The leader's exit status, reaping it. Cancel-safe; once known, the
-    /// status is returned again on later calls.
+    /// The leader's exit status. Cancel-safe; once known, the status is
+    /// returned again on later calls.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        loop {
-            if let Some(st) = self.status {
-                return Ok(st);
-            }
-            let mut guard = self.pidfd.readable().await?;
-            let mut raw = 0;
-            // SAFETY: waitpid on our own unreaped child, into a local.
-            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
-            if r == self.pid {
-                self.status = Some(ExitStatus::from_raw(raw));
-            } else if r < 0 {
-                return Err(io::Error::last_os_error());
-            } else {
-                guard.clear_ready();
-            }
+        if let Some(st) = self.status {
+            return Ok(st);
         }
+        let st = (&mut self.rx)
+            .await
+            .map_err(|_| io::Error::other("the reaper thread stopped"))?;
+        self.status = Some(st);
+        Ok(st)
     }
 }
 
@@ -181,12 +171,13 @@ impl ExitWatcher {
 ///
 /// The daemon is a large multi-threaded process, and `fork` would copy its
 /// page tables and make every page copy-on-write: the biggest cost of a
-/// session measured in `bench/run`. Without a cgroup the child is cloned
-/// the way `posix_spawn` does it (`CLONE_VM | CLONE_VFORK`, on a stack of
-/// its own, only raw system calls until exec), which also lets it take the
-/// open-file limit the daemon started with (the daemon raises its own).
-/// It runs on a short-lived thread, so a blocked clone never holds up the
-/// runtime.
+/// session measured in `bench/run`. The child is cloned the way
+/// `posix_spawn` does it (`CLONE_VM | CLONE_VFORK`, on a stack of its own,
+/// only raw system calls until exec; by clone3 straight into its cgroup
+/// when it has one), which also lets it take the open-file limit the
+/// daemon started with (the daemon raises its own).
+/// It runs on a thread of the blocking pool, so a blocked clone never holds
+/// up the runtime.
 pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     if spec.account.uid.is_root() && !spec.allow_root {
         return Err(io::Error::new(
@@ -296,31 +287,29 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     });
     let cwd_required = spec.cwd_required;
     let cgroup = spec.cgroup;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("tollgate-spawn".into())
-        // It only sets up the child's arguments and clones it.
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let child = Child {
-                program: &program,
-                argv: &argv,
-                envp: &envp,
-                cwd: &cwd,
-                cwd_required,
-                io: &child_io,
-            };
-            let r = clone_child(creds, &child, cgroup.as_ref());
-            drop(child_io);
-            let _ = tx.send(r);
-        })?;
-    let (pid, pidfd) = rx
-        .await
-        .map_err(|_| io::Error::other("spawner thread died"))??;
+    // On a thread of the blocking pool: the clone holds its thread until
+    // the child has exec'd, and a pool thread is reused where a thread of
+    // its own per session cost a thread's creation each time.
+    let pid = tokio::task::spawn_blocking(move || {
+        let child = Child {
+            program: &program,
+            argv: &argv,
+            envp: &envp,
+            cwd: &cwd,
+            cwd_required,
+            io: &child_io,
+        };
+        let r = clone_child(creds, &child, cgroup.as_ref(), reaper::discard);
+        drop(child_io);
+        r
+    })
+    .await
+    .map_err(|_| io::Error::other("spawner thread died"))??;
 
-    // SAFETY: the OwnedFd moves into the AsyncFd and stays open while registered.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let exit = ExitWatcher {
+        rx: reaper::watch(pid),
+        status: None,
+    };
     let io = match parent_io {
         ParentIo::Pty(master) => Stdio3::Pty(PtyMaster::new(master)?),
         ParentIo::Pipes(w, out, err) => Stdio3::Pipes {
@@ -329,15 +318,7 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
             stderr: pipe::Receiver::from_owned_fd(err)?,
         },
     };
-    Ok(Spawned {
-        pid,
-        exit: ExitWatcher {
-            pid,
-            pidfd,
-            status: None,
-        },
-        io,
-    })
+    Ok(Spawned { pid, exit, io })
 }
 
 /// Everything a session started: its process group and session, or its
