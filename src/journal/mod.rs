@@ -207,6 +207,10 @@ impl Journal {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| JournalError::Open { path: p, source: e })?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // 16 MiB of pages (SQLite's default is 2 MiB): a busy journal's
+        // indexes outgrow the default, and each batch the daemon commits
+        // read a dozen pages back from the file.
+        conn.pragma_update(None, "cache_size", -16384)?;
         let mut j = Journal {
             conn: Conn::sqlite(conn),
             node: None,
