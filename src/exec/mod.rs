@@ -290,7 +290,7 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     // On a thread of the blocking pool: the clone holds its thread until
     // the child has exec'd, and a pool thread is reused where a thread of
     // its own per session cost a thread's creation each time.
-    let pid = tokio::task::spawn_blocking(move || {
+    let (pid, rx) = tokio::task::spawn_blocking(move || {
         let child = Child {
             program: &program,
             argv: &argv,
@@ -301,15 +301,14 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
         };
         let r = clone_child(creds, &child, cgroup.as_ref(), reaper::discard);
         drop(child_io);
-        r
+        // Watched here, so a caller that gives up on the spawn cannot leave
+        // the child unwatched.
+        r.map(|pid| (pid, reaper::watch(pid)))
     })
     .await
     .map_err(|_| io::Error::other("spawner thread died"))??;
 
-    let exit = ExitWatcher {
-        rx: reaper::watch(pid),
-        status: None,
-    };
+    let exit = ExitWatcher { rx, status: None };
     let io = match parent_io {
         ParentIo::Pty(master) => Stdio3::Pty(PtyMaster::new(master)?),
         ParentIo::Pipes(w, out, err) => Stdio3::Pipes {
