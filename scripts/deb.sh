@@ -38,6 +38,18 @@ if ! grep -q "addgroup --system --quiet tollgate" <<<"$postinst"; then
   echo "deb: postinst does not create the tollgate group" >&2
   fail=1
 fi
+# An upgrade hands the running daemon over (SIGUSR2) and nothing generated
+# stops or restarts it first (which would end every live session).
+if ! grep -q 'kill -USR2 "$main"' <<<"$postinst"; then
+  echo "deb: postinst does not hand the running daemon over on upgrade" >&2
+  fail=1
+fi
+prerm=$(dpkg-deb --info "$out" prerm 2>/dev/null || true)
+if grep -Eq 'deb-systemd-invoke (restart|try-restart)' <<<"$postinst$prerm" ||
+  { grep -q 'deb-systemd-invoke stop' <<<"$prerm" && ! grep -q '"$1" = remove ]; then' <<<"$prerm"; }; then
+  echo "deb: the maintainer scripts stop or restart tollgate.service on upgrade" >&2
+  fail=1
+fi
 if ! dpkg-deb --info "$out" postrm | grep -q "dpkg-statoverride --remove"; then
   echo "deb: postrm does not remove the permission overrides on purge" >&2
   fail=1

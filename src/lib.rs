@@ -25,4 +25,5 @@ pub mod ssh;
 pub mod state;
 pub mod text;
 pub mod token;
+pub mod version;
 pub mod webhook;

@@ -17,7 +17,7 @@ use tollgate::{config, daemon};
 #[derive(Parser, Debug)]
 #[command(
     name = "tollgate",
-    version,
+    version = tollgate::version::current(),
     about,
     long_about = None,
     after_help = "Exit status: 0 ok, 1 failure, 2 usage or invalid input (a bad config included), 4 no such session or collect session; `connect` exits with ssh's own status.\nSee tollgate(8) and tollgate.toml(5)."

@@ -154,7 +154,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     };
     m.build_info
         .get_or_create(&VersionLabel {
-            version: env!("CARGO_PKG_VERSION"),
+            version: crate::version::current(),
         })
         .set(1);
     // Every value of the fixed label sets from 0, so that a rate over the

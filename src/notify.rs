@@ -38,6 +38,12 @@ impl Notifier {
         }
     }
 
+    /// Stops notifying: after a hand-over the new process is the service's
+    /// main one, and this one's messages would be refused.
+    pub fn disown(&mut self) {
+        self.link = None;
+    }
+
     /// Whether a service manager is listening.
     pub fn enabled(&self) -> bool {
         self.link.is_some()

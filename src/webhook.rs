@@ -210,7 +210,7 @@ async fn request(d: &Due, tls: Option<&Arc<ClientConfig>>) -> Result<u16, (Optio
         d.method.to_ascii_uppercase(),
         ep.path,
         ep.host_header(),
-        env!("CARGO_PKG_VERSION"),
+        crate::version::current(),
         d.body.len(),
         d.event,
         d.delivery_id,

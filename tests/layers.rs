@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "text",
         "token",
+        "version",
         "notify",
         "logging",
         "admission",

@@ -108,29 +108,38 @@ pub async fn start(
     listen("api", &config.listen, tls, router).await
 }
 
-/// The tasks serving HTTP (they end with the daemon) and the addresses
-/// they listen on.
-pub type Listening = (Vec<tokio::task::JoinHandle<()>>, Vec<std::net::SocketAddr>);
+/// The tasks serving HTTP (they end with the daemon), the addresses they
+/// listen on, and each listener as a hand-over passes it on (`api` or
+/// `metrics`, the configured address, the descriptor).
+pub type Listening = (
+    Vec<tokio::task::JoinHandle<()>>,
+    Vec<std::net::SocketAddr>,
+    Vec<(&'static str, std::net::SocketAddr, std::os::fd::RawFd)>,
+);
 
 /// Binds each of `addrs` (`table.listen` in messages) and serves `router`
 /// there.
 async fn listen(
-    table: &str,
+    table: &'static str,
     addrs: &[std::net::SocketAddr],
     tls: Option<Arc<ServerConfig>>,
     router: Router,
 ) -> Result<Listening, String> {
-    let (mut tasks, mut bound) = (Vec::new(), Vec::new());
+    let (mut tasks, mut bound, mut fds) = (Vec::new(), Vec::new(), Vec::new());
     for addr in addrs {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("{table}.listen: cannot listen on {addr}: {e}"))?;
+        // Passed on by the process this one took over from, or bound here.
+        let l = match crate::exec::handover::take_listener(table, addr) {
+            Some(l) => tokio::net::TcpListener::from_std(l),
+            None => tokio::net::TcpListener::bind(addr).await,
+        }
+        .map_err(|e| format!("{table}.listen: cannot listen on {addr}: {e}"))?;
         let at = l.local_addr().unwrap_or(*addr);
+        fds.push((table, *addr, std::os::fd::AsRawFd::as_raw_fd(&l)));
         tracing::info!(address = %at, tls = tls.is_some(), "HTTP listening for [{table}]");
         tasks.push(tokio::spawn(serve(l, tls.clone(), router.clone())));
         bound.push(at);
     }
-    Ok((tasks, bound))
+    Ok((tasks, bound, fds))
 }
 
 /// Longest a client may take to send a request's head, or a TLS handshake.

@@ -89,7 +89,7 @@ fn build() -> Value {
         "openapi": "3.1.0",
         "info": {
             "title": "tollgate",
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::version::current(),
             "description": "The HTTP API of tollgate, an SSH bastion for one-time access. \
                 Objects carry the same fields as the CLI's --output json; every error is \
                 application/problem+json.",

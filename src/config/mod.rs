@@ -173,6 +173,10 @@ pub struct Server {
     /// PostgreSQL: a cancel made elsewhere wakes this node at once
     /// (LISTEN/NOTIFY); `false`: it is noticed by the check every second.
     pub journal_listen: bool,
+    /// After a hand-over to a new binary (SIGUSR2), how long the old
+    /// process keeps serving its live sessions before it ends them
+    /// `daemon_upgraded`.
+    pub handover_deadline: Duration,
 }
 
 /// Ciphers tollgate can offer.
@@ -244,6 +248,7 @@ impl Default for Server {
             node_heartbeat: Duration::from_secs(5),
             node_timeout: Duration::from_secs(30),
             journal_listen: true,
+            handover_deadline: Duration::from_secs(3600),
             admission: crate::admission::Policy::default(),
         }
     }

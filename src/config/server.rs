@@ -96,6 +96,9 @@ pub(super) fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         }
         server.ciphers = ciphers;
     }
+    if let Some(d) = duration(ctx, S, t, "handover_deadline") {
+        server.handover_deadline = d;
+    }
     if let Some(d) = duration(ctx, S, t, "login_grace_time") {
         if d.is_zero() {
             let span = get(t, "login_grace_time").map(|v| v.span()).unwrap_or(0..0);

@@ -253,6 +253,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "node_timeout",
     "banner",
     "login_grace_time",
+    "handover_deadline",
     "max_auth_tries",
     "public_host",
     "public_known_hosts",

@@ -16,7 +16,13 @@ use crate::journal::EventKind;
 use crate::journal::{Db, EndReason, Journal, JournalError, NewNode};
 use crate::state::{Current, Shared};
 
+mod handover;
+mod reload;
+mod signals;
+use reload::reload;
 mod watcher;
+pub use signals::OnHangup;
+use signals::{Sig, Signals};
 use watcher::{drain_row, drain_rows, forward_events, heartbeat, watch_journal};
 
 /// Why the daemon could not start.
@@ -122,6 +128,8 @@ pub fn serve(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
 /// One listening address and its accept loop.
 struct Listener {
     bound: std::net::SocketAddr,
+    /// Its descriptor, owned by the accept loop (passed on at a hand-over).
+    fd: std::os::fd::RawFd,
     task: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
@@ -136,9 +144,12 @@ async fn bind_new(
 ) -> Result<Vec<(std::net::SocketAddr, tokio::net::TcpListener)>, String> {
     let mut out = Vec::new();
     for addr in addrs.iter().filter(|a| !have.contains_key(a)) {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        // Passed on by the process this one took over from, or bound here.
+        let l = match crate::exec::handover::take_listener("ssh", addr) {
+            Some(l) => tokio::net::TcpListener::from_std(l),
+            None => tokio::net::TcpListener::bind(addr).await,
+        }
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         out.push((*addr, l));
     }
     Ok(out)
@@ -165,10 +176,19 @@ fn start_listeners(
 ) {
     for (addr, l) in new {
         let bound = l.local_addr().unwrap_or(addr);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(crate::ssh::accept_loop(l, current.clone(), stop_rx));
         tracing::info!(address = %bound, "listening");
-        into.insert(addr, Listener { bound, task, stop });
+        into.insert(
+            addr,
+            Listener {
+                bound,
+                fd,
+                task,
+                stop,
+            },
+        );
     }
 }
 
@@ -181,17 +201,21 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         journal: journal_target,
         api_tls,
     } = checked;
-    let notifier = crate::notify::Notifier::from_env();
+    let mut notifier = crate::notify::Notifier::from_env();
     let mut signals = Signals::install(hangup).map_err(DaemonError::failed)?;
+    // Started by a hand-over: the listeners the old process passed on.
+    let incoming = if hangup == OnHangup::Reload {
+        handover::remember_invocation();
+        let (incoming, warnings) = crate::exec::handover::adopt_from_env();
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        incoming
+    } else {
+        None
+    };
+    let predecessor = incoming.as_ref().map(|i| i.from.clone());
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(DaemonError::failed)?;
-    let containment = Arc::new(Containment::detect());
+    let containment = Arc::new(Containment::detect(incoming.is_some()));
     tracing::info!("sessions are contained by {}", containment.describe());
-    if containment.leftovers_killed() > 0 {
-        tracing::warn!(
-            sessions = containment.leftovers_killed(),
-            "killed what was left of an earlier run's sessions in their cgroups"
-        );
-    }
     warn_unenforced(&config, &containment);
     // The PostgreSQL client blocks on a runtime of its own: not on one of
     // this runtime's threads.
@@ -205,13 +229,15 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         id: &node_id,
         hostname: &hostname,
         listen: &listen,
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::version::current(),
         pid: std::process::id(),
+        owner: &crate::exec::handover::own_identity(),
     };
     let timeout_ms = config.server.node_timeout.as_millis() as i64;
-    let (journal, newest_event, saved) =
-        tokio::task::block_in_place(|| start_journal(&journal_target, &node, timeout_ms))?;
-    tracing::info!(node = %node_id, journal = %config.server.journal, "journal open");
+    let (journal, newest_event, saved) = tokio::task::block_in_place(|| {
+        start_journal(&journal_target, &node, timeout_ms, &containment)
+    })?;
+    tracing::info!(node = %node_id, journal = %config.server.journal, version = node.version, "journal open");
     // Once it exists: opening creates a missing file.
     let journal_file = config.server.journal.file().and_then(file_id);
     let config = Arc::new(config);
@@ -266,13 +292,29 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         .await
         .map_err(DaemonError::failed)?;
     start_listeners(new, &current, &mut listeners);
-    let (mut http, api) = crate::api::start(&config.api, api_tls, &current)
+    let (mut http, api, mut http_fds) = crate::api::start(&config.api, api_tls, &current)
         .await
         .map_err(DaemonError::failed)?;
-    let (m, metrics) = crate::api::metrics::start(&config.metrics, &current)
+    let (m, metrics, m_fds) = crate::api::metrics::start(&config.metrics, &current)
         .await
         .map_err(DaemonError::failed)?;
     http.extend(m);
+    http_fds.extend(m_fds);
+    for addr in crate::exec::handover::close_untaken() {
+        tracing::info!(address = %addr, "no longer configured: the listener passed on for it is closed");
+    }
+    let detail = serde_json::json!({
+        "pid": std::process::id(), "version": crate::version::current(),
+        "handed_over_from": predecessor.as_deref().and_then(|p| p.split(':').next()?.parse::<i64>().ok()),
+    });
+    if let Err(e) = current
+        .get()
+        .db
+        .call(move |j| j.event(None, EventKind::DaemonStarted, detail))
+        .await
+    {
+        tracing::warn!(error = %e, "could not record daemon.started");
+    }
     let wake = match &journal_target {
         crate::journal::JournalTarget::Postgres(_) if config.server.journal_listen => {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -292,20 +334,53 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
     let beats = tokio::spawn(heartbeat(current.clone()));
     let ssh = listeners.values().map(|l| l.bound).collect();
     on_ready(&Bound { ssh, api, metrics });
+    // The old process names this one the main process before READY=1.
+    if let Some(incoming) = incoming {
+        if let Err(e) = tokio::task::spawn_blocking(move || incoming.ready())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        {
+            tracing::warn!(error = %e, "the process handing over did not confirm (going on as the main process)");
+        }
+    }
     // Only now: the journal is open and every listener accepts.
-    notifier.ready(&status_line(&current.get(), &listeners));
+    let note = || handover::predecessor_note(predecessor.as_deref());
+    notifier.ready(&(status_line(&current.get(), &listeners) + &note()));
+    if hangup == OnHangup::Reload {
+        handover::advertise();
+    }
     let mut last_status = String::new();
 
     let watchdog = crate::notify::watchdog_interval().filter(|_| notifier.enabled());
     let mut next_ping = tokio::time::Instant::now();
     let mut unhealthy = false;
-    let mut tick = tokio::time::interval(
-        watchdog.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1))),
-    );
+    // Four ticks a ping interval at least: a ping falls due between ticks,
+    // and waiting a whole interval for the next one would double the gap.
+    let step = watchdog.map_or(Duration::from_secs(1), |w| {
+        (w / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    });
+    let mut tick = tokio::time::interval(step);
+    let mut reason = EndReason::DaemonStopped;
     loop {
         tokio::select! {
             sig = signals.next() => match sig {
                 Sig::Stop => break,
+                Sig::Upgrade if hangup == OnHangup::Stop => {
+                    tracing::warn!("SIGUSR2: a hand-over is for tollgate serve, not dev");
+                }
+                Sig::Upgrade => {
+                    let mut fds: Vec<_> = listeners.iter().map(|(a, l)| ("ssh", *a, l.fd)).collect();
+                    fds.extend(http_fds.iter().copied());
+                    if let Some(next) = handover::start(&current.get(), fds, &notifier).await {
+                        // The new process accepts; this one stops before
+                        // it names that one the main process.
+                        stop_accepting(&mut listeners, &http).await;
+                        webhooks.abort();
+                        handover::finish(&current.get(), next, &mut notifier).await;
+                        reason = handover::drain(&current, &mut signals).await;
+                        break;
+                    }
+                }
                 Sig::Reload => {
                     notifier.reloading();
                     reload(&current, &mut listeners).await;
@@ -315,13 +390,13 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
             // Status and pings only matter to a service manager.
             _ = tick.tick(), if notifier.enabled() => {
                 let shared = current.get();
-                let status = status_line(&shared, &listeners);
+                let status = status_line(&shared, &listeners) + &note();
                 if status != last_status {
                     notifier.status(&status);
                     last_status = status;
                 }
                 if let Some(every) = watchdog.filter(|_| tokio::time::Instant::now() >= next_ping) {
-                    next_ping = tokio::time::Instant::now() + every;
+                    next_ping = tokio::time::Instant::now() + every.saturating_sub(step);
                     match health(&shared, &listeners, journal_file).await {
                         Ok(()) => {
                             if std::mem::take(&mut unhealthy) {
@@ -340,20 +415,21 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         }
     }
     notifier.stopping();
+    handover::withdraw();
     tracing::info!("stopping: no new connections; ending live sessions");
-    for l in listeners.values() {
-        let _ = l.stop.send(true);
-    }
-    for (_, l) in listeners {
-        let _ = l.task.await;
-    }
+    stop_accepting(&mut listeners, &http).await;
     watcher.abort();
     beats.abort();
-    http.iter().for_each(|t| t.abort());
     // A delivery cut short here was not recorded: it is sent again next run.
     webhooks.abort();
     let shared = current.get();
-    shared.end_all(EndReason::DaemonStopped);
+    // Processes still draining after earlier hand-overs end theirs too.
+    let draining = if handover::handed_over() {
+        Vec::new()
+    } else {
+        handover::stop_predecessors(&shared).await
+    };
+    shared.end_all(reason);
     let limit = shared.config.sessions.kill_grace + Duration::from_secs(3);
     let start = std::time::Instant::now();
     while shared.live_count() > 0 && start.elapsed() < limit {
@@ -361,6 +437,16 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
     }
     if shared.live_count() > 0 {
         tracing::error!(count = shared.live_count(), "sessions did not end in time");
+    }
+    handover::wait_gone(&draining, limit + Duration::from_secs(2)).await;
+    if handover::handed_over() {
+        // The node, its drains' state and the journal's events are the new
+        // process's: only this process's own deliveries are finished.
+        for sink in shared.drains.iter() {
+            sink.drain.close(Duration::from_secs(3)).await;
+        }
+        tracing::info!("stopped (handed over)");
+        return Ok(());
     }
     // Said, so no other node declares this one lost.
     if let Err(e) = shared.db.call(|j| j.node_stopped()).await {
@@ -411,6 +497,18 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
     Ok(())
 }
 
+/// Stops every accept loop (SSH and HTTP): their listeners close here (a
+/// new process that took them over keeps its own copies).
+async fn stop_accepting(listeners: &mut Listeners, http: &[tokio::task::JoinHandle<()>]) {
+    for l in listeners.values() {
+        let _ = l.stop.send(true);
+    }
+    for (_, l) in std::mem::take(listeners) {
+        let _ = l.task.await;
+    }
+    http.iter().for_each(|t| t.abort());
+}
+
 /// What `systemctl status` shows beside the unit.
 fn status_line(shared: &Shared, listeners: &Listeners) -> String {
     let connected = shared
@@ -446,15 +544,24 @@ fn start_journal(
     target: &crate::journal::JournalTarget,
     node: &NewNode,
     timeout_ms: i64,
+    containment: &Containment,
 ) -> Result<(Journal, i64, Vec<crate::journal::DrainRow>), DaemonError> {
     let mut journal = Journal::open_target(target)?;
     journal.node_register(node)?;
-    for stale in journal.recover_stale()? {
-        let killed = match (stale.pid, &stale.leader) {
-            (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
-            _ => 0,
-        };
-        tracing::warn!(session = %stale.id, pid = stale.pid, orphans_killed = killed, "session left active by an earlier run marked terminated (daemon_stopped)");
+    recover_stale(&mut journal, containment)?;
+    // Session cgroups of the sessions a live process (one draining after
+    // a hand-over) serves are spared; the rest are an earlier run's.
+    let spare: Vec<String> = journal
+        .live_owners()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let killed = containment.kill_leftovers(&spare);
+    if killed > 0 {
+        tracing::warn!(
+            sessions = killed,
+            "killed what was left of an earlier run's sessions in their cgroups"
+        );
     }
     // Sessions another node declared lost while this one was down.
     for lost in journal.node_leftovers()? {
@@ -475,6 +582,22 @@ fn start_journal(
     let newest = journal.last_event_seq()?;
     let saved = journal.drains()?;
     Ok((journal, newest, saved))
+}
+
+/// Ends the sessions of this node whose serving process is gone (killing
+/// what is left of their processes); those of a live process, such as one
+/// draining after a hand-over, go on. At start and with every heartbeat.
+fn recover_stale(journal: &mut Journal, containment: &Containment) -> Result<(), JournalError> {
+    use crate::exec::handover::owner_alive;
+    for stale in journal.recover_stale(&|o| owner_alive(o).is_some())? {
+        let killed = match (stale.pid, &stale.leader) {
+            (Some(pid), Some(leader)) => crate::exec::kill_orphans(pid as i32, leader),
+            _ => 0,
+        };
+        containment.kill_session(&stale.id);
+        tracing::warn!(session = %stale.id, pid = stale.pid, orphans_killed = killed, "session left active by a daemon process that is gone marked terminated (daemon_stopped)");
+    }
+    Ok(())
 }
 
 /// The journal file's identity, to notice it being replaced or removed.
@@ -531,112 +654,6 @@ async fn health(
     }
 }
 
-/// SIGHUP: reads the config again. New connections get the new profiles,
-/// targets, drains, banner, limits and host keys; live ones keep theirs.
-/// Listen addresses are added and removed. A config that does not pass
-/// `config check`, or cannot be put in force, leaves the old one in force.
-async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
-    let old = current.get();
-    let path = old.config.path.clone();
-    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-    let outcome = async {
-        let checked = crate::checked::load(&path).map_err(|e| e.to_string())?;
-        let config = &checked.config;
-        if config.server.journal != old.config.server.journal {
-            return Err(format!(
-                "{}: server.journal cannot change while the daemon runs (restart it to use {})",
-                path.display(),
-                config.server.journal
-            ));
-        }
-        let keys =
-            crate::ssh::load_host_keys(&config.server.host_keys).map_err(|e| e.to_string())?;
-        let new = bind_new(&config.server.listen, listeners).await?;
-        let russh = crate::ssh::russh_config(config, keys);
-        Ok((checked, russh, new))
-    }
-    .await;
-    let (checked, russh, new) = match outcome {
-        Ok(x) => x,
-        Err(e) => {
-            // One line each: journald gives every line its own priority.
-            for line in e.lines() {
-                tracing::error!("reload failed: {line}");
-            }
-            tracing::error!("reload failed; the configuration in force stays");
-            let detail = serde_json::json!({"config": path, "error": e});
-            if let Err(e) = old
-                .db
-                .call(move |j| j.event(None, EventKind::DaemonReloadFailed, detail))
-                .await
-            {
-                tracing::error!(error = %e, "could not record daemon.reload_failed");
-            }
-            return;
-        }
-    };
-    for (changed, table) in [
-        (checked.config.api != old.config.api, "[api]"),
-        (checked.config.metrics != old.config.metrics, "[metrics]"),
-    ] {
-        if changed {
-            tracing::warn!("a changed {table} applies at the next start, not on reload");
-        }
-    }
-    let next = Arc::new(old.next(checked, russh));
-    let config = next.config.clone();
-    current.set(next.clone());
-    warn_unenforced(&config, &next.containment);
-    start_listeners(new, current, listeners);
-    let gone: Vec<_> = listeners
-        .keys()
-        .filter(|a| !config.server.listen.contains(a))
-        .copied()
-        .collect();
-    for a in &gone {
-        if let Some(l) = listeners.remove(a) {
-            let _ = l.stop.send(true);
-            tracing::info!(address = %l.bound, "no longer listening");
-        }
-    }
-    // Drains no longer configured finish with the sessions that use them.
-    let retired: Vec<Sink> = old
-        .drains
-        .iter()
-        .filter(|s| !next.drains.iter().any(|n| n.drain.same(&s.drain)))
-        .cloned()
-        .collect();
-    if !retired.is_empty() {
-        let old_drains = old.drains.clone();
-        drop(old);
-        tokio::spawn(async move {
-            // This task's reference is the last once those sessions end.
-            while Arc::strong_count(&old_drains) > 1 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            for s in retired {
-                let (left, _) = s.drain.close(Duration::from_secs(3)).await;
-                tracing::info!(drain = %s.spec.name, unsent = left, "drain removed from the configuration closed");
-            }
-        });
-    }
-    let detail = serde_json::json!({
-        "config": path,
-        "listen": config.server.listen,
-        "profiles": config.profiles.keys().collect::<Vec<_>>(),
-        "targets": config.targets.keys().collect::<Vec<_>>(),
-        "drains": config.drains.iter().map(|d| &d.spec.name).collect::<Vec<_>>(),
-    });
-    tracing::info!(%detail, "configuration reloaded");
-    if let Err(e) = next
-        .db
-        .call(move |j| j.event(None, EventKind::DaemonReloaded, detail))
-        .await
-    {
-        tracing::error!(error = %e, "could not record daemon.reloaded");
-    }
-}
-
 /// Each session holds a socket and two to four descriptors for its process:
 /// use every descriptor the hard limit allows (systemd's LimitNOFILE).
 fn raise_fd_limit() {
@@ -648,52 +665,6 @@ fn raise_fd_limit() {
             if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
                 tracing::warn!(error = %e, "cannot raise the open-file limit");
             }
-        }
-    }
-}
-
-/// What a signal asks of the daemon.
-enum Sig {
-    Stop,
-    Reload,
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    hangup: OnHangup,
-}
-
-/// What SIGHUP means: a reload for the service, the end for `tollgate dev`
-/// (its terminal went away).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnHangup {
-    Reload,
-    Stop,
-}
-
-impl Signals {
-    /// Installed before anything else, so a signal that arrives during
-    /// start-up is acted on, not fatal.
-    fn install(hangup: OnHangup) -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            hangup,
-        })
-    }
-
-    async fn next(&mut self) -> Sig {
-        tokio::select! {
-            _ = self.term.recv() => Sig::Stop,
-            _ = self.int.recv() => Sig::Stop,
-            _ = self.hup.recv() => match self.hangup {
-                OnHangup::Reload => Sig::Reload,
-                OnHangup::Stop => Sig::Stop,
-            },
         }
     }
 }

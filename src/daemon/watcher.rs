@@ -64,10 +64,14 @@ pub(super) async fn watch_journal(
         }
         last_version = version;
         let shared_journal = shared.config.server.journal.file().is_none();
-        if shared_journal && periodic {
+        // After a hand-over what belongs to the node as a whole (events to
+        // the drains, their recorded state, expiry, retention) is the new
+        // process's; this one still acts on cancels of its sessions.
+        let node_work = !super::handover::handed_over();
+        if node_work && shared_journal && periodic {
             take_leases(&shared, &mut leased, &mut cursor, started_at).await;
         }
-        if shared.drains.iter().any(|d| d.spec.send_events) {
+        if node_work && shared.drains.iter().any(|d| d.spec.send_events) {
             let sh = shared.clone();
             let c = conn.clone();
             let backup = (cursor, leased.clone());
@@ -97,7 +101,7 @@ pub(super) async fn watch_journal(
             }
             Err(e) => tracing::error!(error = %e, "journal watcher: cannot read cancellations"),
         }
-        if periodic {
+        if periodic && node_work {
             if pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
                 pruned = Some(std::time::Instant::now());
                 tokio::spawn(prune_recordings(shared.clone(), started));
@@ -359,6 +363,16 @@ pub(super) async fn heartbeat(current: Arc<Current>) {
                 j.nodes_lost(timeout_ms)
             })
             .await;
+        // Sessions of a daemon process of this node that died while this
+        // one runs (one of two around a hand-over).
+        let containment = shared.containment.clone();
+        if let Err(e) = shared
+            .db
+            .call(move |j| super::recover_stale(j, &containment))
+            .await
+        {
+            tracing::warn!(error = %e, "could not look for sessions of daemon processes that are gone");
+        }
         match beat {
             Ok(ended) if !ended.is_empty() => {
                 tracing::warn!(

@@ -65,8 +65,12 @@ impl Containment {
     /// Looks at the daemon's own cgroup and, when it was delegated, takes
     /// it over (see [`Delegated::take_over`]). Never fails: anything that
     /// stands in the way is the reason process groups are used instead.
-    pub fn detect() -> Containment {
-        match Delegated::take_over() {
+    ///
+    /// A process started by a hand-over (`successor`) begins in its
+    /// predecessor's leaf: it takes the delegated cgroup above it, and a
+    /// leaf of its own (`daemon.PID`).
+    pub fn detect(successor: bool) -> Containment {
+        match Delegated::take_over(successor) {
             Ok(d) => Containment::Cgroups(d),
             Err(why) => Containment::ProcessGroups(why),
         }
@@ -126,12 +130,42 @@ impl Containment {
         }
     }
 
-    /// Sessions left behind by an earlier run that were killed at startup.
-    pub fn leftovers_killed(&self) -> usize {
-        match self {
-            Containment::Cgroups(d) => d.leftovers_killed,
-            Containment::ProcessGroups(_) => 0,
+    /// Kills what is left in a session's cgroup and removes it (a session
+    /// whose serving process died).
+    pub fn kill_session(&self, id: &str) {
+        if let Containment::Cgroups(d) = self {
+            if !id.is_empty() && !id.contains('/') && !id.starts_with('.') {
+                let s = SessionCgroup::at(d.root.join(id));
+                if s.path().is_dir() {
+                    s.kill();
+                    s.remove_blocking(Duration::from_secs(2));
+                }
+            }
         }
+    }
+
+    /// Kills and removes the session cgroups found at start-up, except
+    /// those of `spare` (sessions a live daemon process still serves: one
+    /// draining after a hand-over). Returns how many still had processes.
+    pub fn kill_leftovers(&self, spare: &[String]) -> usize {
+        let Containment::Cgroups(d) = self else {
+            return 0;
+        };
+        let found = std::mem::take(&mut *d.found.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut killed = 0;
+        for dir in found {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| spare.contains(&n)) {
+                continue;
+            }
+            let s = SessionCgroup::at(dir);
+            if s.populated() {
+                killed += 1;
+            }
+            s.kill();
+            s.remove_blocking(Duration::from_secs(2));
+        }
+        killed
     }
 }
 
@@ -141,11 +175,12 @@ pub struct Delegated {
     root: PathBuf,
     /// Enabled for the session cgroups.
     controllers: Vec<String>,
-    leftovers_killed: usize,
+    /// Session cgroups found at start-up, until [`Containment::kill_leftovers`].
+    found: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Delegated {
-    fn take_over() -> Result<Delegated, String> {
+    fn take_over(successor: bool) -> Result<Delegated, String> {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let rel = own
@@ -157,7 +192,13 @@ impl Delegated {
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-        let root = cgroup2_dir(&mounts, rel).ok_or("cgroup v2 is not mounted")?;
+        let mut root = cgroup2_dir(&mounts, rel).ok_or("cgroup v2 is not mounted")?;
+        // Started by a hand-over: in the leaf of the process before it.
+        if is_daemon_leaf(&root) && !delegated(&root) {
+            if let Some(parent) = root.parent().filter(|p| delegated(p)) {
+                root = parent.to_path_buf();
+            }
+        }
         if !delegated(&root) {
             return Err(format!(
                 "{} was not delegated (no trusted.delegate or user.delegate mark; systemd sets it with Delegate=yes)",
@@ -173,10 +214,19 @@ impl Delegated {
             return Err("the kernel has no cgroup.kill (Linux 5.14 or later is needed)".into());
         }
         // No process may stay in a cgroup whose children have controllers:
-        // everything systemd started in the unit moves to the leaf.
-        let leaf = root.join(DAEMON_LEAF);
+        // everything systemd started in the unit moves to the leaf. A
+        // successor moves only itself, to a leaf of its own.
+        let leaf = root.join(if successor {
+            format!("{DAEMON_LEAF}.{}", std::process::id())
+        } else {
+            DAEMON_LEAF.to_string()
+        });
         mkdir(&leaf)?;
-        let procs = read(&root.join("cgroup.procs"))?;
+        let procs = if successor {
+            std::process::id().to_string()
+        } else {
+            read(&root.join("cgroup.procs"))?
+        };
         for pid in procs.split_whitespace() {
             if let Err(e) = std::fs::write(leaf.join("cgroup.procs"), pid) {
                 // A process that exited in the meantime.
@@ -188,19 +238,20 @@ impl Delegated {
                 }
             }
         }
-        // Sessions of an earlier run that did not end with it.
-        let mut leftovers_killed = 0;
+        // Sessions of an earlier run, killed once the journal says which
+        // are still served; empty leaves of processes that ended go now.
+        let mut found = Vec::new();
         if let Ok(dir) = std::fs::read_dir(&root) {
             for entry in dir.flatten() {
-                if entry.file_name() == DAEMON_LEAF || !entry.path().is_dir() {
+                let path = entry.path();
+                if !path.is_dir() || path == leaf {
                     continue;
                 }
-                let s = SessionCgroup::at(entry.path());
-                if s.populated() {
-                    leftovers_killed += 1;
+                if is_daemon_leaf(&path) {
+                    let _ = std::fs::remove_dir(&path);
+                } else {
+                    found.push(path);
                 }
-                s.kill();
-                s.remove_blocking(Duration::from_secs(2));
             }
         }
         let available = read(&root.join("cgroup.controllers"))?;
@@ -215,7 +266,7 @@ impl Delegated {
         Ok(Delegated {
             root,
             controllers,
-            leftovers_killed,
+            found: std::sync::Mutex::new(found),
         })
     }
 
@@ -278,6 +329,17 @@ fn cgroup2_dir(mountinfo: &str, rel: &str) -> Option<PathBuf> {
 }
 
 /// True when systemd (or whoever made the cgroup) marked it delegated.
+/// `daemon` or `daemon.PID`: where daemon processes live, not a session.
+fn is_daemon_leaf(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        n == DAEMON_LEAF
+            || n.strip_prefix(DAEMON_LEAF)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 fn delegated(dir: &Path) -> bool {
     ["trusted.delegate", "user.delegate"]
         .iter()

@@ -22,6 +22,7 @@ use tokio::net::unix::pipe;
 pub mod account;
 pub mod cgroup;
 mod child;
+pub mod handover;
 pub mod plan;
 mod pty;
 mod reaper;

@@ -78,6 +78,9 @@ named! {
         MaxDuration = "max_duration",
         IdleTimeout = "idle_timeout",
         DaemonStopped = "daemon_stopped",
+        /// Still running when the process serving it, handed over to a new
+        /// binary, reached `server.handover_deadline`.
+        DaemonUpgraded = "daemon_upgraded",
         Error = "error",
         /// A token nobody redeemed before its time ran out.
         Expired = "expired",
@@ -95,6 +98,9 @@ impl EndReason {
             EndReason::MaxDuration => Some("session reached its maximum duration"),
             EndReason::IdleTimeout => Some("session ended after being idle too long"),
             EndReason::DaemonStopped => Some("the bastion is shutting down"),
+            EndReason::DaemonUpgraded => Some(
+                "the bastion was upgraded and this session outlasted the time the old version keeps serving; log in again with a new token",
+            ),
             _ => None,
         }
     }
@@ -143,6 +149,15 @@ named! {
         DrainDropped = "drain.dropped",
         DaemonReloaded = "daemon.reloaded",
         DaemonReloadFailed = "daemon.reload_failed",
+        /// A daemon process started (its pid and version; after a
+        /// hand-over, the process it took over from).
+        DaemonStarted = "daemon.started",
+        /// A daemon process handed its listeners to a new binary and
+        /// serves only its live sessions from now on.
+        DaemonHandedOver = "daemon.handed_over",
+        /// A hand-over to a new binary did not happen: the old process
+        /// goes on serving.
+        DaemonHandoverFailed = "daemon.handover_failed",
         SourcePenalized = "source.penalized",
         /// A node sharing the journal stopped beating its heart.
         NodeLost = "node.lost",
@@ -176,6 +191,7 @@ impl EventKind {
                 | DrainError
                 | DrainDropped
                 | DaemonReloadFailed
+                | DaemonHandoverFailed
                 | NodeLost
                 | JournalEventsDropped
         )

@@ -159,6 +159,11 @@ pub struct Journal {
     /// The node this handle writes for, once registered: its redemptions
     /// name it, and its start-up recovery touches only its own sessions.
     node: Option<String>,
+    /// The daemon process this handle writes for (`PID:BOOT:TICKS`), once
+    /// registered: each session it redeems names it.
+    owner: Option<String>,
+    /// The version of the binary that process runs.
+    version: Option<String>,
 }
 
 impl Journal {
@@ -214,6 +219,8 @@ impl Journal {
         let mut j = Journal {
             conn: Conn::sqlite(conn),
             node: None,
+            owner: None,
+            version: None,
         };
         j.migrate()?;
         Ok(j)
@@ -232,6 +239,8 @@ impl Journal {
         let mut j = Journal {
             conn: Conn::postgres(pg::Pg::connect(t)?),
             node: None,
+            owner: None,
+            version: None,
         };
         j.migrate()?;
         Ok(j)
@@ -414,16 +423,45 @@ mod tests {
     }
 
     #[test]
-    fn stale_sessions_are_closed_on_recovery() {
-        let (_d, mut j) = temp_journal();
+    fn stale_sessions_are_closed_on_recovery_unless_their_owner_lives() {
+        let (d, mut j) = temp_journal();
+        let node = |owner| NewNode {
+            id: "n",
+            hostname: "h",
+            listen: &[],
+            version: "0",
+            pid: 1,
+            owner,
+        };
+        j.node_register(&node("1:boot:10")).unwrap();
         issue(&mut j, "s1", "h1", Duration::from_secs(60));
+        issue(&mut j, "s2", "h2", Duration::from_secs(60));
         j.redeem("h1", "u", "a").unwrap().unwrap();
-        let stale = j.recover_stale().unwrap();
+        // The process that redeemed it sees nothing stale.
+        assert!(j.recover_stale(&|_| false).unwrap().is_empty());
+        // A successor on the same node: the first process still lives.
+        let mut next = Journal::open(&d.path.join("j.db")).unwrap();
+        next.node_register(&node("2:boot:20")).unwrap();
+        next.redeem("h2", "u", "a").unwrap().unwrap();
+        assert!(next
+            .recover_stale(&|o| o == "1:boot:10")
+            .unwrap()
+            .is_empty());
+        assert_eq!(j.get("s1").unwrap().unwrap().state.as_str(), "active");
+        // Now it is gone: only its session ends, not the successor's own.
+        let stale = next.recover_stale(&|_| false).unwrap();
         assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].id, "s1");
         let row = j.get("s1").unwrap().unwrap();
         assert_eq!(
             (row.state.as_str(), row.end_reason.map(EndReason::as_str)),
             ("terminated", Some("daemon_stopped"))
+        );
+        assert_eq!(j.get("s2").unwrap().unwrap().state.as_str(), "active");
+        let owners = next.live_owners().unwrap();
+        assert_eq!(
+            owners,
+            vec![("s2".to_string(), Some("2:boot:20".to_string()))]
         );
     }
 }

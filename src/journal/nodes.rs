@@ -17,6 +17,8 @@ pub struct NewNode<'a> {
     pub listen: &'a [String],
     pub version: &'a str,
     pub pid: u32,
+    /// This process as a session's owner (`PID:BOOT:TICKS`).
+    pub owner: &'a str,
 }
 
 /// One node (`tollgate node list`).
@@ -56,6 +58,8 @@ impl Journal {
             ],
         )?;
         self.node = Some(n.id.to_string());
+        self.owner = Some(n.owner.to_string());
+        self.version = Some(n.version.to_string());
         Ok(())
     }
 
@@ -133,7 +137,11 @@ impl Journal {
         let Some(me) = self.node.clone() else {
             return Ok(Vec::new());
         };
-        let tx = self.conn.savepoint()?;
+        // Read, then write: the write lock first, or another process's
+        // commit in between makes SQLite refuse the upgrade at once
+        // ("database is locked"; a process draining after a hand-over
+        // writes while this one starts).
+        let tx = self.conn.immediate()?;
         let rows = tx.query(
             "SELECT id, pid, leader FROM sessions
              WHERE node = ?1 AND end_reason = 'node_lost' AND leader IS NOT NULL",

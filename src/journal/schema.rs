@@ -217,6 +217,12 @@ CREATE TABLE api_tokens (
     revoked_at      INTEGER
 );
 "#,
+    r#"
+-- The daemon process that serves each live session (`PID:BOOT:TICKS`):
+-- start-up recovery ends only sessions whose owner is gone, so a process
+-- draining after a hand-over keeps its own.
+ALTER TABLE sessions ADD COLUMN owner TEXT;
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -441,6 +447,12 @@ CREATE TABLE api_tokens (
     expires_at      BIGINT,
     revoked_at      BIGINT
 );
+"#,
+    r#"
+-- The daemon process that serves each live session (`PID:BOOT:TICKS`):
+-- start-up recovery ends only sessions whose owner is gone, so a process
+-- draining after a hand-over keeps its own.
+ALTER TABLE sessions ADD COLUMN owner TEXT;
 "#,
 ];
 

@@ -194,19 +194,21 @@ impl Journal {
         client_addr: &str,
     ) -> Result<Option<Redeemed>, JournalError> {
         // The database's clock: every node sharing it agrees on expiry.
-        let clock = self.conn.clock_sql(5);
+        let clock = self.conn.clock_sql(6);
         let local = now_ms();
-        let (p4, p5): (&dyn ToParam, &dyn ToParam) = (&self.node, &local);
-        let bound: &[&dyn ToParam] = &[&client_addr, &token_sha256, &login_user, p4, p5];
+        let (p4, p5, p6): (&dyn ToParam, &dyn ToParam, &dyn ToParam) =
+            (&self.node, &self.owner, &local);
+        let bound: &[&dyn ToParam] = &[&client_addr, &token_sha256, &login_user, p4, p5, p6];
         let bound = if self.conn.is_postgres() {
-            &bound[..4]
+            &bound[..5]
         } else {
             bound
         };
         let tx = self.conn.savepoint()?;
         let won = tx.query_opt(
             &format!(
-                "UPDATE sessions SET state = 'active', started_at = {clock}, client_addr = ?1, node = ?4
+                "UPDATE sessions SET state = 'active', started_at = {clock}, client_addr = ?1, node = ?4,
+                     owner = ?5
                  WHERE token_sha256 = ?2 AND login_user = ?3 AND state = 'pending' AND expires_at > {clock}
                  RETURNING id, profile, command, max_duration_ms, target, connection_limit, started_at"
             ),
@@ -241,7 +243,10 @@ impl Journal {
                 now,
                 Some(&r.id),
                 EventKind::SessionRedeemed,
-                &json!({"client_addr": client_addr, "login_user": login_user}),
+                &json!({"client_addr": client_addr, "login_user": login_user,
+                        // The daemon process serving it, and its version.
+                        "daemon_pid": self.owner.as_deref().and_then(|o| o.split(':').next()?.parse::<i64>().ok()),
+                        "version": self.version}),
             )?,
             None => append_event(
                 &tx,
@@ -390,30 +395,68 @@ impl Journal {
         Ok(ids)
     }
 
-    /// On daemon start: sessions an earlier run of this node left live
-    /// can't be resumed (on a shared journal, other nodes' sessions are
-    /// theirs). Returns their ids, recorded pids and leader identities.
-    pub fn recover_stale(&mut self) -> Result<Vec<StaleSession>, JournalError> {
+    /// Sessions an earlier daemon process of this node left live can't be
+    /// resumed (on a shared journal, other nodes' sessions are theirs):
+    /// each whose owner is neither this process nor one `alive` vouches
+    /// for (a process draining after a hand-over) ends `terminated
+    /// (daemon_stopped)`. Run at start and with every heartbeat. Returns
+    /// their ids, recorded pids and leader identities.
+    pub fn recover_stale(
+        &mut self,
+        alive: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<StaleSession>, JournalError> {
         let now = now_ms();
-        let tx = self.conn.immediate()?;
-        let rows = tx.query(
-            "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
-             WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?2)
-             RETURNING id, pid, leader",
-            params![now, self.node],
-            stale_row,
+        let me = self.owner.clone();
+        // Read first: this runs with every heartbeat, and there is
+        // usually nothing to end.
+        let live: Vec<(String, Option<String>)> = self.conn.query(
+            "SELECT id, owner FROM sessions
+             WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?1)
+               AND (CAST(?2 AS TEXT) IS NULL OR owner IS NULL OR owner <> ?2)",
+            params![self.node, me],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        for StaleSession { id, .. } in &rows {
+        let gone: Vec<(String, Option<String>)> = live
+            .into_iter()
+            .filter(|(_, owner)| !owner.as_deref().is_some_and(alive))
+            .collect();
+        if gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.conn.immediate()?;
+        let mut rows = Vec::new();
+        for (id, owner) in gone {
+            let row = tx.query_opt(
+                "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
+                 WHERE id = ?2 AND state IN ('active', 'canceling')
+                 RETURNING id, pid, leader",
+                params![now, id],
+                stale_row,
+            )?;
+            let Some(row) = row else { continue };
             append_event(
                 &tx,
                 now,
-                Some(id),
+                Some(&row.id),
                 EventKind::SessionTerminated,
-                &json!({"reason": "daemon_stopped", "found_at_startup": true}),
+                &json!({"reason": "daemon_stopped", "found_at_startup": true, "owner": owner}),
             )?;
+            rows.push(row);
         }
         tx.commit()?;
         Ok(rows)
+    }
+
+    /// The live sessions of this node and the process serving each
+    /// (`PID:BOOT:TICKS`; none for a session redeemed before owners were
+    /// recorded).
+    pub fn live_owners(&self) -> Result<Vec<(String, Option<String>)>, JournalError> {
+        self.conn.query(
+            "SELECT id, owner FROM sessions
+             WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?1)",
+            params![self.node],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// All sessions, newest first, optionally in one state.

@@ -121,7 +121,11 @@ pub async fn accept_loop(
                         Ok(ticket) => {
                             crate::metrics::get().connections_accepted.inc();
                             let _ = stream.set_nodelay(true);
-                            tokio::spawn(connection(stream, peer, shared, ticket));
+                            let open = OpenConnection::count();
+                            tokio::spawn(async move {
+                                connection(stream, peer, shared, ticket).await;
+                                drop(open);
+                            });
                         }
                         Err(refusal) => refuse(stream, peer, &refusal),
                     }
@@ -134,6 +138,31 @@ pub async fn accept_loop(
             },
             _ = stop.changed() => break,
         }
+    }
+}
+
+/// Connections accepted and not yet closed, whatever their stage (a
+/// process that handed over exits only once none is left).
+static OPEN_CONNECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many connections this process has open.
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One open connection, counted until dropped.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn count() -> OpenConnection {
+        OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
