@@ -416,6 +416,90 @@ fn live(s: &Server, cmd: &str) -> (String, std::process::Child) {
 }
 
 #[test]
+fn a_hand_over_leaves_the_old_sessions_in_their_cgroups_and_takes_a_leaf_of_its_own() {
+    let cg = match TestCgroup::make("handover", true) {
+        Ok(cg) => cg,
+        Err(why) => {
+            println!("NOT TESTED: hand-over with per-session cgroups (cannot make a delegated cgroup: {why})");
+            return;
+        }
+    };
+    let mut s = Server::configure("cgroups-handover", Opts::default());
+    cg.start(&mut s);
+    let old_pid = s.pid();
+    // A session on the old process with a job that left its process group.
+    let (old_id, mut old_ssh) = live(&s, "setsid sh -c 'sleep 7401 &'; echo started; sleep 7402");
+    assert!(
+        eventually(Duration::from_secs(5), || pids_matching("sleep 7401").len()
+            == 1)
+        .is_some()
+    );
+    let old_dir = cg.dir.join(&old_id);
+    assert!(old_dir.is_dir());
+
+    let new_pid = s.hand_over(old_pid);
+    let guard = KillOnDrop(new_pid);
+    // The new process left the old one's leaf for one of its own, and
+    // touched neither the old session's cgroup nor what runs in it.
+    let leaf = format!("daemon.{new_pid}");
+    assert!(
+        cgroup_of(new_pid).ends_with(&format!("/{leaf}")),
+        "the new process is in {:?}",
+        cgroup_of(new_pid)
+    );
+    assert!(
+        cgroup_of(old_pid).ends_with("/daemon"),
+        "{}",
+        cgroup_of(old_pid)
+    );
+    assert!(old_dir.is_dir(), "the old session's cgroup went");
+    assert_eq!(
+        pids_matching("sleep 7401").len(),
+        1,
+        "the old session's job was killed"
+    );
+    // Sessions of the new process start in cgroups of their own.
+    let (nid, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run("ops", &tok, &[], "cat /proc/self/cgroup");
+    assert!(text(&out.stdout).contains(&format!("/{nid}\n")), "{out:?}");
+
+    // Canceled, the old session still ends whole (cgroup.kill, from the old
+    // process), and the old process, with nothing left, exits.
+    s.cli(&["session", "cancel", &old_id]);
+    let v = s.wait_state(&old_id, "terminated", Duration::from_secs(10));
+    assert_eq!(v["end_reason"], "canceled", "{v:#}");
+    assert!(
+        eventually(Duration::from_secs(5), || pids_matching("sleep 7401")
+            .is_empty()
+            && !old_dir.exists())
+        .is_some(),
+        "the old session's setsid'd job or cgroup survived its end"
+    );
+    let _ = old_ssh.wait();
+    let old = s.child.as_mut().unwrap();
+    assert!(eventually(Duration::from_secs(10), || old
+        .try_wait()
+        .unwrap()
+        .is_some())
+    .is_some());
+    drop(guard);
+}
+
+/// A daemon process the test did not start (a hand-over did): SIGTERM at
+/// the end, then SIGKILL if it is still there.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if eventually(Duration::from_secs(10), || !running(self.0)).is_none() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
 fn a_cgroup_nobody_delegated_is_left_alone() {
     let cg = match TestCgroup::make("undelegated", false) {
         Ok(cg) => cg,

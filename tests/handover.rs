@@ -52,26 +52,13 @@ fn start_ticks(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// Whether `pid` runs (a zombie does not).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s[s.rfind(')').unwrap() + 1..]
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            state != "Z" && state != "X"
-        })
-        .unwrap_or(false)
-}
-
-/// `tollgate serve` from the binary at `bin`, logging to `handover.log`.
+/// `tollgate serve` from the binary at `bin`, logging to `serve.log` (as
+/// the harness's own daemons do).
 fn serve(s: &Server, bin: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(s.dir.path().join("handover.log"))
+        .open(s.dir.path().join("serve.log"))
         .unwrap();
     let mut c = Command::new(bin);
     c.arg("--config")
@@ -101,24 +88,7 @@ fn not_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> T {
 }
 
 fn log(s: &Server) -> String {
-    std::fs::read_to_string(s.dir.path().join("handover.log")).unwrap_or_default()
-}
-
-/// Sends SIGUSR2 to `from` and returns the pid of the process it handed
-/// over to (from its `daemon.handed_over` event).
-fn hand_over(s: &Server, from: i32) -> i32 {
-    kill(Pid::from_raw(from), Signal::SIGUSR2).unwrap();
-    let mut new = None;
-    let ok = eventually(Duration::from_secs(60), || {
-        new = s
-            .events_of(None, "daemon.handed_over")
-            .iter()
-            .find(|e| e["detail"]["pid"] == from)
-            .and_then(|e| e["detail"]["new_pid"].as_i64());
-        new.is_some()
-    });
-    assert!(ok.is_some(), "no hand-over from {from}:\n{}", log(s));
-    new.unwrap() as i32
+    s.log_text()
 }
 
 /// The version the binary at `bin` reports.
@@ -335,7 +305,7 @@ fn a_hand_over_keeps_a_shell_and_a_tunnel_and_new_logins_reach_the_new_build() {
     assert_ne!(new_version, old_version);
     assert!(new_version.ends_with("+handover-b"), "{new_version}");
     let signalled = Instant::now();
-    let new_pid = hand_over(&s, old_pid);
+    let new_pid = s.hand_over(old_pid);
     pids.add(new_pid);
     assert_ne!(new_pid, old_pid);
 
@@ -451,7 +421,7 @@ fn past_the_deadline_what_is_left_ends_daemon_upgraded_and_the_person_is_told() 
     s.wait_state(&id, "active", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
-    let new_pid = hand_over(&s, s.pid());
+    let new_pid = s.hand_over(s.pid());
     pids.add(new_pid);
     let out = client.wait_with_output().unwrap();
     let took = t0.elapsed();
@@ -496,7 +466,7 @@ fn a_crash_of_the_new_process_costs_only_its_own_sessions() {
     let mut old_out = buffered(old_client.stdout.take().unwrap());
     old_in.write_all(b"one\n").unwrap();
     read_until(&mut old_out, "got-one");
-    let new_pid = hand_over(&s, old_pid);
+    let new_pid = s.hand_over(old_pid);
     pids.add(new_pid);
     // One on the new process.
     let (new_id, tok) = s.issue("ops", &[]);
@@ -585,7 +555,7 @@ fn three_hand_overs_under_a_stream_of_logins_lose_none() {
     let mut served_by = vec![pid];
     for _ in 0..3 {
         std::thread::sleep(Duration::from_secs(2));
-        pid = hand_over(&s, pid);
+        pid = s.hand_over(pid);
         pids.add(pid);
         served_by.push(pid);
     }

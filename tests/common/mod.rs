@@ -418,6 +418,31 @@ env = {{ TG_PROFILE_VAR = "from-profile" }}
         c.output().unwrap()
     }
 
+    /// Sends SIGUSR2 to the daemon process `from` and returns the pid of
+    /// the process it handed over to (from its `daemon.handed_over` event).
+    pub fn hand_over(&self, from: i32) -> i32 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(from),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .unwrap();
+        let mut new = None;
+        let ok = eventually(Duration::from_secs(60), || {
+            new = self
+                .events_of(None, "daemon.handed_over")
+                .iter()
+                .find(|e| e["detail"]["pid"] == from)
+                .and_then(|e| e["detail"]["new_pid"].as_i64());
+            new.is_some()
+        });
+        assert!(
+            ok.is_some(),
+            "no hand-over from {from}:\n{}",
+            self.log_text()
+        );
+        new.unwrap() as i32
+    }
+
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
@@ -440,6 +465,20 @@ impl Drop for Server {
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Whether `pid` runs (a zombie does not).
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s[s.rfind(')').unwrap() + 1..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            state != "Z" && state != "X"
+        })
+        .unwrap_or(false)
 }
 
 /// Pids of live processes whose command line starts with `needle`.
