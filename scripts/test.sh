@@ -100,9 +100,9 @@ cargo test --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # The journal-heavy black-box tests again, each server's journal on a
 # throwaway PostgreSQL 15 cluster of its own (issue 17): sessions, tunnels,
 # processes, collect sessions and webhooks through the shared-journal backend.
-echo "== again with each server's journal on PostgreSQL: collect, webhooks, tunnels, exec, clients_openssh =="
+echo "== again with each server's journal on PostgreSQL: collect, webhooks, tunnels, exec, clients_openssh, handover =="
 TOLLGATE_TEST_JOURNAL=postgres cargo test --locked --no-fail-fast \
-  --test collect --test webhooks --test tunnels --test exec --test clients_openssh \
+  --test collect --test webhooks --test tunnels --test exec --test clients_openssh --test handover \
   2>&1 | tee -a "$log" || status=$?
 # cargo's last summary is the (empty) doc-test run: close with the total.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
