@@ -36,6 +36,8 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon: accept SSH connections and run redeemed sessions.
+    /// SIGHUP reloads the config; SIGUSR2 hands over to the binary on disk
+    /// without ending a live session; SIGTERM stops.
     Serve,
     /// Start a throwaway server with embedded defaults, issue one token and print the ssh line.
     Dev(cli::dev::DevArgs),
