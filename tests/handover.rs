@@ -263,16 +263,24 @@ fn a_hand_over_keeps_a_shell_and_a_tunnel_and_new_logins_reach_the_new_build() {
     let old_version = version_of(&installed);
     let manager = Manager::bind(&s.dir.path().join("notify.sock"));
     let notify = s.dir.path().join("notify.sock");
+    // systemd's RuntimeDirectory=: where the daemon says it takes SIGUSR2
+    // (debian/postinst reads it before it hands over instead of restarting).
+    let run = s.dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let marker = run.join("handover");
     let mut old = serve(
         &s,
         &installed,
         &[
             ("NOTIFY_SOCKET", notify.to_str().unwrap()),
             ("WATCHDOG_USEC", "2000000"),
+            ("RUNTIME_DIRECTORY", run.to_str().unwrap()),
         ],
     );
     let old_pid = old.id() as i32;
     manager.wait(old_pid, "READY=1", Duration::from_secs(20));
+    let says = || std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(says(), format!("{old_pid}\n"));
 
     // A person at a terminal, and a tunnel carrying data.
     let (shell_id, tok) = s.issue("ops", &[]);
@@ -318,6 +326,11 @@ fn a_hand_over_keeps_a_shell_and_a_tunnel_and_new_logins_reach_the_new_build() {
     );
     let (ready_at, _) = manager.wait(new_pid, "READY=1", Duration::from_secs(10));
     assert!(ready_at >= mainpid_at, "READY=1 before MAINPID=: {m}");
+    assert!(
+        eventually(Duration::from_secs(5), || says() == format!("{new_pid}\n")).is_some(),
+        "{:?}",
+        says()
+    );
     eprintln!(
         "hand-over: MAINPID= {:?} and READY=1 {:?} after SIGUSR2",
         mainpid_at - signalled,
@@ -393,9 +406,12 @@ fn a_hand_over_keeps_a_shell_and_a_tunnel_and_new_logins_reach_the_new_build() {
     );
     assert!(old.wait().unwrap().success());
     assert!(running(new_pid));
+    // The old process's exit left the new one's word standing.
+    assert_eq!(says(), format!("{new_pid}\n"));
     kill(Pid::from_raw(new_pid), Signal::SIGTERM).unwrap();
     eventually(Duration::from_secs(10), || !running(new_pid));
     assert!(log(&s).contains("stopped (handed over)"), "{}", log(&s));
+    assert!(!marker.exists(), "the marker outlived the daemon");
 }
 
 #[test]

@@ -186,6 +186,17 @@ queue_bytes = 2048
         },
     );
     s.spawn();
+    // The daemon's own start (`daemon.started`) reaches the live drain
+    // first: counted before the baseline, and not among what follows.
+    let started = eventually(Duration::from_secs(10), || {
+        scrape(mport).get("tollgate_drain_delivered_total{drain=\"live\"}") >= 1.0
+    });
+    assert!(
+        started.is_some(),
+        "daemon.started never reached the live drain"
+    );
+    let mut buf = [0u8; 65536];
+    while collector.recv(&mut buf).is_ok() {}
     let before = scrape(mport);
     promtool(&before);
 
@@ -268,7 +279,6 @@ queue_bytes = 2048
     });
     assert!(settled.is_some(), "did not settle");
     let mut datagrams = 0;
-    let mut buf = [0u8; 65536];
     while collector.recv(&mut buf).is_ok() {
         datagrams += 1;
     }

@@ -415,7 +415,10 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         }
     }
     notifier.stopping();
-    handover::withdraw();
+    // After a hand-over the marker is the new process's.
+    if !handover::handed_over() {
+        handover::withdraw();
+    }
     tracing::info!("stopping: no new connections; ending live sessions");
     stop_accepting(&mut listeners, &http).await;
     watcher.abort();
