@@ -47,15 +47,8 @@ pub fn owner_alive(owner: &str) -> Option<i32> {
 
 /// Whether `pid` is a process that has not exited (a zombie has).
 pub fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let state = s[s.rfind(')')? + 1..]
-                .split_whitespace()
-                .next()?
-                .to_string();
-            Some(state != "Z" && state != "X")
-        })
+    super::stat_fields(pid)
+        .and_then(|f| f.first().map(|state| state != "Z" && state != "X"))
         .unwrap_or(false)
 }
 

@@ -459,10 +459,16 @@ fn boot_id() -> Option<String> {
 /// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks
 /// since boot.
 fn start_ticks(pid: i32) -> Option<u64> {
+    // Field 3 (state) is the first after the name; field 22 the 20th.
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// `/proc/PID/stat` from field 3 (the state) on, split at spaces: what
+/// follows the command name, which may itself hold spaces or parentheses.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    // rest[0] is field 3 (state); field 22 is rest[19].
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 /// After a crash of an earlier daemon: kills what is left of a session
