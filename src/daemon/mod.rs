@@ -238,6 +238,20 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         start_journal(&journal_target, &node, timeout_ms, &containment)
     })?;
     tracing::info!(node = %node_id, journal = %config.server.journal, version = node.version, "journal open");
+    // A SQLite journal also gets a connection for reads outside any batch
+    // (is this user name a live collect session's?): see Db::read.
+    let db = match &journal_target {
+        crate::journal::JournalTarget::Sqlite(path) => {
+            match tokio::task::block_in_place(|| Journal::open(path)) {
+                Ok(reader) => Db::new(journal).with_reader(reader),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no reader connection: reads queue with the writes");
+                    Db::new(journal)
+                }
+            }
+        }
+        crate::journal::JournalTarget::Postgres(_) => Db::new(journal),
+    };
     // Once it exists: opening creates a missing file.
     let journal_file = config.server.journal.file().and_then(file_id);
     let config = Arc::new(config);
@@ -274,7 +288,7 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
         russh: Arc::new(crate::ssh::russh_config(&config, keys)),
         config: config.clone(),
         webhook_tls,
-        db: Db::new(journal),
+        db,
         drains,
         origin,
         resume_after,

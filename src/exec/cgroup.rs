@@ -393,9 +393,13 @@ impl SessionCgroup {
 
     /// True while a process of the session is alive.
     pub fn populated(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.events"))
-            .map(|s| s.lines().any(|l| l == "populated 1"))
-            .unwrap_or(false)
+        // One read: `populated N` is the file's first line (read_to_string
+        // would stat it and read twice).
+        let mut buf = [0u8; 256];
+        let n = std::fs::File::open(self.dir.join("cgroup.events"))
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+            .unwrap_or(0);
+        buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 1")
     }
 
     /// Sends `sig` to every process in the cgroup.
@@ -418,26 +422,32 @@ impl SessionCgroup {
         }
     }
 
-    /// Waits up to `limit` for the cgroup to empty, then removes it.
+    /// Removes the cgroup, waiting up to `limit` for it to empty.
     pub async fn remove(self, limit: Duration) {
         let until = Instant::now() + limit;
-        while self.populated() && Instant::now() < until {
+        while self.rmdir(Instant::now() < until) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.rmdir();
     }
 
     fn remove_blocking(&self, limit: Duration) {
         let until = Instant::now() + limit;
-        while self.populated() && Instant::now() < until {
+        while self.rmdir(Instant::now() < until) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.rmdir();
     }
 
-    fn rmdir(&self) {
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove a session's cgroup");
+    /// One try at removing the cgroup; true when it still has processes
+    /// (EBUSY: the kernel refuses to remove a populated cgroup, which is
+    /// the check, without reading `cgroup.events` first) and `again`.
+    fn rmdir(&self, again: bool) -> bool {
+        match std::fs::remove_dir(&self.dir) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && again => true,
+            Err(e) => {
+                tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove a session's cgroup");
+                false
+            }
         }
     }
 }

@@ -466,7 +466,14 @@ fn start_ticks(pid: i32) -> Option<u64> {
 /// `/proc/PID/stat` from field 3 (the state) on, split at spaces: what
 /// follows the command name, which may itself hold spaces or parentheses.
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Read whole at once (a line is well under 1 KiB); read_to_string
+    // from nothing probes with small reads first.
+    let mut stat = String::with_capacity(1024);
+    std::io::Read::read_to_string(
+        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
+        &mut stat,
+    )
+    .ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     Some(rest.split_whitespace().map(str::to_string).collect())
 }

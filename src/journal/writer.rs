@@ -15,6 +15,8 @@ use super::{EventKind, Journal, JournalError};
 pub struct Db {
     jobs: std::sync::mpsc::Sender<Job>,
     later: Arc<Mutex<Later>>,
+    /// A connection of its own for [`Db::read`] (SQLite only).
+    reader: Option<Arc<Mutex<Journal>>>,
 }
 
 /// Events the journal refused (a shared journal out of reach), kept to be
@@ -142,7 +144,36 @@ impl Db {
                 }
             })
             .expect("cannot start the journal thread");
-        Db { jobs: tx, later }
+        Db {
+            jobs: tx,
+            later,
+            reader: None,
+        }
+    }
+
+    /// Gives [`Db::read`] a connection of its own: a SQLite journal in WAL
+    /// mode reads what was committed while the journal thread writes.
+    pub fn with_reader(mut self, reader: Journal) -> Db {
+        self.reader = Some(Arc::new(Mutex::new(reader)));
+        self
+    }
+
+    /// Runs a read that needs nothing of a batch (no write, no lock held
+    /// across calls) at once in the caller's thread, on the reader's
+    /// connection: no hop to the journal thread and back, no transaction
+    /// of the writer's. Without a reader, or while another caller uses it,
+    /// or if it fails there, it runs as a [`Db::call`].
+    pub async fn read<R, F>(&self, f: F) -> Result<R, JournalError>
+    where
+        R: Send + 'static,
+        F: Fn(&mut Journal) -> Result<R, JournalError> + Send + 'static,
+    {
+        if let Some(Ok(mut j)) = self.reader.as_ref().map(|r| r.try_lock()) {
+            if let Ok(r) = f(&mut j) {
+                return Ok(r);
+            }
+        }
+        self.call(f).await
     }
 
     /// Keeps an event the journal refused, to be written (with the time it
@@ -218,6 +249,44 @@ mod tests {
     use super::*;
     use crate::journal::EventKind;
     use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_on_the_reader_sees_what_the_writer_committed() {
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-db-").unwrap());
+        let path = dir.join("j.db");
+        let db = Db::new(Journal::open(&path).unwrap()).with_reader(Journal::open(&path).unwrap());
+        for i in 0..20 {
+            db.call(move |j| j.event(None, EventKind::TestWrite, json!({"i": i})))
+                .await
+                .unwrap();
+            // Read on another connection, right after the commit.
+            let seen = db.read(|j| j.events(None, 0, None)).await.unwrap();
+            assert_eq!(seen.len(), i + 1);
+            assert_eq!(seen[i].detail["i"], i);
+        }
+        // The reader is its own connection: a read runs while the writer
+        // holds its write lock across a batch.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let writer = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.call(move |j| {
+                    j.event(None, EventKind::TestWrite, json!({"i": "held"}))?;
+                    let _ = held_tx.send(());
+                    let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        held_rx.await.unwrap();
+        let seen = db.read(|j| j.events(None, 0, None)).await.unwrap();
+        assert_eq!(seen.len(), 20, "the uncommitted write is not seen");
+        tx.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_call_in_a_batch_undoes_only_itself() {

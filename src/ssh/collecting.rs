@@ -76,7 +76,7 @@ impl Collecting {
         let ident = user.to_string();
         let s = shared
             .db
-            .call(move |j| j.collect_live(&ident))
+            .read(move |j| j.collect_live(&ident))
             .await
             .unwrap_or(None)?;
         tracing::info!(%peer, collect = %s.id, "collect connection");

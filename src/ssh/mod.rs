@@ -254,6 +254,10 @@ impl Progress {
     }
 }
 
+/// How much of a connection is read ahead of russh: a handshake packet
+/// fits, a bulk data packet goes past it straight to russh's buffer.
+const READ_AHEAD: usize = 2048;
+
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
@@ -262,6 +266,10 @@ async fn connection(
 ) {
     let russh_config = shared.russh.clone();
     let deadline = tokio::time::Instant::now() + shared.config.server.login_grace_time;
+    // russh reads each packet's length, then the rest: a buffer makes most
+    // packets one system call instead of two (the bytes it takes ahead are
+    // the next packet's, so nothing is read that would not be).
+    let stream = tokio::io::BufReader::with_capacity(READ_AHEAD, stream);
     let (stream, wire) = wire::Watched::new(stream);
     let progress = Arc::new(Progress {
         wire: wire.clone(),

@@ -390,6 +390,11 @@ def garbage_cases():
         ("kexinit_lying_name_list", VERSION + kexinit_with(lying)),
         ("kexinit_no_common_kex", VERSION + kexinit_with([name_list(["nope"])] + names[1:])),
         ("ecdh_point_all_zero", VERSION + kexinit() + ecdh(bytes(32))),
+        # Low-order points (orders 4 and 8; all zeros above is order 2): the
+        # shared secret would be all zeros, known to anyone watching.
+        ("ecdh_point_order_4", VERSION + kexinit() + ecdh(b"\x01" + bytes(31))),
+        ("ecdh_point_order_8", VERSION + kexinit() + ecdh(bytes.fromhex(
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"))),
         ("ecdh_point_5_bytes", VERSION + kexinit() + ecdh(b"\x01\x02\x03\x04\x05")),
         ("ecdh_point_65536_bytes", VERSION + kexinit() + ecdh(os.urandom(65536))),
     ]

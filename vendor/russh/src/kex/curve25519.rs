@@ -38,6 +38,58 @@ impl std::fmt::Debug for Curve25519Kex {
     }
 }
 
+// tollgate patch (vendor/README.md): the daemon's CPU per session.
+/// X25519 (RFC 7748) from AWS-LC when russh is built with it: the same
+/// function as curve25519-dalek's, for about half the CPU of its serial
+/// backend (the one a Montgomery ladder gets). A non-contributory result
+/// (a low-order peer point) comes back as all zeros either way, for the
+/// callers' check.
+#[cfg(feature = "aws-lc-rs")]
+mod x25519 {
+    use aws_lc_rs::agreement::{PrivateKey, UnparsedPublicKey, X25519, agree};
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+
+    fn key(secret: [u8; 32]) -> Result<(PrivateKey, MontgomeryPoint), crate::Error> {
+        let key = PrivateKey::from_private_key(&X25519, &secret).map_err(|_| crate::Error::Kex)?;
+        let public = key.compute_public_key().map_err(|_| crate::Error::Kex)?;
+        let public: [u8; 32] = public.as_ref().try_into().map_err(|_| crate::Error::Kex)?;
+        Ok((key, MontgomeryPoint(public)))
+    }
+
+    pub(super) fn public(secret: [u8; 32]) -> Result<MontgomeryPoint, crate::Error> {
+        Ok(key(secret)?.1)
+    }
+
+    pub(super) fn public_and_shared(
+        secret: [u8; 32],
+        peer: &MontgomeryPoint,
+    ) -> Result<(MontgomeryPoint, MontgomeryPoint), crate::Error> {
+        let (key, public) = key(secret)?;
+        // AWS-LC refuses a non-contributory result: all zeros, as below.
+        let shared = agree(&key, UnparsedPublicKey::new(&X25519, peer.0), (), |s| {
+            <[u8; 32]>::try_from(s).map_err(|_| ())
+        })
+        .unwrap_or([0; 32]);
+        Ok((public, MontgomeryPoint(shared)))
+    }
+}
+
+#[cfg(not(feature = "aws-lc-rs"))]
+mod x25519 {
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+
+    pub(super) fn public(secret: [u8; 32]) -> Result<MontgomeryPoint, crate::Error> {
+        Ok(MontgomeryPoint::mul_base_clamped(secret))
+    }
+
+    pub(super) fn public_and_shared(
+        secret: [u8; 32],
+        peer: &MontgomeryPoint,
+    ) -> Result<(MontgomeryPoint, MontgomeryPoint), crate::Error> {
+        Ok((MontgomeryPoint::mul_base_clamped(secret), peer.mul_clamped(secret)))
+    }
+}
+
 // We used to support curve "NIST P-256" here, but the security of
 // that curve is controversial, see
 // http://safecurves.cr.yp.to/rigid.html
@@ -73,14 +125,14 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         };
 
         let server_secret = rand::random::<[u8; 32]>();
-        let server_pubkey = MontgomeryPoint::mul_base_clamped(server_secret);
+        // tollgate patch (vendor/README.md): X25519 from AWS-LC, see mod x25519.
+        let (server_pubkey, shared) = x25519::public_and_shared(server_secret, &client_pubkey)?;
 
         // fill exchange.
         exchange.server_ephemeral.clear();
         exchange
             .server_ephemeral
             .extend_from_slice(&server_pubkey.0);
-        let shared = client_pubkey.mul_clamped(server_secret);
         if shared.0 == [0u8; 32] {
             // Non-contributory: the client sent a low-order point.
             debug!("client sent a low-order curve25519 pubkey");
@@ -97,7 +149,8 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         writer: &mut impl Writer,
     ) -> Result<(), crate::Error> {
         let client_secret = rand::random::<[u8; 32]>();
-        let client_pubkey = MontgomeryPoint::mul_base_clamped(client_secret);
+        // tollgate patch (vendor/README.md): X25519 from AWS-LC, see mod x25519.
+        let client_pubkey = x25519::public(client_secret)?;
 
         // fill exchange.
         client_ephemeral.clear();
@@ -117,7 +170,8 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         }
         let mut remote_pubkey = MontgomeryPoint([0; 32]);
         remote_pubkey.0.clone_from_slice(remote_pubkey_);
-        let shared = remote_pubkey.mul_clamped(local_secret);
+        // tollgate patch (vendor/README.md): X25519 from AWS-LC, see mod x25519.
+        let (_, shared) = x25519::public_and_shared(local_secret, &remote_pubkey)?;
         if shared.0 == [0u8; 32] {
             // Non-contributory: the server sent a low-order point.
             debug!("server sent a low-order curve25519 pubkey");
