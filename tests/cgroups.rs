@@ -180,6 +180,32 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
     assert!(o.contains(&format!("/{nid}\n")), "{o}");
     let daemon = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
     assert_eq!(nofile_of(&o), ("1000".into(), nofile_of(&daemon).1), "{o}");
+    // Its command exited and left nothing: the cgroup is removed.
+    s.wait_state(&nid, "terminated", Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(3), || !cg.dir.join(&nid).exists()).is_some(),
+        "an ended session's cgroup was left"
+    );
+    // A command that exits leaving a job with none of the session's
+    // descriptors (nothing for the output pumps to wait on): the look for
+    // what is left must find it in the cgroup (the removal is refused),
+    // and it is killed.
+    let (did, tok) = s.issue("ops", &[]);
+    let out = s.ssh_run(
+        "ops",
+        &tok,
+        &[],
+        "setsid sh -c 'sleep 7304' </dev/null >/dev/null 2>&1 & echo detached",
+    );
+    assert_eq!(text(&out.stdout), "detached\n", "{}", text(&out.stderr));
+    assert!(
+        eventually(Duration::from_secs(5), || pids_matching("sleep 7304").is_empty()).is_some(),
+        "the detached job outlived its session"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || !cg.dir.join(&did).exists()).is_some(),
+        "the detached job's session cgroup was left"
+    );
 
     // `setsid` and a second fork: a new session id, reparented away from
     // the session's leader, out of reach of its process group.

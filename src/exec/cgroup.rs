@@ -371,11 +371,33 @@ fn read(p: &Path) -> Result<String, String> {
 #[derive(Debug)]
 pub struct SessionCgroup {
     dir: PathBuf,
+    /// Removed already (found empty by [`SessionCgroup::remove_if_empty`]).
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl SessionCgroup {
     fn at(dir: PathBuf) -> SessionCgroup {
-        SessionCgroup { dir }
+        SessionCgroup {
+            dir,
+            removed: Default::default(),
+        }
+    }
+
+    /// Removes the cgroup if no process is left in it; true when it is
+    /// gone. The kernel refuses to remove a populated cgroup (EBUSY), so
+    /// this is also the cheapest look at whether anything is left: no
+    /// `cgroup.events` to open and read.
+    pub fn remove_if_empty(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.removed.load(Ordering::Acquire) {
+            return true;
+        }
+        let gone = match std::fs::remove_dir(&self.dir) {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        self.removed.store(gone, Ordering::Release);
+        gone
     }
 
     /// The cgroup's directory.
@@ -424,6 +446,9 @@ impl SessionCgroup {
 
     /// Removes the cgroup, waiting up to `limit` for it to empty.
     pub async fn remove(self, limit: Duration) {
+        if self.removed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let until = Instant::now() + limit;
         while self.rmdir(Instant::now() < until) {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -357,10 +357,11 @@ impl Tree {
     }
 
     /// Like [`Tree::alive`], but without a cgroup only the leader's process
-    /// group is looked at (no /proc).
+    /// group is looked at (no /proc); a cgroup found empty is removed at
+    /// once (that is the look).
     pub fn maybe_alive(&self) -> bool {
         match &self.cgroup {
-            Some(cg) => cg.populated(),
+            Some(cg) => !cg.remove_if_empty() && cg.populated(),
             None => group_alive(self.leader),
         }
     }
