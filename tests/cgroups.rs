@@ -199,7 +199,9 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
     );
     assert_eq!(text(&out.stdout), "detached\n", "{}", text(&out.stderr));
     assert!(
-        eventually(Duration::from_secs(5), || pids_matching("sleep 7304").is_empty()).is_some(),
+        eventually(Duration::from_secs(5), || pids_matching("sleep 7304")
+            .is_empty())
+        .is_some(),
         "the detached job outlived its session"
     );
     assert!(
