@@ -112,6 +112,39 @@ fn max_duration_ends_a_session() {
 }
 
 #[test]
+fn a_client_that_stops_answering_is_dropped_after_the_client_alive_asks() {
+    let s = Server::start_with(
+        "alive",
+        Opts {
+            server_extra: "client_alive_interval = \"1s\"\nclient_alive_count_max = 2\n".into(),
+            ..Opts::default()
+        },
+    );
+    let (id, _, mut ssh) = start_live(&s, &[], "sleep 7601");
+    // A client that answers is asked every second and stays.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(s.show(&id)["state"], "active");
+    // One that stops answering (suspended: its kernel still acknowledges
+    // the bytes, as a peer behind a dead NAT would not even do) is
+    // dropped after two unanswered asks.
+    let pid = nix::unistd::Pid::from_raw(ssh.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    let v = s.wait_state(&id, "terminated", Duration::from_secs(10));
+    println!("dropped {:?} after the client stopped", stopped.elapsed());
+    assert_eq!(v["end_reason"], "disconnected", "{v}");
+    assert!(
+        eventually(Duration::from_secs(4), || pids_matching("sleep 7601")
+            .is_empty())
+        .is_some(),
+        "the dropped client's command still runs"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+}
+
+#[test]
 fn idle_timeout_ends_an_idle_session_but_not_a_busy_one() {
     let s = Server::start_with(
         "idle",

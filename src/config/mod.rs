@@ -145,6 +145,12 @@ pub struct Server {
     /// Sent before authentication; empty means none.
     pub banner: String,
     pub login_grace_time: Duration,
+    /// How often an authenticated client that sent nothing is asked
+    /// whether it is there (OpenSSH's ClientAliveInterval); zero: never.
+    pub client_alive_interval: Duration,
+    /// Unanswered asks in a row after which the connection is dropped
+    /// (OpenSSH's ClientAliveCountMax).
+    pub client_alive_count_max: u32,
     pub max_auth_tries: u32,
     /// Host name printed in the ssh line of `session issue`; defaults to the
     /// first listen address, or this machine's name when that is a wildcard.
@@ -239,6 +245,8 @@ impl Default for Server {
             journal_at: JournalPlaces::default(),
             banner: String::new(),
             login_grace_time: Duration::from_secs(30),
+            client_alive_interval: Duration::from_secs(15),
+            client_alive_count_max: 4,
             max_auth_tries: 6,
             public_host: None,
             public_known_hosts: None,

@@ -106,6 +106,23 @@ pub(super) fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         }
         server.login_grace_time = d;
     }
+    if let Some(d) = duration(ctx, S, t, "client_alive_interval") {
+        server.client_alive_interval = d;
+    }
+    if let Some(n) = integer(ctx, S, t, "client_alive_count_max") {
+        match u32::try_from(n) {
+            Ok(n) if (1..=100).contains(&n) => server.client_alive_count_max = n,
+            _ => {
+                let span = get(t, "client_alive_count_max")
+                    .map(|v| v.span())
+                    .unwrap_or(0..0);
+                ctx.at(
+                    span,
+                    "server.client_alive_count_max must be between 1 and 100",
+                );
+            }
+        }
+    }
     if let Some(level) = string(ctx, S, t, "log_level") {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
             let span = get(t, "log_level").map(|v| v.span()).unwrap_or(0..0);

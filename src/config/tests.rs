@@ -92,8 +92,28 @@ fn metrics_listen_is_loopback_unless_allow_remote() {
 fn defaults_apply_to_an_empty_file() {
     let c = Config::parse(Path::new("t.toml"), "").unwrap();
     assert_eq!(c.server.max_auth_tries, 6);
+    assert_eq!(c.server.client_alive_interval, Duration::from_secs(15));
+    assert_eq!(c.server.client_alive_count_max, 4);
     assert_eq!(c.sessions.token_ttl, Duration::from_secs(900));
     assert!(c.sessions.idle_timeout.is_none());
+}
+
+#[test]
+fn client_alive_settings_are_read_and_checked() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        "[server]\nclient_alive_interval = \"0s\"\nclient_alive_count_max = 10\n",
+    )
+    .unwrap();
+    assert!(c.server.client_alive_interval.is_zero());
+    assert_eq!(c.server.client_alive_count_max, 10);
+    assert_eq!(
+        problems("[server]\nclient_alive_interval = \"soon\"\nclient_alive_count_max = 0\n"),
+        vec![
+            "t.toml:2:25: server.client_alive_interval: invalid duration \"soon\" (expected number at 0); use a number with a unit, e.g. 30s, 15m, 7d",
+            "t.toml:3:26: server.client_alive_count_max must be between 1 and 100",
+        ]
+    );
 }
 
 #[test]

@@ -253,6 +253,8 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "node_timeout",
     "banner",
     "login_grace_time",
+    "client_alive_interval",
+    "client_alive_count_max",
     "handover_deadline",
     "max_auth_tries",
     "public_host",

@@ -69,8 +69,12 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
         keys,
         // Ours: idle_timeout and max_duration decide, not russh's default 10 min.
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 4,
+        // A client that vanished without closing (a dead network, a
+        // suspended laptop) is found by asking it, as sshd's
+        // ClientAliveInterval does: its session ends after
+        // interval × count_max of silence.
+        keepalive_interval: Some(config.server.client_alive_interval).filter(|d| !d.is_zero()),
+        keepalive_max: config.server.client_alive_count_max as usize,
         nodelay: true,
         preferred: russh::Preferred {
             cipher: Cow::Owned(
