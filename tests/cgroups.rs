@@ -195,11 +195,11 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
         "ops",
         &tok,
         &[],
-        "setsid sh -c 'sleep 7304' </dev/null >/dev/null 2>&1 & echo detached",
+        "setsid sh -c 'sleep 7309' </dev/null >/dev/null 2>&1 & echo detached",
     );
     assert_eq!(text(&out.stdout), "detached\n", "{}", text(&out.stderr));
     assert!(
-        eventually(Duration::from_secs(5), || pids_matching("sleep 7304")
+        eventually(Duration::from_secs(5), || pids_matching("sleep 7309")
             .is_empty())
         .is_some(),
         "the detached job outlived its session"

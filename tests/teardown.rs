@@ -120,7 +120,7 @@ fn a_client_that_stops_answering_is_dropped_after_the_client_alive_asks() {
             ..Opts::default()
         },
     );
-    let (id, _, mut ssh) = start_live(&s, &[], "sleep 7601");
+    let (id, _, mut ssh) = start_live(&s, &[], "sleep 7611");
     // A client that answers is asked every second and stays.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(s.show(&id)["state"], "active");
@@ -134,7 +134,7 @@ fn a_client_that_stops_answering_is_dropped_after_the_client_alive_asks() {
     println!("dropped {:?} after the client stopped", stopped.elapsed());
     assert_eq!(v["end_reason"], "disconnected", "{v}");
     assert!(
-        eventually(Duration::from_secs(4), || pids_matching("sleep 7601")
+        eventually(Duration::from_secs(4), || pids_matching("sleep 7611")
             .is_empty())
         .is_some(),
         "the dropped client's command still runs"
