@@ -26,6 +26,8 @@ command -v groff >/dev/null 2>&1 || need+=(groff-base)
 # A pure cgroup v2 kernel for the per-session limits, where this one's
 # memory and pids controllers are on cgroup v1.
 [ -x /usr/bin/linux.uml ] || need+=(user-mode-linux)
+# scripts/uml builds a preload for it (scripts/uml-xstate.c) with cc.
+command -v cc >/dev/null 2>&1 && [ -e /usr/include/stdio.h ] || need+=(gcc libc6-dev)
 # The stock clients each family's test drives (tests/clients_*.rs):
 # PuTTY's plink and puttygen, Dropbear's dbclient and dropbearconvert,
 # paramiko for Debian's python3, and venv for asyncssh from PyPI.

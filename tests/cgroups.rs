@@ -343,8 +343,7 @@ fn the_limits_hold_on_a_pure_cgroup_v2_kernel() {
         println!("the limits are checked on this machine itself");
         return;
     }
-    let uml = Path::new("/usr/bin/linux.uml");
-    if !uml.exists() || !nix::unistd::Uid::effective().is_root() {
+    if !Path::new("/usr/bin/linux.uml").exists() || !nix::unistd::Uid::effective().is_root() {
         println!("NOT TESTED: limits on a pure cgroup v2 kernel (needs root and user-mode-linux)");
         return;
     }
@@ -385,6 +384,13 @@ echo o >/proc/sysrq-trigger
     )
     .unwrap();
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Debian's UML through the wrapper that lets it boot where the host's
+    // XSAVE area is larger than its own (AVX-512, AMX): scripts/uml.
+    let uml = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/uml");
+    // The wrapper's own errors (building its preload) land in the console
+    // file too.
+    let console = std::fs::File::create(dir.join("console.txt")).unwrap();
+    let console_err = console.try_clone().unwrap();
     let mut guest = std::process::Command::new(uml)
         .args([
             "mem=1G",
@@ -397,8 +403,8 @@ echo o >/proc/sysrq-trigger
         .arg(format!("init={}", init.display()))
         .env("TMPDIR", &dir)
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("console.txt")).unwrap())
-        .stderr(Stdio::null())
+        .stdout(console)
+        .stderr(console_err)
         .spawn()
         .unwrap();
     let done = eventually(Duration::from_secs(300), || {
