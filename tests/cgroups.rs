@@ -411,13 +411,16 @@ echo o >/proc/sysrq-trigger
     let done = eventually(Duration::from_secs(300), || {
         guest.try_wait().unwrap().is_some()
     });
-    // The guest's processes are host processes of UML's process group:
-    // killing UML alone would leave them running.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(guest.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = guest.wait();
+    if done.is_none() {
+        // The guest's processes are host processes in UML's process group:
+        // killing UML alone would leave them running. (UML is not reaped
+        // yet, so the group is still its own.)
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(guest.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = guest.wait();
+    }
     let report = std::fs::read_to_string(&out).unwrap_or_default();
     let console = std::fs::read_to_string(dir.join("console.txt")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
