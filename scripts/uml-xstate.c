@@ -16,7 +16,11 @@
  * gives UML its part; a set merges UML's part into the copy and sets the
  * whole. The components past UML's part (AVX-512, PKRU, AMX) are thus saved
  * and restored per guest thread, as on a host where UML's size is the full
- * one. Every other ptrace request goes through untouched.
+ * one. (A new task whose buffer once belonged to a task now gone starts
+ * with that task's upper state: registers the ABI lets a call clobber, and
+ * PKRU, which nothing in the guest changes. Copies are never freed: a few
+ * KiB per task struct UML ever used.) Every other ptrace request goes
+ * through untouched.
  *
  * Build: cc -shared -fPIC -O2 -o uml-xstate.so uml-xstate.c -ldl
  */
