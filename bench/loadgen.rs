@@ -10,6 +10,10 @@
 //!                [--pty] [--command CMD]
 //!                (rate and hold: --sources N spreads connections over 127.0.0.2 … 127.0.0.N+1)
 //! loadgen redeem --count N          (journal redemptions/s, in a temporary journal)
+//! loadgen journal --count N [--concurrency 16]
+//!                                   (the daemon's three journal calls per session, redeem,
+//!                                    started and finish, through its journal thread, in a
+//!                                    temporary journal: process CPU ms per session, commits)
 //! loadgen sink   --port P           (a syslog collector that reads and discards:
 //!                                    prints {"port"} once listening, then runs until killed)
 //! ```
@@ -400,6 +404,125 @@ fn redeem(a: Args) {
     );
 }
 
+/// CPU time of this process so far (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// The daemon's journal work per session without the rest of it: through
+/// the journal thread (`Db`, group commit), `concurrency` tasks each take
+/// sessions in turn and make the daemon's three calls for each: the
+/// redemption, the start (with the daemon's detail) and the end.
+async fn journal(a: Args) {
+    use tollgate::journal::{Db, EndReason, Ending, Journal, NewSession};
+    use tollgate::token::{random_id, Token};
+    let n = a.num("--count", 5000) as usize;
+    let conc = a.num("--concurrency", 16) as usize;
+    let dir = std::env::temp_dir().join(random_id("tollgate-journal-").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("journal.db");
+    let mut j = Journal::open(&path).unwrap();
+    let made: Vec<(String, String, String)> = (0..n)
+        .map(|_| {
+            let t = Token::generate().unwrap();
+            (random_id("ses_").unwrap(), t.hash(), t.reveal().to_string())
+        })
+        .collect();
+    let batch: Vec<NewSession> = made
+        .iter()
+        .map(|(id, hash, _)| NewSession {
+            id,
+            token_sha256: hash,
+            profile: "bench",
+            login_user: "tgbench",
+            command: None,
+            reason: Some("benchmark"),
+            ttl: Duration::from_secs(3600),
+            max_duration: Duration::from_secs(3600),
+            target: None,
+            connection_limit: None,
+        })
+        .collect();
+    for chunk in batch.chunks(1000) {
+        j.issue_many(chunk).unwrap();
+    }
+    let pages = |p: &std::path::Path| {
+        rusqlite::Connection::open(p)
+            .and_then(|c| c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0)
+    };
+    let pages0 = pages(&path);
+    let db = Db::new(j).with_reader(Journal::open(&path).unwrap());
+    let hashes: Arc<Mutex<VecDeque<String>>> =
+        Arc::new(Mutex::new(made.into_iter().map(|(_, h, _)| h).collect()));
+    let commits = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &tollgate::metrics::get().registry())
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("tollgate_journal_commit_seconds_count "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (c0, cpu0, start) = (commits(), cpu_seconds(), Instant::now());
+    let tasks: Vec<_> = (0..conc)
+        .map(|k| {
+            let (db, hashes) = (db.clone(), hashes.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                loop {
+                    let Some(hash) = hashes.lock().unwrap().pop_front() else {
+                        return done;
+                    };
+                    let addr = format!("127.0.0.{}:{}", 2 + k, 40000 + done);
+                    let won = db
+                        .call(move |j| j.redeem(&hash, "tgbench", &addr))
+                        .await
+                        .unwrap()
+                        .expect("a fresh token redeems");
+                    let id = won.id.clone();
+                    let detail = serde_json::json!({
+                        "pid": 4242, "user": "tgbench", "pty": false, "argv": ["/bin/sh", "-c", "true"],
+                        "term": null, "request": "exec", "cgroup": null,
+                    });
+                    db.call(move |j| j.started(&id, 4242, Some("boot:1234".into()), detail))
+                        .await
+                        .unwrap();
+                    let id = won.id.clone();
+                    let end = Ending {
+                        reason: EndReason::Exited,
+                        exit_status: Some(0),
+                        exit_signal: None,
+                        bytes_in: 0,
+                        bytes_out: 0,
+                        forwards: 0,
+                    };
+                    db.call(move |j| j.finish(&id, &end)).await.unwrap();
+                    done += 1;
+                }
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for t in tasks {
+        done += t.await.unwrap();
+    }
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let pages1 = pages(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{}",
+        serde_json::json!({"sessions": done, "seconds": secs, "per_second": done as f64 / secs,
+            "cpu_ms_per_session": cpu * 1000.0 / done as f64,
+            "commits_per_session": (commits() - c0) / done as f64,
+            "pages_per_session": (pages1 - pages0) as f64 / done as f64})
+    );
+}
+
 /// Accepts TCP connections on 127.0.0.1 and reads everything, discarding
 /// it: a collector that costs next to nothing, so a drain's own cost shows.
 fn sink(a: Args) {
@@ -427,6 +550,12 @@ fn main() {
         "issue" => issue(a),
         "redeem" => redeem(a),
         "sink" => sink(a),
+        "journal" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(journal(a)),
         "rate" | "hold" => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

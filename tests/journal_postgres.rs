@@ -64,7 +64,7 @@ fn the_journal_works_on_postgresql() {
     for o in openers {
         o.join().unwrap().unwrap();
     }
-    assert_eq!(pg.psql("SELECT version FROM schema_version"), "14");
+    assert_eq!(pg.psql("SELECT version FROM schema_version"), "15");
 
     // One token, 16 connections racing for it: exactly one wins.
     let mut j = Journal::open_postgres(&t).unwrap();

