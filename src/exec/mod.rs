@@ -312,13 +312,26 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     let exit = ExitWatcher { rx, status: None };
     let io = match parent_io {
         ParentIo::Pty(master) => Stdio3::Pty(PtyMaster::new(master)?),
+        // Pipes made just above, each end in its own access mode: made
+        // non-blocking with one call each (`from_owned_fd` would fstat it
+        // and read its flags first, six system calls more per session).
         ParentIo::Pipes(w, out, err) => Stdio3::Pipes {
-            stdin: pipe::Sender::from_owned_fd(w)?,
-            stdout: pipe::Receiver::from_owned_fd(out)?,
-            stderr: pipe::Receiver::from_owned_fd(err)?,
+            stdin: pipe::Sender::from_owned_fd_unchecked(nonblocking(w)?)?,
+            stdout: pipe::Receiver::from_owned_fd_unchecked(nonblocking(out)?)?,
+            stderr: pipe::Receiver::from_owned_fd_unchecked(nonblocking(err)?)?,
         },
     };
     Ok(Spawned { pid, exit, io })
+}
+
+/// Sets O_NONBLOCK on a pipe end (F_SETFL leaves its access mode as it is).
+fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(io::Error::from)?;
+    Ok(fd)
 }
 
 /// Everything a session started: its process group and session, or its

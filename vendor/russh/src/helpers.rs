@@ -235,10 +235,38 @@ fn sign_ed25519(
     keypair: &ssh_key::private::Ed25519Keypair,
     data: &[u8],
 ) -> ssh_key::Result<ssh_key::Signature> {
-    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(keypair.private.as_ref())
-        .map_err(|_| ssh_key::Error::Crypto)?;
-    // A keypair whose halves disagree is refused, as ed25519-dalek does.
-    if aws_lc_rs::signature::KeyPair::public_key(&pair).as_ref() != keypair.public.as_ref() {
+    use std::sync::{Arc, Mutex};
+    type Pair = aws_lc_rs::signature::Ed25519KeyPair;
+    // The pair made from each seed is kept: a server signs every key
+    // exchange with the same host key, and making the pair computes its
+    // public half, a scalar multiplication that costs as much as signing.
+    static PAIRS: Mutex<Vec<(zeroize::Zeroizing<[u8; 32]>, Arc<Pair>)>> = Mutex::new(Vec::new());
+    let seed: &[u8; 32] = keypair.private.as_ref();
+    let known = {
+        let pairs = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
+        pairs.iter().find(|(s, _)| **s == *seed).map(|(_, p)| p.clone())
+    };
+    let pair = match known {
+        Some(p) => p,
+        None => {
+            let pair = Pair::from_seed_unchecked(seed).map_err(|_| ssh_key::Error::Crypto)?;
+            // A keypair whose halves disagree is refused, as ed25519-dalek does.
+            if aws_lc_rs::signature::KeyPair::public_key(&pair).as_ref() != keypair.public.as_ref() {
+                return Err(ssh_key::Error::Crypto);
+            }
+            let pair = Arc::new(pair);
+            let mut pairs = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
+            // A handful of host keys at most; a client signing with many
+            // keys keeps the last few.
+            if pairs.len() >= 8 {
+                pairs.remove(0);
+            }
+            pairs.push((zeroize::Zeroizing::new(*seed), pair.clone()));
+            pair
+        }
+    };
+    // The public half still has to be this seed's (checked when kept).
+    if aws_lc_rs::signature::KeyPair::public_key(&*pair).as_ref() != keypair.public.as_ref() {
         return Err(ssh_key::Error::Crypto);
     }
     ssh_key::Signature::new(ssh_key::Algorithm::Ed25519, pair.sign(data).as_ref())
