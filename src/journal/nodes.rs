@@ -104,7 +104,7 @@ impl Journal {
         for node in &lost {
             let ids: Vec<String> = tx.query(
                 "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = 'node_lost'
-                 WHERE node = ?1 AND state IN ('active', 'canceling') RETURNING id",
+                 WHERE node = ?1 AND (state = 'active' OR state = 'canceling') RETURNING id",
                 params![node, now],
                 |r| r.get(0),
             )?;
@@ -162,7 +162,7 @@ impl Journal {
         self.conn.query(
             "SELECT n.id, n.hostname, n.listen, n.version, n.pid, n.started_at, n.heartbeat_at,
                     n.stopped_at, n.lost_at,
-                    (SELECT count(*) FROM sessions s WHERE s.node = n.id AND s.state IN ('active', 'canceling'))
+                    (SELECT count(*) FROM sessions s WHERE s.node = n.id AND (s.state = 'active' OR s.state = 'canceling'))
              FROM nodes n ORDER BY n.started_at DESC, n.id",
             params![],
             |r| {

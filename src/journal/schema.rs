@@ -242,6 +242,14 @@ UPDATE sqlite_schema
    SET sql = replace(sql, 'seq        INTEGER PRIMARY KEY AUTOINCREMENT,', 'seq        INTEGER PRIMARY KEY,')
  WHERE type = 'table' AND name = 'events';
 PRAGMA writable_schema = RESET;
+-- The state and node indexes hold live sessions only (active, canceling):
+-- every query through them asks for those, and a session's issue, redeem
+-- and end each changed both indexes twice (out of one state's entries,
+-- into the next's) where now each changes them once at most.
+DROP INDEX sessions_state;
+CREATE INDEX sessions_state ON sessions(state) WHERE state = 'active' OR state = 'canceling';
+DROP INDEX sessions_node;
+CREATE INDEX sessions_node ON sessions(node, state) WHERE state = 'active' OR state = 'canceling';
 "#,
 ];
 
@@ -475,10 +483,13 @@ CREATE TABLE api_tokens (
 ALTER TABLE sessions ADD COLUMN owner TEXT;
 "#,
     r#"
--- SQLite's step (a CHECK and AUTOINCREMENT declared in place): PostgreSQL
--- checks `IN` lists without a temporary table and numbers events by an
--- identity column already. Nothing to change.
-SELECT 1;
+-- SQLite's step. PostgreSQL checks `IN` lists without a temporary table
+-- and numbers events by an identity column already; the state and node
+-- indexes hold live sessions only, as there.
+DROP INDEX sessions_state;
+CREATE INDEX sessions_state ON sessions(state) WHERE state = 'active' OR state = 'canceling';
+DROP INDEX sessions_node;
+CREATE INDEX sessions_node ON sessions(node, state) WHERE state = 'active' OR state = 'canceling';
 "#,
 ];
 
@@ -654,7 +665,10 @@ mod tests {
             .unwrap();
         for (sql, n) in [
             ("UPDATE sessions SET state = 'active' WHERE token_sha256 = ?1 AND state = 'pending'", 1),
-            ("UPDATE sessions SET state = 'terminated' WHERE id = ?1 AND state IN ('active', 'canceling')", 1),
+            (
+                "UPDATE sessions SET state = 'terminated' WHERE id = ?1 AND (state = 'active' OR state = 'canceling')",
+                1,
+            ),
             ("INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)", 4),
         ] {
             let ops = opcodes(db, sql, n);
@@ -662,6 +676,42 @@ mod tests {
             assert!(
                 !ops.iter().any(|(op, p2)| op == "OpenWrite" && *p2 == sequence_root),
                 "{sql} writes sqlite_sequence"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_live_sessions_queries_find_them_through_the_partial_indexes() {
+        let (path, dir) = temp_path();
+        let j = Journal::open(&path).unwrap();
+        let db = j.conn.sqlite_db().unwrap();
+        // As `canceling`, `live_owners`, `recover_stale`, `nodes` and
+        // `node_lost` ask (each implies the indexes' condition).
+        for (sql, n, index) in [
+            ("SELECT id FROM sessions WHERE state = 'canceling'", 0, "sessions_state"),
+            (
+                "SELECT id, owner FROM sessions WHERE (state = 'active' OR state = 'canceling') AND (node IS NULL OR node = ?1)",
+                1,
+                "sessions_",
+            ),
+            (
+                "SELECT count(*) FROM sessions s WHERE s.node = ?1 AND (s.state = 'active' OR s.state = 'canceling')",
+                1,
+                "sessions_node",
+            ),
+        ] {
+            let mut st = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(vec![rusqlite::types::Null; n]), |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                plan.iter().all(|p| p.contains(index) && !p.starts_with("SCAN sessions ")),
+                "{sql}: {plan:?}"
             );
         }
         let _ = std::fs::remove_dir_all(&dir);

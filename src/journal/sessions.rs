@@ -289,7 +289,7 @@ impl Journal {
         tx.write(
             "UPDATE sessions SET state = 'terminated', ended_at = ?2, end_reason = ?3, exit_status = ?4,
                     exit_signal = ?5, bytes_in = ?6, bytes_out = ?7, forwards = ?8
-             WHERE id = ?1 AND state IN ('active', 'canceling')",
+             WHERE id = ?1 AND (state = 'active' OR state = 'canceling')",
             params![
                 id,
                 now,
@@ -411,7 +411,7 @@ impl Journal {
         // usually nothing to end.
         let live: Vec<(String, Option<String>)> = self.conn.query(
             "SELECT id, owner FROM sessions
-             WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?1)
+             WHERE (state = 'active' OR state = 'canceling') AND (node IS NULL OR node = ?1)
                AND (CAST(?2 AS TEXT) IS NULL OR owner IS NULL OR owner <> ?2)",
             params![self.node, me],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -428,7 +428,7 @@ impl Journal {
         for (id, owner) in gone {
             let row = tx.query_opt(
                 "UPDATE sessions SET state = 'terminated', ended_at = ?1, end_reason = 'daemon_stopped'
-                 WHERE id = ?2 AND state IN ('active', 'canceling')
+                 WHERE id = ?2 AND (state = 'active' OR state = 'canceling')
                  RETURNING id, pid, leader",
                 params![now, id],
                 stale_row,
@@ -453,7 +453,7 @@ impl Journal {
     pub fn live_owners(&self) -> Result<Vec<(String, Option<String>)>, JournalError> {
         self.conn.query(
             "SELECT id, owner FROM sessions
-             WHERE state IN ('active', 'canceling') AND (node IS NULL OR node = ?1)",
+             WHERE (state = 'active' OR state = 'canceling') AND (node IS NULL OR node = ?1)",
             params![self.node],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
