@@ -310,8 +310,35 @@ async fn hold(a: Args) {
     drop(held);
 }
 
+/// Issues a pending session, an hour to live, for each (id, token hash).
+fn issue_all(
+    j: &mut tollgate::journal::Journal,
+    made: &[(String, String)],
+    profile: &str,
+    user: &str,
+) {
+    let batch: Vec<tollgate::journal::NewSession> = made
+        .iter()
+        .map(|(id, hash)| tollgate::journal::NewSession {
+            id,
+            token_sha256: hash,
+            profile,
+            login_user: user,
+            command: None,
+            reason: Some("benchmark"),
+            ttl: Duration::from_secs(3600),
+            max_duration: Duration::from_secs(3600),
+            target: None,
+            connection_limit: None,
+        })
+        .collect();
+    for chunk in batch.chunks(1000) {
+        j.issue_many(chunk).unwrap();
+    }
+}
+
 fn issue(a: Args) {
-    use tollgate::journal::{Journal, NewSession};
+    use tollgate::journal::Journal;
     use tollgate::token::{random_id, Token};
     let checked = tollgate::checked::load(std::path::Path::new(&a.req("--config"))).unwrap();
     let mut j = Journal::open_target(&checked.journal).unwrap();
@@ -326,24 +353,7 @@ fn issue(a: Args) {
         tokens.push('\n');
         made.push((random_id("ses_").unwrap(), t.hash()));
     }
-    let batch: Vec<NewSession> = made
-        .iter()
-        .map(|(id, hash)| NewSession {
-            id,
-            token_sha256: hash,
-            profile: &profile,
-            login_user: &user,
-            command: None,
-            reason: Some("benchmark"),
-            ttl: Duration::from_secs(3600),
-            max_duration: Duration::from_secs(3600),
-            target: None,
-            connection_limit: None,
-        })
-        .collect();
-    for chunk in batch.chunks(1000) {
-        j.issue_many(chunk).unwrap();
-    }
+    issue_all(&mut j, &made, &profile, &user);
     std::fs::write(a.req("--out"), tokens).unwrap();
     println!("{}", serde_json::json!({"issued": n}));
 }
@@ -351,7 +361,7 @@ fn issue(a: Args) {
 /// Redemptions/s through the journal alone, with the daemon's durability
 /// settings (WAL, synchronous=FULL), one redemption per transaction.
 fn redeem(a: Args) {
-    use tollgate::journal::{Journal, NewSession};
+    use tollgate::journal::Journal;
     use tollgate::token::{random_id, Token};
     let n = a.num("--count", 2000);
     let dir = std::env::temp_dir().join(random_id("tollgate-redeem-").unwrap());
@@ -373,22 +383,7 @@ fn redeem(a: Args) {
             )
         })
         .collect();
-    let batch: Vec<NewSession> = made
-        .iter()
-        .map(|(id, hash)| NewSession {
-            id,
-            token_sha256: hash,
-            profile: "p",
-            login_user: "u",
-            command: None,
-            reason: None,
-            ttl: Duration::from_secs(3600),
-            max_duration: Duration::from_secs(3600),
-            target: None,
-            connection_limit: None,
-        })
-        .collect();
-    j.issue_many(&batch).unwrap();
+    issue_all(&mut j, &made, "p", "u");
     let start = Instant::now();
     let mut ok = 0;
     for (_, hash) in &made {
@@ -418,7 +413,7 @@ fn cpu_seconds() -> f64 {
 /// sessions in turn and make the daemon's three calls for each: the
 /// redemption, the start (with the daemon's detail) and the end.
 async fn journal(a: Args) {
-    use tollgate::journal::{Db, EndReason, Ending, Journal, NewSession};
+    use tollgate::journal::{Db, EndReason, Ending, Journal};
     use tollgate::token::{random_id, Token};
     let n = a.num("--count", 5000) as usize;
     let conc = a.num("--concurrency", 16) as usize;
@@ -426,30 +421,15 @@ async fn journal(a: Args) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("journal.db");
     let mut j = Journal::open(&path).unwrap();
-    let made: Vec<(String, String, String)> = (0..n)
+    let made: Vec<(String, String)> = (0..n)
         .map(|_| {
-            let t = Token::generate().unwrap();
-            (random_id("ses_").unwrap(), t.hash(), t.reveal().to_string())
+            (
+                random_id("ses_").unwrap(),
+                Token::generate().unwrap().hash(),
+            )
         })
         .collect();
-    let batch: Vec<NewSession> = made
-        .iter()
-        .map(|(id, hash, _)| NewSession {
-            id,
-            token_sha256: hash,
-            profile: "bench",
-            login_user: "tgbench",
-            command: None,
-            reason: Some("benchmark"),
-            ttl: Duration::from_secs(3600),
-            max_duration: Duration::from_secs(3600),
-            target: None,
-            connection_limit: None,
-        })
-        .collect();
-    for chunk in batch.chunks(1000) {
-        j.issue_many(chunk).unwrap();
-    }
+    issue_all(&mut j, &made, "bench", "tgbench");
     let pages = |p: &std::path::Path| {
         rusqlite::Connection::open(p)
             .and_then(|c| c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)))
@@ -458,7 +438,7 @@ async fn journal(a: Args) {
     let pages0 = pages(&path);
     let db = Db::new(j).with_reader(Journal::open(&path).unwrap());
     let hashes: Arc<Mutex<VecDeque<String>>> =
-        Arc::new(Mutex::new(made.into_iter().map(|(_, h, _)| h).collect()));
+        Arc::new(Mutex::new(made.into_iter().map(|(_, h)| h).collect()));
     let commits = || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &tollgate::metrics::get().registry())
