@@ -332,13 +332,13 @@ pub(crate) fn append_event(
 ) -> Result<(), JournalError> {
     // Straight into a buffer (`to_string` goes through `fmt`, and costs
     // the journal thread a tenth of a session's work).
-    let text = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| v.to_string());
-    let mut text = text(detail);
+    let json = |v: &Value| serde_json::to_string(v).unwrap_or_else(|_| v.to_string());
+    let mut text = json(detail);
     // No event is ever much bigger than its caps allow, whoever wrote it.
     if text.len() > crate::text::VALUE_MAX {
         let mut capped = detail.clone();
         crate::text::clip_json(&mut capped);
-        text = capped.to_string();
+        text = json(&capped);
     }
     conn.write(
         "INSERT INTO events (at, session_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
