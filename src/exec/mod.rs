@@ -131,10 +131,23 @@ struct Planned;
 pub enum Stdio3 {
     Pty(PtyMaster),
     Pipes {
-        stdin: pipe::Sender,
+        stdin: Stdin,
         stdout: pipe::Receiver,
         stderr: pipe::Receiver,
     },
+}
+
+/// The parent's end of the child's standard input, registered with the
+/// reactor only when input comes ([`Stdin::sender`]): most sessions get
+/// none, and closing the pipe is all their EOF takes (registering and
+/// deregistering would be three system calls each).
+pub struct Stdin(OwnedFd);
+
+impl Stdin {
+    /// The pipe as a non-blocking writer.
+    pub fn sender(self) -> io::Result<pipe::Sender> {
+        pipe::Sender::from_owned_fd_unchecked(nonblocking(self.0)?)
+    }
 }
 
 /// A running session process; its pid is also its process group and session id.
@@ -316,7 +329,7 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
         // non-blocking with one call each (`from_owned_fd` would fstat it
         // and read its flags first, six system calls more per session).
         ParentIo::Pipes(w, out, err) => Stdio3::Pipes {
-            stdin: pipe::Sender::from_owned_fd_unchecked(nonblocking(w)?)?,
+            stdin: Stdin(w),
             stdout: pipe::Receiver::from_owned_fd_unchecked(nonblocking(out)?)?,
             stderr: pipe::Receiver::from_owned_fd_unchecked(nonblocking(err)?)?,
         },
@@ -474,22 +487,38 @@ fn boot_id() -> Option<String> {
 /// since boot.
 fn start_ticks(pid: i32) -> Option<u64> {
     // Field 3 (state) is the first after the name; field 22 the 20th.
-    stat_fields(pid)?.get(19)?.parse().ok()
+    read_stat(pid, |rest| rest.split_whitespace().nth(19)?.parse().ok())
 }
 
 /// `/proc/PID/stat` from field 3 (the state) on, split at spaces: what
 /// follows the command name, which may itself hold spaces or parentheses.
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    // Read whole at once (a line is well under 1 KiB); read_to_string
-    // from nothing probes with small reads first.
-    let mut stat = String::with_capacity(1024);
-    std::io::Read::read_to_string(
-        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
-        &mut stat,
-    )
-    .ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
+    read_stat(pid, |rest| {
+        Some(rest.split_whitespace().map(str::to_string).collect())
+    })
+}
+
+/// `f` of what follows the command name in `/proc/PID/stat`. The file is
+/// made whole on the first read and ends with a newline: one open, one
+/// read and one close, where `read_to_string` adds a size probe, a seek
+/// and a read that finds the end (this runs once per session).
+fn read_stat<T>(pid: i32, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    // 52 fields of at most 20 digits and a name of at most 64 bytes.
+    let mut buf = [0u8; 1280];
+    let mut len = 0;
+    while len < buf.len() && !buf[..len].ends_with(b"\n") {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // The name may hold any byte; what follows it is ASCII.
+    let end = buf[..len].iter().rposition(|&b| b == b')')?;
+    f(std::str::from_utf8(&buf[end + 1..len]).ok()?)
 }
 
 /// After a crash of an earlier daemon: kills what is left of a session
@@ -554,4 +583,23 @@ pub fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().trim_start_matches("SIG").to_string())
         .unwrap_or_else(|_| format!("{sig}"))
+}
+
+#[cfg(test)]
+mod stat_tests {
+    #[test]
+    fn the_start_time_is_field_22_of_proc_stat_and_none_without_the_process() {
+        let me = std::process::id() as i32;
+        let line = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let after_name = &line[line.rfind(')').unwrap() + 2..];
+        let want: u64 = after_name.split(' ').nth(19).unwrap().parse().unwrap();
+        assert_eq!(super::start_ticks(me), Some(want));
+        let fields = super::stat_fields(me).unwrap();
+        assert_eq!(fields.len(), after_name.split_whitespace().count());
+        assert!(super::process_identity(me)
+            .unwrap()
+            .ends_with(&format!(":{want}")));
+        // A pid past the kernel's maximum never exists.
+        assert_eq!(super::start_ticks(i32::MAX), None);
+    }
 }

@@ -247,16 +247,24 @@ pub(super) async fn feed_pty(
 
 /// Client data into the child's stdin; EOF closes it.
 pub(super) async fn feed_pipe(
-    mut stdin: tokio::net::unix::pipe::Sender,
+    stdin: crate::exec::Stdin,
     mut rx: UnboundedReceiver<Option<Vec<u8>>>,
     gate: Arc<InputGate>,
 ) {
+    let mut stdin = Some(stdin);
+    let mut pipe = None;
     while let Some(Some(d)) = rx.recv().await {
-        let ok = stdin.write_all(&d).await.is_ok();
+        if pipe.is_none() {
+            pipe = stdin.take().and_then(|s| s.sender().ok());
+        }
+        let ok = match pipe.as_mut() {
+            Some(p) => p.write_all(&d).await.is_ok(),
+            None => false,
+        };
         gate.release(d.len());
         if !ok {
             return;
         }
     }
-    let _ = stdin.shutdown().await;
+    // EOF: the pipe closes as it drops.
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use russh::server::Handle;
-use russh::{ChannelId, Disconnect, Sig};
+use russh::{ChannelId, ChannelMsg, Disconnect, Sig};
 use serde_json::json;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
@@ -372,9 +372,10 @@ impl Task {
         let handle = &self.handle;
         let _ = bounded(async {
             let _ = handle.data(ch, text.into_bytes()).await;
-            let _ = handle.exit_status_request(ch, 0).await;
-            let _ = handle.eof(ch).await;
-            let _ = handle.close(ch).await;
+            let exit = ChannelMsg::ExitStatus { exit_status: 0 };
+            let _ = handle
+                .channel_msgs(ch, vec![exit, ChannelMsg::Eof, ChannelMsg::Close])
+                .await;
         })
         .await;
         self.channel = None;

@@ -53,28 +53,26 @@ impl Task {
         if let (Some(ch), true) = (self.channel, reason != EndReason::Disconnected) {
             let handle = &self.handle;
             // A client that stopped reading must not hold up the teardown.
-            let _ = bounded(async {
-                use std::os::unix::process::ExitStatusExt;
-                match status.map(|st| (st.code(), st.signal(), st.core_dumped())) {
-                    Some((Some(code), _, _)) => {
-                        let _ = handle.exit_status_request(ch, code as u32).await;
-                    }
-                    Some((None, Some(sig), core)) => {
-                        // Named as russh would name it: the same bytes on the wire.
-                        let name = Sig::Custom(exec::signal_name(sig));
-                        let _ = handle
-                            .exit_signal_request(ch, name, core, String::new(), String::new())
-                            .await;
-                    }
-                    // No process ran (refused, or ended before it started).
-                    _ => {
-                        let _ = handle.exit_status_request(ch, 1).await;
-                    }
-                }
-                let _ = handle.eof(ch).await;
-                let _ = handle.close(ch).await;
-            })
-            .await;
+            use std::os::unix::process::ExitStatusExt;
+            let exit = match status.map(|st| (st.code(), st.signal(), st.core_dumped())) {
+                Some((Some(code), _, _)) => ChannelMsg::ExitStatus {
+                    exit_status: code as u32,
+                },
+                // Named as russh would name it: the same bytes on the wire.
+                Some((None, Some(sig), core)) => ChannelMsg::ExitSignal {
+                    signal_name: Sig::Custom(exec::signal_name(sig)),
+                    core_dumped: core,
+                    error_message: String::new(),
+                    lang_tag: String::new(),
+                },
+                // No process ran (refused, or ended before it started).
+                _ => ChannelMsg::ExitStatus { exit_status: 1 },
+            };
+            // One message: the exit, EOF and close go out in one write.
+            // A client that stopped reading must not hold up the teardown.
+            let _ =
+                bounded(handle.channel_msgs(ch, vec![exit, ChannelMsg::Eof, ChannelMsg::Close]))
+                    .await;
         }
         let forwards = match self.tunnel.as_mut() {
             Some(t) => {

@@ -607,6 +607,13 @@ impl PacketWriter {
         self.write_buffer.seqn = Wrapping(0);
     }
 
+    /// tollgate patch (vendor/README.md): moves what was written and not
+    /// yet sent to the end of `out`, to be sent with what precedes it.
+    pub fn take_written(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.write_buffer.buffer);
+        self.write_buffer.buffer.clear();
+    }
+
     pub async fn flush_into<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
         if !self.write_buffer.buffer.is_empty() {
             w.write_all(&self.write_buffer.buffer).await?;

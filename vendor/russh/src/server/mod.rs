@@ -1099,13 +1099,8 @@ where
     H: Handler + Send + 'static,
     R: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Writing SSH id.
-    let mut write_buffer = SSHBuffer::new();
-    write_buffer.send_ssh_id(&config.as_ref().server_id);
-    map_err!(stream.write_all(&write_buffer.buffer[..]).await)?;
-
-    // Reading SSH id and allocating a session.
-    let mut stream = SshRead::new(stream);
+    // tollgate patch (vendor/README.md): the session first; our SSH id
+    // goes out below, with the KEXINIT.
     let (priority_sender, priority_receiver) = tokio::sync::mpsc::unbounded_channel();
     let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
     let handle = server::session::Handle {
@@ -1114,10 +1109,13 @@ where
         channel_buffer_size: config.channel_buffer_size,
     };
 
-    let common = read_ssh_id(config, &mut stream).await?;
+    // tollgate patch (vendor/README.md): the KEXINIT does not depend on
+    // the client's identification string (only the exchange hash does, and
+    // it is set below once read), so it goes out with ours in one write,
+    // as RFC 4253 section 7.1 allows, not one write each.
     let mut session = Session {
-        target_window_size: common.config.window_size,
-        common,
+        target_window_size: config.window_size,
+        common: new_common(config.clone()),
         priority_receiver,
         receiver,
         sender: handle.clone(),
@@ -1127,8 +1125,24 @@ where
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
     };
-
     session.begin_rekey()?;
+
+    // Writing SSH id, then the KEXINIT.
+    let mut write_buffer = SSHBuffer::new();
+    write_buffer.send_ssh_id(&config.as_ref().server_id);
+    session
+        .common
+        .packet_writer
+        .take_written(&mut write_buffer.buffer);
+    map_err!(stream.write_all(&write_buffer.buffer[..]).await)?;
+
+    // Reading SSH id.
+    let mut stream = SshRead::new(stream);
+    let sshid = read_ssh_id(&config, &mut stream).await?;
+    if let SessionKexState::InProgress(kex) = &mut session.kex {
+        kex.set_client_id(&sshid);
+    }
+    session.common.remote_sshid = sshid;
 
     let join = russh_util::runtime::spawn(session.run(stream, handler));
 
@@ -1136,16 +1150,21 @@ where
 }
 
 async fn read_ssh_id<R: AsyncRead + Unpin>(
-    config: Arc<Config>,
+    config: &Config,
     read: &mut SshRead<R>,
-) -> Result<CommonSession<Arc<Config>>, Error> {
+) -> Result<Vec<u8>, Error> {
     let sshid = if let Some(t) = config.inactivity_timeout {
         tokio::time::timeout(t, read.read_client_ssh_id()).await??
     } else {
         read.read_client_ssh_id().await?
     };
+    Ok(sshid.into())
+}
 
-    let session = CommonSession {
+/// tollgate patch (vendor/README.md): the session's common part, made
+/// before the client's identification string is read (see run_stream).
+fn new_common(config: Arc<Config>) -> CommonSession<Arc<Config>> {
+    CommonSession {
         packet_writer: PacketWriter::clear(),
         // kex: Some(Kex::Init(kexinit)),
         auth_user: String::new(),
@@ -1160,9 +1179,10 @@ async fn read_ssh_id<R: AsyncRead + Unpin>(
         strict_kex: false,
         alive_timeouts: 0,
         received_data: false,
-        remote_sshid: sshid.into(),
-    };
-    Ok(session)
+        // tollgate patch (vendor/README.md): set once read, before
+        // anything uses it.
+        remote_sshid: Vec::new(),
+    }
 }
 
 async fn reply<H: Handler + Send>(

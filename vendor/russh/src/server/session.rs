@@ -84,6 +84,9 @@ pub enum Msg {
         language_tag: String,
     },
     Channel(ChannelId, ChannelMsg),
+    /// tollgate patch (vendor/README.md): several messages for one channel,
+    /// handled in order in one turn of the session loop (one write).
+    Channels(ChannelId, Vec<ChannelMsg>),
     ChannelOpenReply {
         pending: PendingChannelOpen,
         result: Result<(), ChannelOpenFailure>,
@@ -147,6 +150,17 @@ impl Handle {
                 Msg::Channel(_, ChannelMsg::ExtendedData { data, .. }) => data,
                 _ => unreachable!(),
             })
+    }
+
+    /// tollgate patch (vendor/README.md): sends `msgs` for channel `id` in
+    /// order as one message of the handle's, so that the session loop
+    /// writes them together (an exit status, EOF and close: one TCP
+    /// segment and one wake-up of the session's task, not three).
+    pub async fn channel_msgs(&self, id: ChannelId, msgs: Vec<ChannelMsg>) -> Result<(), ()> {
+        self.sender
+            .send(Msg::Channels(id, msgs))
+            .await
+            .map_err(|_| ())
     }
 
     /// Send EOF to the session referenced by this handler.
@@ -497,6 +511,12 @@ impl Session {
     /// pre-`select!` backlog drain so the two can't drift apart.
     fn dispatch_msg(&mut self, msg: Msg) -> Result<(), Error> {
         match msg {
+            // tollgate patch (vendor/README.md): see Handle::channel_msgs.
+            Msg::Channels(id, msgs) => {
+                for m in msgs {
+                    self.dispatch_msg(Msg::Channel(id, m))?;
+                }
+            }
             Msg::Channel(id, ChannelMsg::Data { data }) => {
                 self.data(id, data)?;
             }
