@@ -28,7 +28,7 @@ use crate::journal::{Ending, EventKind, Grant};
 use crate::metrics;
 use crate::state::Shared;
 use nix::sys::signal::Signal;
-use teardown::{bounded, wait_child};
+use teardown::{bounded, end_channel, wait_child};
 
 pub use crate::journal::EndReason;
 
@@ -372,10 +372,7 @@ impl Task {
         let handle = &self.handle;
         let _ = bounded(async {
             let _ = handle.data(ch, text.into_bytes()).await;
-            let exit = ChannelMsg::ExitStatus { exit_status: 0 };
-            let _ = handle
-                .channel_msgs(ch, vec![exit, ChannelMsg::Eof, ChannelMsg::Close])
-                .await;
+            end_channel(handle, ch, ChannelMsg::ExitStatus { exit_status: 0 }).await;
         })
         .await;
         self.channel = None;

@@ -52,7 +52,6 @@ impl Task {
         self.finish_recording();
         if let (Some(ch), true) = (self.channel, reason != EndReason::Disconnected) {
             let handle = &self.handle;
-            // A client that stopped reading must not hold up the teardown.
             use std::os::unix::process::ExitStatusExt;
             let exit = match status.map(|st| (st.code(), st.signal(), st.core_dumped())) {
                 Some((Some(code), _, _)) => ChannelMsg::ExitStatus {
@@ -68,11 +67,8 @@ impl Task {
                 // No process ran (refused, or ended before it started).
                 _ => ChannelMsg::ExitStatus { exit_status: 1 },
             };
-            // One message: the exit, EOF and close go out in one write.
             // A client that stopped reading must not hold up the teardown.
-            let _ =
-                bounded(handle.channel_msgs(ch, vec![exit, ChannelMsg::Eof, ChannelMsg::Close]))
-                    .await;
+            let _ = bounded(end_channel(handle, ch, exit)).await;
         }
         let forwards = match self.tunnel.as_mut() {
             Some(t) => {
@@ -122,6 +118,14 @@ impl Task {
 }
 
 /// Runs a write to the client for at most two seconds.
+/// Sends the channel's `exit` (status or signal), EOF and close as one
+/// message: they go out in one write.
+pub(super) async fn end_channel(handle: &Handle, ch: ChannelId, exit: ChannelMsg) {
+    let _ = handle
+        .channel_msgs(ch, vec![exit, ChannelMsg::Eof, ChannelMsg::Close])
+        .await;
+}
+
 pub(super) async fn bounded<F: std::future::Future>(f: F) -> Option<F::Output> {
     tokio::time::timeout(Duration::from_secs(2), f).await.ok()
 }
