@@ -153,6 +153,10 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
         Opts {
             profile_extra:
                 "allow_exec = true\npids_max = 40\nmemory_max = \"64MiB\"\ncpu_weight = 50\n".into(),
+            tail: format!(
+                "[profiles.missing]\nuser = \"{}\"\ncommand = \"/no/such/program\"\n",
+                session_user()
+            ),
             ..Opts::default()
         },
     );
@@ -185,6 +189,32 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
     assert!(
         eventually(Duration::from_secs(3), || !cg.dir.join(&nid).exists()).is_some(),
         "an ended session's cgroup was left"
+    );
+    // A cgroup that cannot be made (its name is taken): the session is
+    // refused with the reason, and nothing runs.
+    let (taken, tok) = s.issue("ops", &[]);
+    std::fs::create_dir(cg.dir.join(&taken)).unwrap();
+    let out = s.ssh_run("ops", &tok, &[], "echo ran");
+    assert!(!text(&out.stdout).contains("ran"), "{}", text(&out.stdout));
+    let err = s.events_of(Some(&taken), "session.error");
+    let why = err[0]["detail"]["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("cgroup: "), "{err:?}");
+    assert!(s.events_of(Some(&taken), "session.started").is_empty());
+    std::fs::remove_dir(cg.dir.join(&taken)).unwrap();
+    // A command that cannot start: its cgroup, made first, is removed.
+    let (missing, tok) = s.issue_profile("missing", "ops", &[]);
+    let out = s.ssh_run("ops", &tok, &[], "");
+    assert!(!out.status.success());
+    let err = s.events_of(Some(&missing), "session.error");
+    assert!(
+        err[0]["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.starts_with("cgroup: ")),
+        "{err:?}"
+    );
+    assert!(
+        !cg.dir.join(&missing).exists(),
+        "the cgroup of a session that did not start was left"
     );
     // A command that exits leaving a job with none of the session's
     // descriptors (nothing for the output pumps to wait on): the look for

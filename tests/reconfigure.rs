@@ -1,7 +1,9 @@
 //! Reload (SIGHUP) with a live PTY session at a real terminal: the session
 //! keeps working throughout; a new profile, banner and listen address are in
 //! force for the next connection at once, a removed address stops accepting;
-//! a broken config is logged with its position and the old one stays.
+//! a broken config is logged with its position and the old one stays; the
+//! worker threads the config set are the runtime's, and a changed count is
+//! said to wait for the next start.
 mod common;
 use common::*;
 use nix::sys::signal::{kill, Signal};
@@ -24,7 +26,20 @@ fn reload_and_wait(s: &Server, kind: &str) -> serde_json::Value {
 
 #[test]
 fn reload_keeps_live_sessions_and_applies_new_config_to_new_connections() {
-    let mut s = Server::start("reconfigure");
+    let mut s = Server::start_with(
+        "reconfigure",
+        Opts {
+            server_extra: "workers = 2\n".into(),
+            ..Opts::default()
+        },
+    );
+    // The runtime's own count, logged at start.
+    assert!(
+        s.log_text()
+            .contains("threads serving connections workers=2"),
+        "{}",
+        s.log_text()
+    );
     let old_port = s.port;
     let (id, tok) = s.issue("ops", &[]);
     let t = Tmux::start(&s.dir.path().join("live.sh"), &s.ssh("ops", &tok), 80, 24);
@@ -36,13 +51,16 @@ fn reload_keeps_live_sessions_and_applies_new_config_to_new_connections() {
     // A new profile, a banner, and the listener moved to another port.
     let new_port = free_port();
     let original = std::fs::read_to_string(&s.config).unwrap();
-    let moved = original.replace(
-        &format!("listen = [\"127.0.0.1:{old_port}\"]"),
-        &format!("listen = [\"127.0.0.1:{new_port}\"]\nbanner = \"reloaded banner\""),
-    ) + &format!(
-        "\n[profiles.second]\nuser = \"{}\"\ncommand = \"/bin/echo second-profile\"\n",
-        session_user()
-    );
+    let moved = original
+        .replace(
+            &format!("listen = [\"127.0.0.1:{old_port}\"]"),
+            &format!("listen = [\"127.0.0.1:{new_port}\"]\nbanner = \"reloaded banner\""),
+        )
+        .replace("workers = 2", "workers = 3")
+        + &format!(
+            "\n[profiles.second]\nuser = \"{}\"\ncommand = \"/bin/echo second-profile\"\n",
+            session_user()
+        );
     std::fs::write(&s.config, &moved).unwrap();
     let ev = reload_and_wait(&s, "daemon.reloaded");
     assert!(
@@ -53,6 +71,12 @@ fn reload_keeps_live_sessions_and_applies_new_config_to_new_connections() {
         "{ev:#}"
     );
     s.port = new_port;
+    assert!(
+        s.log_text()
+            .contains("a changed server.workers applies at the next start, not on reload"),
+        "{}",
+        s.log_text()
+    );
     assert!(
         TcpStream::connect(("127.0.0.1", old_port)).is_err(),
         "old address still accepts"

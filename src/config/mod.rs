@@ -183,6 +183,24 @@ pub struct Server {
     /// process keeps serving its live sessions before it ends them
     /// `daemon_upgraded`.
     pub handover_deadline: Duration,
+    /// Threads that run connections and sessions; `None`: the CPUs this
+    /// process may use less one, at least one (see [`Server::workers`]).
+    pub workers: Option<usize>,
+}
+
+impl Server {
+    /// The runtime's worker threads: `workers`, or the CPUs less one (the
+    /// journal's thread, the sessions' commands and the kernel's network
+    /// work use a core too, and on two cores one thread measured less CPU
+    /// per session than two: bench/README.md).
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(1)
+                .max(1)
+        })
+    }
 }
 
 /// Ciphers tollgate can offer.
@@ -257,6 +275,7 @@ impl Default for Server {
             node_timeout: Duration::from_secs(30),
             journal_listen: true,
             handover_deadline: Duration::from_secs(3600),
+            workers: None,
             admission: crate::admission::Policy::default(),
         }
     }

@@ -134,6 +134,7 @@ pub(super) fn walk_server(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
         server.log_level = level;
     }
     walk_admission(ctx, t, &mut server.admission);
+    walk_workers(ctx, t, server);
     if let Some(n) = integer(ctx, S, t, "max_auth_tries") {
         match u32::try_from(n) {
             Ok(n) if (1..=100).contains(&n) => server.max_auth_tries = n,
@@ -446,5 +447,22 @@ fn walk_node(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
                 humantime::format_duration(server.node_heartbeat)
             ),
         );
+    }
+}
+
+/// `workers`: a number of threads, or "auto".
+fn walk_workers(ctx: &mut Ctx, t: &DeTable, server: &mut Server) {
+    const MSG: &str = "server.workers must be a number of threads from 1 to 1024, or \"auto\"";
+    let Some(v) = get(t, "workers") else {
+        return;
+    };
+    match v.get_ref() {
+        DeValue::String(s) if s.as_ref() == "auto" => server.workers = None,
+        DeValue::Integer(_) => match integer(ctx, "server", t, "workers") {
+            Some(n) if (1..=1024).contains(&n) => server.workers = Some(n as usize),
+            Some(_) => ctx.at(v.span(), MSG),
+            None => {}
+        },
+        _ => ctx.at(v.span(), MSG),
     }
 }

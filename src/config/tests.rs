@@ -439,3 +439,37 @@ fn the_api_refuses_plain_http_off_loopback_and_half_a_tls_pair() {
         "{p:?}"
     );
 }
+
+#[test]
+fn workers_is_a_thread_count_or_auto() {
+    let parse = |s: &str| Config::parse(Path::new("t.toml"), &format!("[server]\n{s}\n"));
+    assert_eq!(parse("workers = 3").unwrap().server.workers(), 3);
+    assert_eq!(parse("workers = 3").unwrap().server.workers, Some(3));
+    let auto = parse("workers = \"auto\"").unwrap().server;
+    assert_eq!(auto.workers, None);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(auto.workers(), cpus.saturating_sub(1).max(1));
+    assert_eq!(
+        Config::parse(Path::new("t.toml"), "")
+            .unwrap()
+            .server
+            .workers,
+        None
+    );
+    for bad in [
+        "workers = 0",
+        "workers = 1025",
+        "workers = \"many\"",
+        "workers = 1.5",
+    ] {
+        let p = problems(&format!("[server]\n{bad}\n"));
+        assert_eq!(
+            p,
+            vec![
+                "t.toml:2:11: server.workers must be a number of threads from 1 to 1024, or \"auto\""
+                    .to_string()
+            ],
+            "{bad}"
+        );
+    }
+}

@@ -265,6 +265,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "per_source_max_startups",
     "per_source_netblock",
     "per_source_penalties",
+    "workers",
 ];
 pub(super) const PENALTY_KEYS: &[&str] = &[
     "enabled",

@@ -119,6 +119,7 @@ pub struct Bound {
 /// `on_ready` is called once every listener is bound.
 pub fn serve(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) -> DaemonResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(checked.config.server.workers())
         .enable_all()
         .build()
         .map_err(DaemonError::failed)?;
@@ -216,6 +217,10 @@ async fn run(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) 
     let keys = crate::ssh::load_host_keys(&config.server.host_keys).map_err(DaemonError::failed)?;
     let containment = Arc::new(Containment::detect(incoming.is_some()));
     tracing::info!("sessions are contained by {}", containment.describe());
+    tracing::info!(
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
+        "threads serving connections"
+    );
     warn_unenforced(&config, &containment);
     // The PostgreSQL client blocks on a runtime of its own: not on one of
     // this runtime's threads.

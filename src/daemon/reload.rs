@@ -57,6 +57,10 @@ pub(super) async fn reload(current: &Arc<Current>, listeners: &mut Listeners) {
     for (changed, table) in [
         (checked.config.api != old.config.api, "[api]"),
         (checked.config.metrics != old.config.metrics, "[metrics]"),
+        (
+            checked.config.server.workers() != old.config.server.workers(),
+            "server.workers",
+        ),
     ] {
         if changed {
             tracing::warn!("a changed {table} applies at the next start, not on reload");

@@ -52,6 +52,15 @@ impl Limits {
     }
 }
 
+/// A session's cgroup, asked of [`super::spawn`]: made where the process
+/// is started, with `limits` in force, named by the session's id.
+#[derive(Debug)]
+pub struct Wanted {
+    pub containment: std::sync::Arc<Containment>,
+    pub id: String,
+    pub limits: Limits,
+}
+
 /// How session processes are contained and ended.
 #[derive(Debug)]
 pub enum Containment {
@@ -455,7 +464,7 @@ impl SessionCgroup {
         }
     }
 
-    fn remove_blocking(&self, limit: Duration) {
+    pub(super) fn remove_blocking(&self, limit: Duration) {
         let until = Instant::now() + limit;
         while self.rmdir(Instant::now() < until) {
             std::thread::sleep(Duration::from_millis(10));

@@ -117,9 +117,9 @@ pub struct Spec {
     pub account: Account,
     pub allow_root: bool,
     pub pty: Option<PtyRequest>,
-    /// The session's cgroup directory ([`cgroup::SessionCgroup::open`]):
-    /// the process starts in it.
-    pub cgroup: Option<OwnedFd>,
+    /// The session's cgroup, made by [`spawn`] on the thread that starts
+    /// the process (which then starts in it), not on the runtime's.
+    pub cgroup: Option<cgroup::Wanted>,
     /// Only this module (and [`plan`]) can name it, so only they build one.
     _planned: Planned,
 }
@@ -155,6 +155,11 @@ pub struct Spawned {
     pub pid: i32,
     pub exit: ExitWatcher,
     pub io: Stdio3,
+    /// The cgroup it started in, when [`Spec::cgroup`] asked for one and
+    /// the daemon has per-session cgroups.
+    pub cgroup: Option<cgroup::SessionCgroup>,
+    /// Its leader's [`process_identity`], read as soon as it started.
+    pub leader: Option<String>,
 }
 
 /// Waits for the session's leader to exit: the daemon's one reaper thread
@@ -191,7 +196,9 @@ impl ExitWatcher {
 /// when it has one), which also lets it take the open-file limit the
 /// daemon started with (the daemon raises its own).
 /// It runs on a thread of the blocking pool, so a blocked clone never holds
-/// up the runtime.
+/// up the runtime; so do the session cgroup's `mkdir` and the read of the
+/// leader's identity (`/proc`). An error making the cgroup starts with
+/// `cgroup: `; nothing is left of a session that could not start.
 pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
     if spec.account.uid.is_root() && !spec.allow_root {
         return Err(io::Error::new(
@@ -300,11 +307,19 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
         groups: spec.account.groups.iter().map(|g| g.as_raw()).collect(),
     });
     let cwd_required = spec.cwd_required;
-    let cgroup = spec.cgroup;
+    let wanted = spec.cgroup;
     // On a thread of the blocking pool: the clone holds its thread until
     // the child has exec'd, and a pool thread is reused where a thread of
     // its own per session cost a thread's creation each time.
-    let (pid, rx) = tokio::task::spawn_blocking(move || {
+    let (pid, rx, cgroup, leader) = tokio::task::spawn_blocking(move || {
+        let made = match &wanted {
+            Some(w) => w
+                .containment
+                .session(&w.id, &w.limits)
+                .map_err(|e| io::Error::new(e.kind(), format!("cgroup: {e}")))?,
+            None => None,
+        };
+        let (cgroup, dir) = made.unzip();
         let child = Child {
             program: &program,
             argv: &argv,
@@ -313,11 +328,23 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
             cwd_required,
             io: &child_io,
         };
-        let r = clone_child(creds, &child, cgroup.as_ref(), reaper::discard);
+        let r = clone_child(creds, &child, dir.as_ref(), reaper::discard);
         drop(child_io);
+        let pid = match r {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let Some(c) = &cgroup {
+                    c.remove_blocking(std::time::Duration::ZERO);
+                }
+                return Err(e);
+            }
+        };
+        // Read before the reaper is told to watch it (it may have exited
+        // already; then there is no identity to record).
+        let leader = process_identity(pid);
         // Watched here, so a caller that gives up on the spawn cannot leave
         // the child unwatched.
-        r.map(|pid| (pid, reaper::watch(pid)))
+        Ok((pid, reaper::watch(pid), cgroup, leader))
     })
     .await
     .map_err(|_| io::Error::other("spawner thread died"))??;
@@ -334,7 +361,13 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
             stderr: pipe::Receiver::from_owned_fd_unchecked(nonblocking(err)?)?,
         },
     };
-    Ok(Spawned { pid, exit, io })
+    Ok(Spawned {
+        pid,
+        exit,
+        io,
+        cgroup,
+        leader,
+    })
 }
 
 /// Sets O_NONBLOCK on a pipe end (F_SETFL leaves its access mode as it is).

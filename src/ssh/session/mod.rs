@@ -462,31 +462,15 @@ impl Task {
         };
         let argv = spec.argv.clone();
 
-        let (cgroup, cgroup_fd) = match self
-            .shared
-            .containment
-            .session(self.auth.id(), &profile.limits)
-        {
-            Ok(made) => made.unzip(),
-            Err(e) => {
-                tracing::error!(session = %self.auth.id(), error = %e, "could not make the session's cgroup");
-                return self
-                    .refuse(
-                        "the session's command could not be started",
-                        EventKind::SessionError,
-                        json!({"error": format!("cgroup: {e}")}),
-                    )
-                    .await;
-            }
-        };
-        spec.cgroup = cgroup_fd;
+        spec.cgroup = Some(exec::cgroup::Wanted {
+            containment: self.shared.containment.clone(),
+            id: self.auth.id().to_string(),
+            limits: profile.limits.clone(),
+        });
         let user = spec.account.name.clone();
         let spawned = match exec::spawn(spec).await {
             Ok(s) => s,
             Err(e) => {
-                if let Some(c) = cgroup {
-                    c.remove(Duration::ZERO).await;
-                }
                 tracing::error!(session = %self.auth.id(), error = %e, "could not start the session's command");
                 return self
                     .refuse(
@@ -559,9 +543,8 @@ impl Task {
             }
         };
         let pid = spawned.pid;
-        // Read before anything can reap it.
-        let leader = exec::process_identity(pid);
-        let tree = exec::Tree::new(pid, cgroup);
+        let leader = spawned.leader;
+        let tree = exec::Tree::new(pid, spawned.cgroup);
         let cgroup_path = tree.cgroup().map(|p| p.display().to_string());
         self.running = Some(Running {
             exit: spawned.exit,
