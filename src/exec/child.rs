@@ -186,9 +186,18 @@ pub(super) fn clone_child(
         ChildIo::Pipes(fds) => [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()],
         ChildIo::Tty { .. } => [-1; 3],
     };
-    // The child reports a failed step here; a successful exec closes it.
-    let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    // The child reports a failed step in `failed`, memory it shares with
+    // this thread (CLONE_VM), which waits until the child has exec'd or
+    // exited (CLONE_VFORK): no pipe to make, read and close. Only clone3
+    // elsewhere than x86_64 gives the child a copy; it reports on a pipe,
+    // which a successful exec closes.
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let shared = dir.is_none() || cfg!(target_arch = "x86_64");
+    let pipe = if shared {
+        None
+    } else {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?)
+    };
     let nofile = {
         use std::sync::atomic::Ordering::Relaxed;
         let (soft, hard) = (
@@ -207,7 +216,8 @@ pub(super) fn clone_child(
         pipes,
         argv: &argv_p,
         envp: &envp_p,
-        report: err_w.as_raw_fd(),
+        report: pipe.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+        failed: &failed,
         nofile,
         #[cfg(test)]
         fail_at: tests::FAIL_AT.get(),
@@ -260,25 +270,37 @@ pub(super) fn clone_child(
     let clone_error = io::Error::last_os_error();
     // SAFETY: restores this thread's own mask.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    drop(err_w);
+    let err_r = pipe.map(|(r, w)| {
+        drop(w);
+        r
+    });
     if pid < 0 {
         return Err(clone_error);
     }
     let pid = pid as i32;
-    let mut report = [0u8; 8];
-    let mut got = 0;
-    while got < report.len() {
-        match nix::unistd::read(&err_r, &mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                reap(pid);
-                return Err(e.into());
+    let report = match err_r {
+        None => failed
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_ne_bytes(),
+        Some(err_r) => {
+            let mut report = [0u8; 8];
+            let mut got = 0;
+            while got < report.len() {
+                match nix::unistd::read(&err_r, &mut report[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        reap(pid);
+                        return Err(e.into());
+                    }
+                }
             }
+            report
         }
-    }
-    if got == 0 {
+    };
+    // Steps are numbered from 1: all zeros is no report.
+    if report == [0; 8] {
         return Ok(pid);
     }
     // The child failed before exec and exits 127.
@@ -317,7 +339,11 @@ struct ChildArgs<'a> {
     pipes: [RawFd; 3],
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
+    /// A pipe for the report when the child has a copy of this memory
+    /// (else -1), and the report where it shares it: step and errno, in
+    /// the bytes the pipe would carry.
     report: RawFd,
+    failed: &'a std::sync::atomic::AtomicU64,
     nofile: Option<libc::rlimit64>,
     /// Unit tests make this step fail (with EIO) to see it reported.
     #[cfg(test)]
@@ -346,6 +372,7 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
         argv,
         envp,
         report,
+        failed,
         nofile,
         ..
     } = args;
@@ -363,7 +390,10 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&step.to_ne_bytes());
         msg[4..].copy_from_slice(&errno.to_ne_bytes());
-        libc::write(report, msg.as_ptr().cast(), msg.len());
+        failed.store(u64::from_ne_bytes(msg), std::sync::atomic::Ordering::SeqCst);
+        if report >= 0 {
+            libc::write(report, msg.as_ptr().cast(), msg.len());
+        }
         libc::_exit(127)
     };
     if let Some(c) = creds {
@@ -420,7 +450,7 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
             fail(STEP_LIMITS);
         }
     }
-    // Nothing of the daemon's beyond 0-2 reaches the session (the report
+    // Nothing of the daemon's beyond 0-2 reaches the session (a report
     // pipe stays open until exec succeeds).
     if injected(STEP_FDS)
         || libc::syscall(
