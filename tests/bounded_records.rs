@@ -46,7 +46,26 @@ fn what_a_client_sends_is_recorded_within_its_caps_and_memory_stays_bounded() {
     let v = s.wait_state(&id, "terminated", Duration::from_secs(10));
     let history = v["history"].as_array().unwrap();
     let count = |kind: &str| history.iter().filter(|e| e["kind"] == kind).count();
-    assert_eq!(count("session.resized"), 32, "resizes recorded");
+    // Window changes the session's task has not taken yet are one, the
+    // latest (how many it sees depends on how the threads interleave):
+    // at most the cap, and the last size always applies.
+    let resized: Vec<_> = history
+        .iter()
+        .filter(|e| e["kind"] == "session.resized")
+        .collect();
+    assert!(
+        (1..=32).contains(&resized.len()),
+        "{} resizes recorded",
+        resized.len()
+    );
+    if resized.len() < 32 {
+        let last = &resized[resized.len() - 1]["detail"];
+        assert_eq!(
+            (&last["cols"], &last["rows"]),
+            (&129.into(), &43.into()),
+            "{last}"
+        );
+    }
     assert_eq!(count("session.request_refused"), 32, "refusals recorded");
     let summary = history
         .iter()
@@ -54,7 +73,12 @@ fn what_a_client_sends_is_recorded_within_its_caps_and_memory_stays_bounded() {
         .unwrap_or_else(|| panic!("no summary: {history:#?}"));
     let over = &summary["detail"]["suppressed"];
     assert!(over["session.request_refused"].as_u64().unwrap() >= 10000 + 50 - 32 - 1000);
-    assert!(over["session.resized"].as_u64().unwrap() > 0, "{summary}");
+    if resized.len() == 32 {
+        assert!(
+            over["session.resized"].as_u64().unwrap_or(0) > 0,
+            "{summary}"
+        );
+    }
     for e in history
         .iter()
         .filter(|e| e["kind"] == "session.request_refused")
