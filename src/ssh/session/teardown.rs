@@ -117,7 +117,6 @@ impl Task {
     }
 }
 
-/// Runs a write to the client for at most two seconds.
 /// Sends the channel's `exit` (status or signal), EOF and close as one
 /// message: they go out in one write.
 pub(super) async fn end_channel(handle: &Handle, ch: ChannelId, exit: ChannelMsg) {
@@ -126,6 +125,7 @@ pub(super) async fn end_channel(handle: &Handle, ch: ChannelId, exit: ChannelMsg
         .await;
 }
 
+/// Runs a write to the client for at most two seconds.
 pub(super) async fn bounded<F: std::future::Future>(f: F) -> Option<F::Output> {
     tokio::time::timeout(Duration::from_secs(2), f).await.ok()
 }
