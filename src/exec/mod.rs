@@ -333,8 +333,11 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
         let pid = match r {
             Ok(pid) => pid,
             Err(e) => {
+                // A child that failed before exec has released this thread
+                // (vfork) but may not have left its cgroup yet: the
+                // removal waits for it, briefly.
                 if let Some(c) = &cgroup {
-                    c.remove_blocking(std::time::Duration::ZERO);
+                    c.remove_blocking(std::time::Duration::from_secs(2));
                 }
                 return Err(e);
             }
