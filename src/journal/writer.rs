@@ -275,6 +275,35 @@ impl Db {
         }
         rx.await.unwrap_or_else(|_| Err(JournalError::gone()))
     }
+
+    /// Queues `f` for the journal thread without waiting for its batch to
+    /// commit: calls run in the order they were queued, so any call made
+    /// after this one sees its writes. `done` gets the outcome (the call's
+    /// error, or its batch's commit error) on the journal thread.
+    pub fn queue<F, D>(&self, f: F, done: D)
+    where
+        F: FnOnce(&mut Journal) -> Result<(), JournalError> + Send + 'static,
+        D: FnOnce(Result<(), JournalError>) + Clone + Send + 'static,
+    {
+        let gone = done.clone();
+        let job: Job = Box::new(move |j: &mut Journal| {
+            let result = f(j);
+            let ok = result.is_ok();
+            let report: Report = Box::new(move |commit_error: Option<&str>| {
+                done(match commit_error {
+                    None => result,
+                    Some(e) => Err(JournalError::Io {
+                        path: "journal".into(),
+                        source: std::io::Error::other(format!("commit failed: {e}")),
+                    }),
+                })
+            });
+            (ok, report)
+        });
+        if self.jobs.send(job).is_err() {
+            gone(Err(JournalError::gone()));
+        }
+    }
 }
 
 impl JournalError {
@@ -328,6 +357,45 @@ mod tests {
         assert_eq!(seen.len(), 20, "the uncommitted write is not seen");
         tx.send(()).unwrap();
         writer.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_call_runs_before_later_calls_and_reports_its_outcome() {
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-db-").unwrap());
+        let db = Db::new(Journal::open(&dir.join("j.db")).unwrap());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..10 {
+            let tx = tx.clone();
+            db.queue(
+                move |j| {
+                    j.event(None, EventKind::TestWrite, json!({"i": i}))?;
+                    if i == 7 {
+                        return Err(JournalError::TooNew { found: 0, known: 0 });
+                    }
+                    Ok(())
+                },
+                move |r| {
+                    let _ = tx.send((i, r.is_ok()));
+                },
+            );
+        }
+        // A call queued after them, not waiting for them, sees their writes.
+        let seen = db.call(|j| j.events(None, 0, None)).await.unwrap();
+        let seen: Vec<_> = seen.iter().map(|e| e.detail["i"].clone()).collect();
+        assert_eq!(
+            seen,
+            (0..10)
+                .filter(|&i| i != 7)
+                .map(|i| json!(i))
+                .collect::<Vec<_>>()
+        );
+        let mut outcomes = Vec::new();
+        for _ in 0..10 {
+            outcomes.push(rx.recv().await.unwrap());
+        }
+        outcomes.sort();
+        assert_eq!(outcomes, (0..10).map(|i| (i, i != 7)).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

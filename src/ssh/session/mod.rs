@@ -562,17 +562,20 @@ impl Task {
             "request": if exec_cmd.is_some() { "exec" } else { "shell" },
             "cgroup": cgroup_path,
         });
-        if let Err(e) = self
-            .shared
-            .db
-            .call(move |j| j.started(&id, pid as u32, leader, detail))
-            .await
-        {
-            tracing::error!(session = %self.auth.id(), error = %e, "could not record session start");
-        }
-        metrics::get()
-            .session_start
-            .observe(metrics::seconds(requested.elapsed()));
+        // Not waited for: the session's process runs already, and the
+        // calls that follow (its resizes, its end) are queued after it.
+        let session = id.clone();
+        self.shared.db.queue(
+            move |j| j.started(&id, pid as u32, leader, detail),
+            move |r| match r {
+                Ok(()) => metrics::get()
+                    .session_start
+                    .observe(metrics::seconds(requested.elapsed())),
+                Err(e) => {
+                    tracing::error!(%session, error = %e, "could not record session start")
+                }
+            },
+        );
         tracing::info!(session = %self.auth.id(), pid, login_user = %self.auth.login_user, client = %self.auth.client_addr, "session started");
         Ok(())
     }
