@@ -13,12 +13,6 @@ use clap::{Parser, Subcommand};
 use tollgate::cli::{self, Output};
 use tollgate::{config, daemon};
 
-// mimalloc 2: with it the daemon spends about 8 % less CPU per session than
-// on glibc's malloc (russh's packets and buffers, tokio's tasks), for about
-// 13 kB more per idle session (bench/README.md, "Allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// An SSH bastion for one-time, token-bound sessions.
 #[derive(Parser, Debug)]
 #[command(
