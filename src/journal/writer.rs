@@ -260,13 +260,7 @@ impl Db {
             let result = f(j);
             let ok = result.is_ok();
             let report: Report = Box::new(move |commit_error: Option<&str>| {
-                let _ = tx.send(match commit_error {
-                    None => result,
-                    Some(e) => Err(JournalError::Io {
-                        path: "journal".into(),
-                        source: std::io::Error::other(format!("commit failed: {e}")),
-                    }),
-                });
+                let _ = tx.send(settled(result, commit_error));
             });
             (ok, report)
         });
@@ -289,20 +283,28 @@ impl Db {
         let job: Job = Box::new(move |j: &mut Journal| {
             let result = f(j);
             let ok = result.is_ok();
-            let report: Report = Box::new(move |commit_error: Option<&str>| {
-                done(match commit_error {
-                    None => result,
-                    Some(e) => Err(JournalError::Io {
-                        path: "journal".into(),
-                        source: std::io::Error::other(format!("commit failed: {e}")),
-                    }),
-                })
-            });
+            let report: Report =
+                Box::new(move |commit_error: Option<&str>| done(settled(result, commit_error)));
             (ok, report)
         });
         if self.jobs.send(job).is_err() {
             gone(Err(JournalError::gone()));
         }
+    }
+}
+
+/// A call's outcome once its batch has committed: its own result, or the
+/// commit's failure.
+fn settled<R>(
+    result: Result<R, JournalError>,
+    commit_error: Option<&str>,
+) -> Result<R, JournalError> {
+    match commit_error {
+        None => result,
+        Some(e) => Err(JournalError::Io {
+            path: "journal".into(),
+            source: std::io::Error::other(format!("commit failed: {e}")),
+        }),
     }
 }
 
