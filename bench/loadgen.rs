@@ -339,7 +339,7 @@ fn issue_all(
 
 fn issue(a: Args) {
     use tollgate::journal::Journal;
-    use tollgate::token::{random_id, Token};
+    use tollgate::token::Token;
     let checked = tollgate::checked::load(std::path::Path::new(&a.req("--config"))).unwrap();
     let mut j = Journal::open_target(&checked.journal).unwrap();
     let profile = a.req("--profile");
@@ -351,7 +351,7 @@ fn issue(a: Args) {
         let t = Token::generate().unwrap();
         tokens.push_str(t.reveal());
         tokens.push('\n');
-        made.push((random_id("ses_").unwrap(), t.hash()));
+        made.push((tollgate::token::session_id().unwrap(), t.hash()));
     }
     issue_all(&mut j, &made, &profile, &user);
     std::fs::write(a.req("--out"), tokens).unwrap();
@@ -378,7 +378,7 @@ fn redeem(a: Args) {
     let made: Vec<(String, String)> = (0..n)
         .map(|_| {
             (
-                random_id("ses_").unwrap(),
+                tollgate::token::session_id().unwrap(),
                 Token::generate().unwrap().hash(),
             )
         })
@@ -424,7 +424,7 @@ async fn journal(a: Args) {
     let made: Vec<(String, String)> = (0..n)
         .map(|_| {
             (
-                random_id("ses_").unwrap(),
+                tollgate::token::session_id().unwrap(),
                 Token::generate().unwrap().hash(),
             )
         })

@@ -55,6 +55,20 @@ pub fn random_id(prefix: &str) -> std::io::Result<String> {
     Ok(format!("{prefix}{}", hex(&raw)))
 }
 
+/// A new session id, `ses_` then 12 hex digits of milliseconds since the
+/// Unix epoch and 12 random ones: unique like [`random_id`], and in the
+/// order sessions were issued, so the journal's index of each session's
+/// events grows at its end (random ids put each session's events on a
+/// page of their own, one more page per commit).
+pub fn session_id() -> std::io::Result<String> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut raw = [0u8; 6];
+    getrandom::fill(&mut raw).map_err(std::io::Error::other)?;
+    Ok(format!("ses_{:012x}{}", ms & 0xffff_ffff_ffff, hex(&raw)))
+}
+
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     base16ct::lower::encode_string(bytes)
@@ -69,6 +83,33 @@ fn base64url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_are_unique_and_sort_in_the_order_they_were_made() {
+        let first = session_id().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let mut ids: Vec<String> = (0..1000).map(|_| session_id().unwrap()).collect();
+        for id in &ids {
+            let hex = id.strip_prefix("ses_").unwrap();
+            assert_eq!(hex.len(), 24, "{id}");
+            assert!(
+                hex.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+            assert!(*id > first, "{id} sorts before {first}, made earlier");
+        }
+        // The time part is now's, to the millisecond.
+        let ms = u64::from_str_radix(&ids[0][4..16], 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(now >= ms && now - ms < 60_000, "{ms} vs {now}");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 1000);
+    }
 
     #[test]
     fn base64url_matches_rfc4648_vectors() {

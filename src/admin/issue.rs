@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{AdminError, DurationIn, Invalid};
 use crate::config::Config;
 use crate::journal::{Journal, NewSession, SessionRow};
-use crate::token::{random_id, Token};
+use crate::token::Token;
 
 /// What issuing a session asks for (the API's body; `session issue`'s flags).
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
@@ -176,7 +176,7 @@ pub fn issue(
         })
     };
     let token = Token::generate().map_err(io)?;
-    let id = random_id("ses_").map_err(io)?;
+    let id = crate::token::session_id().map_err(io)?;
     let row = journal.issue(&NewSession {
         id: &id,
         token_sha256: &token.hash(),
