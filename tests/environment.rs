@@ -119,3 +119,46 @@ fn a_session_starts_with_the_open_file_limit_the_daemon_started_with() {
     let nums: Vec<&str> = o.split_whitespace().collect();
     assert_eq!(nums, vec!["1000", hard.as_str()], "{o:?}");
 }
+
+/// The scheduling policy in a `/proc/…/stat` line (field 41).
+fn policy_of(stat: &str) -> i32 {
+    let after_comm = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    after_comm
+        .split(' ')
+        .nth(38)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_daemon_runs_under_sched_batch_and_a_session_under_sched_other() {
+    const OTHER: i32 = 0;
+    const BATCH: i32 = 3;
+    let mine = policy_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    if mine != OTHER {
+        // The daemon keeps any other policy it is given, and so do sessions.
+        eprintln!("skipped: this test runs under policy {mine}, not SCHED_OTHER");
+        return;
+    }
+    let s = Server::start("sched");
+    let (_, tok) = s.issue("ops", &[]);
+    // A session's process, started after every thread of the daemon's.
+    let out = s.ssh_run("ops", &tok, &[], "cat /proc/self/stat");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        policy_of(&text(&out.stdout)),
+        OTHER,
+        "{}",
+        text(&out.stdout)
+    );
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap())
+        .collect();
+    assert!(tasks.len() >= 3, "{tasks:?}");
+    for t in &tasks {
+        assert_eq!(policy_of(t), BATCH, "{t}");
+    }
+}

@@ -118,6 +118,10 @@ pub struct Bound {
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
 /// `on_ready` is called once every listener is bound.
 pub fn serve(checked: Checked, hangup: OnHangup, on_ready: impl FnOnce(&Bound)) -> DaemonResult {
+    // Before any thread of the daemon's starts: each inherits it.
+    if let Err(e) = crate::exec::batch_scheduling() {
+        tracing::warn!(error = %e, "cannot run the daemon's threads under SCHED_BATCH");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(checked.config.server.workers())
         .enable_all()

@@ -155,6 +155,16 @@ pub fn set_session_nofile(soft: u64, hard: u64) {
     SESSION_NOFILE[1].store(hard, Relaxed);
 }
 
+/// Whether a session gets `SCHED_OTHER` back before exec: set once the
+/// daemon runs under `SCHED_BATCH` ([`super::batch_scheduling`]).
+static SESSION_SCHED_OTHER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sessions started from now on get `SCHED_OTHER` before exec.
+pub(super) fn set_session_sched_other() {
+    SESSION_SCHED_OTHER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Starts the child and returns its pid; a child that failed before exec
 /// is handed to `reap`. With a cgroup `dir`
 /// the child starts inside it (there is no moment at which it, or anything
@@ -219,6 +229,7 @@ pub(super) fn clone_child(
         report: pipe.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
         failed: &failed,
         nofile,
+        sched_other: SESSION_SCHED_OTHER.load(std::sync::atomic::Ordering::Relaxed),
         #[cfg(test)]
         fail_at: tests::FAIL_AT.get(),
     };
@@ -345,6 +356,8 @@ struct ChildArgs<'a> {
     report: RawFd,
     failed: &'a std::sync::atomic::AtomicU64,
     nofile: Option<libc::rlimit64>,
+    /// Back to `SCHED_OTHER` (the daemon's threads run `SCHED_BATCH`).
+    sched_other: bool,
     /// Unit tests make this step fail (with EIO) to see it reported.
     #[cfg(test)]
     fail_at: i32,
@@ -374,6 +387,7 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
         report,
         failed,
         nofile,
+        sched_other,
         ..
     } = args;
     // Whether a unit test makes `step` fail; never in the daemon.
@@ -396,6 +410,18 @@ unsafe fn exec_child(args: &ChildArgs) -> ! {
         }
         libc::_exit(127)
     };
+    // The session is scheduled as any login's process, not as the daemon's
+    // threads are. Cannot fail (BATCH to OTHER needs no privilege), and a
+    // failure would only leave the session under SCHED_BATCH.
+    if sched_other {
+        let normal = libc::sched_param { sched_priority: 0 };
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_OTHER,
+            &normal as *const libc::sched_param,
+        );
+    }
     if let Some(c) = creds {
         // Raw calls: glibc's wrappers would try to reach the parent's threads.
         if injected(STEP_CREDS)

@@ -453,6 +453,37 @@ pub fn signal_tree(leader: i32, sigs: &[Signal]) {
     }
 }
 
+/// Puts the calling thread, and every thread it starts from now on, under
+/// `SCHED_BATCH` when it runs under the default `SCHED_OTHER`; sessions
+/// started afterwards get `SCHED_OTHER` back before exec. A thread under
+/// SCHED_BATCH does not preempt the one running when it wakes: the daemon's
+/// threads (the runtime's, the journal's, the reaper's) wake one another
+/// several times per session, and each preemption was a context switch.
+/// Returns whether the thread now runs under `SCHED_BATCH`; any other
+/// policy (systemd's `CPUSchedulingPolicy=`) is left as it is, and so is
+/// what sessions inherit from it.
+pub fn batch_scheduling() -> io::Result<bool> {
+    // SAFETY: plain system calls on the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let keep = policy & libc::SCHED_RESET_ON_FORK;
+    match policy & !libc::SCHED_RESET_ON_FORK {
+        libc::SCHED_OTHER => {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as above, with a parameter that outlives the call.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH | keep, &param) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        libc::SCHED_BATCH => {}
+        _ => return Ok(false),
+    }
+    child::set_session_sched_other();
+    Ok(true)
+}
+
 /// Sets the calling thread's nice value (on Linux, priority is per thread).
 pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     // SAFETY: plain system calls on the calling thread's own id.
