@@ -392,7 +392,12 @@ impl Conn {
     }
 
     /// A savepoint: what runs through it is kept by [`Tx::commit`], and
-    /// undone if the `Tx` is dropped first.
+    /// undone if the `Tx` is dropped first. Outside a transaction it is one
+    /// of its own that takes the write lock at once ([`Conn::immediate`]):
+    /// a deferred one that read first (an identifier is free, say) could
+    /// not write after another connection committed meanwhile (SQLite's
+    /// `SQLITE_BUSY_SNAPSHOT`, "database is locked" at once, whatever the
+    /// busy timeout), and the CLI writes while the daemon does.
     pub fn savepoint(&mut self) -> Result<Tx<'_>, JournalError> {
         if self.in_call.get() {
             // Inside a call of the writer's batch, the call's savepoint is
@@ -406,9 +411,9 @@ impl Conn {
                 within: true,
             });
         }
-        if self.is_postgres() && !self.open.get() {
-            // Outside a transaction PostgreSQL has no savepoints: the same
-            // all-or-nothing as a transaction of its own.
+        if !self.open.get() {
+            // Outside a transaction (PostgreSQL has no savepoints there):
+            // the same all-or-nothing as a transaction of its own.
             return self.immediate();
         }
         self.run("SAVEPOINT tx")?;
@@ -673,5 +678,49 @@ mod tests {
         assert_eq!(kept, [1, 3]);
         // Nothing is left open.
         assert!(c.sqlite_db().unwrap().is_autocommit());
+    }
+
+    #[test]
+    fn a_savepoint_that_reads_then_writes_is_not_overtaken_by_another_connection() {
+        // The CLI's collect create beside the daemon's writer: a check,
+        // then an insert. Deferred, a commit of the other connection
+        // between the two failed the insert at once ("database is locked").
+        let dir = std::env::temp_dir().join(crate::token::random_id("tg-sp-").unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("j.db");
+        let open = |busy_ms| {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            c.busy_timeout(std::time::Duration::from_millis(busy_ms))
+                .unwrap();
+            Conn::sqlite(c)
+        };
+        let mut cli = open(10_000);
+        let daemon = open(50);
+        cli.run("CREATE TABLE t (i INTEGER)").unwrap();
+        {
+            let tx = cli.savepoint().unwrap();
+            let n: i64 = tx
+                .query_one("SELECT count(*) FROM t", params![], |r| r.get(0))
+                .unwrap();
+            // The other connection cannot commit in between: it waits,
+            // here until its short busy timeout.
+            let other = daemon.execute("INSERT INTO t (i) VALUES (100)", params![]);
+            assert!(
+                matches!(&other, Err(JournalError::Sql(e)) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)),
+                "{other:?}"
+            );
+            tx.execute("INSERT INTO t (i) VALUES (?1)", params![n + 1])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        daemon
+            .execute("INSERT INTO t (i) VALUES (100)", params![])
+            .unwrap();
+        let rows: Vec<i64> = cli
+            .query("SELECT i FROM t ORDER BY i", params![], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, [1, 100]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
