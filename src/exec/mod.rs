@@ -328,7 +328,9 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
             cwd_required,
             io: &child_io,
         };
+        let before = boot_ticks();
         let r = clone_child(creds, &child, dir.as_ref(), reaper::discard);
+        let after = boot_ticks();
         drop(child_io);
         let pid = match r {
             Ok(pid) => pid,
@@ -342,9 +344,16 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
                 return Err(e);
             }
         };
-        // Read before the reaper is told to watch it (it may have exited
-        // already; then there is no identity to record).
-        let leader = process_identity(pid);
+        // The kernel stamped the child's start between the two readings:
+        // when both fall in the same clock tick, that tick is its start
+        // time, without reading /proc (an open, a read and a close per
+        // session). Otherwise it is read, before the reaper is told to
+        // watch the child (it may have exited already; then there is no
+        // identity to record).
+        let leader = match (before, after) {
+            (Some(b), Some(a)) if a == b => identity_at(b),
+            _ => process_identity(pid),
+        };
         // Watched here, so a caller that gives up on the spawn cannot leave
         // the child unwatched.
         Ok((pid, reaper::watch(pid), cgroup, leader))
@@ -536,8 +545,35 @@ fn session_members(sid: i32) -> Vec<i32> {
 /// time in clock ticks since boot (`/proc/PID/stat`, field 22), as
 /// `BOOT_ID:TICKS`. None once the process is reaped.
 pub fn process_identity(pid: i32) -> Option<String> {
-    let boot = boot_id()?;
-    Some(format!("{boot}:{}", start_ticks(pid)?))
+    identity_at(start_ticks(pid)?)
+}
+
+/// The identity of a process of this boot that started at `ticks`.
+fn identity_at(ticks: u64) -> Option<String> {
+    Some(format!("{}:{ticks}", boot_id()?))
+}
+
+/// Now on the clock `/proc/PID/stat`'s start time counts, in its unit:
+/// `CLOCK_BOOTTIME` (time namespaces offset both alike) in clock ticks,
+/// the kernel's `nsec_to_clock_t` of the nanoseconds. A process forked
+/// between two readings that agree started in that tick.
+fn boot_ticks() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let hz = u64::try_from(clock_ticks_per_second()).ok()?;
+    let ns = u64::try_from(t.tv_sec()).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec()).ok()?;
+    Some(ns / (1_000_000_000 / hz))
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on Linux (`USER_HZ`), asked once.
+fn clock_ticks_per_second() -> i64 {
+    static HZ: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|&h| h > 0 && 1_000_000_000 % h == 0)
+            .unwrap_or(100)
+    })
 }
 
 fn boot_id() -> Option<String> {
@@ -668,5 +704,37 @@ mod stat_tests {
             .ends_with(&format!(":{want}")));
         // A pid past the kernel's maximum never exists.
         assert_eq!(super::start_ticks(i32::MAX), None);
+    }
+
+    #[test]
+    fn a_child_forked_between_two_equal_clock_readings_started_in_that_tick() {
+        // What the spawn records without reading /proc: checked against
+        // /proc for children forked as the spawn forks them (a clone
+        // between two readings), until enough readings agreed.
+        let mut agreed = 0;
+        for _ in 0..2000 {
+            let before = super::boot_ticks().unwrap();
+            let mut child = std::process::Command::new("/bin/sleep")
+                .arg("5")
+                .spawn()
+                .unwrap();
+            let after = super::boot_ticks().unwrap();
+            let pid = child.id() as i32;
+            let read = super::start_ticks(pid).unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(
+                before <= read && read <= after,
+                "{before} <= {read} <= {after}"
+            );
+            if before == after {
+                assert_eq!(read, before);
+                agreed += 1;
+                if agreed == 50 {
+                    return;
+                }
+            }
+        }
+        panic!("only {agreed} of 2000 spawns began and ended in one tick");
     }
 }
