@@ -682,7 +682,8 @@ impl Session {
         let mut is_reading = None;
 
         #[allow(clippy::panic)] // false positive in macro
-        while !self.common.disconnected {
+        // tollgate patch (vendor/README.md): labelled for the packet loop.
+        'session: while !self.common.disconnected {
             self.common.received_data = false;
             let mut sent_keepalive = false;
 
@@ -695,6 +696,9 @@ impl Session {
             // to `select!`, which picks up any client-side event first. Gated on
             // `!kex.active()` to match the `select!` receiver arm.
             const MAX_MESSAGES_PER_BATCH: usize = 64;
+            // tollgate patch (vendor/README.md): client packets answered, at
+            // most, before the socket is written.
+            const MAX_PACKETS_PER_WRITE: usize = 16;
             // Leave application messages in the bounded receiver once a peer's
             // channel window is exhausted. Network reads remain active so a
             // window adjustment can release the queued data.
@@ -736,52 +740,73 @@ impl Session {
 
             tokio::select! {
                 r = &mut reading => {
-                    let (stream_read, mut buffer, mut opening_cipher) = match r {
-                        Ok((_, stream_read, buffer, opening_cipher)) => (stream_read, buffer, opening_cipher),
-                        Err(e) => return Err(e.into())
-                    };
-                    if buffer.buffer.len() < 5 {
-                        is_reading = Some((stream_read, buffer, opening_cipher));
-                        break
-                    }
-
-                    let mut pkt = self.maybe_decompress(&buffer)?;
-
-                    match pkt.buffer.first() {
-                        None => (),
-                        Some(&crate::msg::DISCONNECT) => {
-                            debug!("break");
+                    // tollgate patch (vendor/README.md): packets the client
+                    // sent together (NEWKEYS and a service request; a PTY,
+                    // environment and exec request) are answered together:
+                    // each reply is sealed as before, and the socket written
+                    // once after the last packet already read, not once per
+                    // packet.
+                    let mut r = r;
+                    let mut handled = 0;
+                    loop {
+                        let (stream_read, mut buffer, mut opening_cipher) = match r {
+                            Ok((_, stream_read, buffer, opening_cipher)) => (stream_read, buffer, opening_cipher),
+                            Err(e) => return Err(e.into())
+                        };
+                        if buffer.buffer.len() < 5 {
                             is_reading = Some((stream_read, buffer, opening_cipher));
+                            break 'session;
+                        }
+
+                        let mut pkt = self.maybe_decompress(&buffer)?;
+
+                        match pkt.buffer.first() {
+                            None => (),
+                            Some(&crate::msg::DISCONNECT) => {
+                                debug!("break");
+                                is_reading = Some((stream_read, buffer, opening_cipher));
+                                break 'session;
+                            }
+                            Some(_) => {
+                                self.common.received_data = true;
+                                // TODO it'd be cleaner to just pass cipher to reply()
+                                std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
+
+                                let kex_was_active = self.kex.active();
+                                match reply(&mut self, &mut handler, &mut pkt).await {
+                                    Ok(_) => {},
+                                    Err(e) => return Err(e),
+                                }
+                                buffer.seqn = pkt.seqn; // TODO reply changes seqn internall, find cleaner way
+
+                                if kex_was_active && !self.kex.active() {
+                                    buffer.bytes = 0;
+                                } else if self.automatic_rekey_allowed()
+                                    && buffer.bytes >= self.common.config.limits.rekey_read_limit
+                                {
+                                    debug!("rekey read limit reached after {} inbound bytes", buffer.bytes);
+                                    if let Some(enc) = self.common.encrypted.as_mut() {
+                                        // flush checks this
+                                        enc.rekey_wanted = true;
+                                    }
+                                }
+
+                                std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
+                            }
+                        }
+                        reading.set(start_reading(stream_read, buffer, opening_cipher));
+                        handled += 1;
+                        if handled >= MAX_PACKETS_PER_WRITE || self.common.disconnected {
                             break;
                         }
-                        Some(_) => {
-                            self.common.received_data = true;
-                            // TODO it'd be cleaner to just pass cipher to reply()
-                            std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
-
-                            let kex_was_active = self.kex.active();
-                            match reply(&mut self, &mut handler, &mut pkt).await {
-                                Ok(_) => {},
-                                Err(e) => return Err(e),
+                        match futures::poll!(reading.as_mut()) {
+                            std::task::Poll::Ready(next) => {
+                                self.flush()?;
+                                r = next;
                             }
-                            buffer.seqn = pkt.seqn; // TODO reply changes seqn internall, find cleaner way
-
-                            if kex_was_active && !self.kex.active() {
-                                buffer.bytes = 0;
-                            } else if self.automatic_rekey_allowed()
-                                && buffer.bytes >= self.common.config.limits.rekey_read_limit
-                            {
-                                debug!("rekey read limit reached after {} inbound bytes", buffer.bytes);
-                                if let Some(enc) = self.common.encrypted.as_mut() {
-                                    // flush checks this
-                                    enc.rekey_wanted = true;
-                                }
-                            }
-
-                            std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
+                            std::task::Poll::Pending => break,
                         }
                     }
-                    reading.set(start_reading(stream_read, buffer, opening_cipher));
                 }
                 () = &mut rekey_timer => {
                     // The flush after the select sees the elapsed limit.
