@@ -47,7 +47,7 @@ pub fn owner_alive(owner: &str) -> Option<i32> {
 
 /// Whether `pid` is a process that has not exited (a zombie has).
 pub fn running(pid: i32) -> bool {
-    super::stat_fields(pid)
+    super::identity::stat_fields(pid)
         .and_then(|f| f.first().map(|state| state != "Z" && state != "X"))
         .unwrap_or(false)
 }
