@@ -162,7 +162,9 @@ fn idle_timeout_ends_an_idle_session_but_not_a_busy_one() {
         "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done",
     );
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(s.show(&busy)["end_reason"], "exited");
+    // The client is told first; the journal records the end just after.
+    let v = s.wait_state(&busy, "terminated", Duration::from_secs(5));
+    assert_eq!(v["end_reason"], "exited", "{v}");
 
     let (id, _, mut ssh) = start_live(&s, &[], "sleep 7501");
     ssh.wait().unwrap();
