@@ -9,8 +9,19 @@ pub fn process_identity(pid: i32) -> Option<String> {
     identity_at(start_ticks(pid)?)
 }
 
+/// The identity of a child forked between two [`boot_ticks`] readings:
+/// the kernel stamped its start between them, so when both fall in the
+/// same tick that tick is its start time, without reading /proc (an open,
+/// a read and a close per session); otherwise it is read.
+pub(super) fn of_child(pid: i32, before: Option<u64>, after: Option<u64>) -> Option<String> {
+    match (before, after) {
+        (Some(b), Some(a)) if a == b => identity_at(b),
+        _ => process_identity(pid),
+    }
+}
+
 /// The identity of a process of this boot that started at `ticks`.
-pub(super) fn identity_at(ticks: u64) -> Option<String> {
+fn identity_at(ticks: u64) -> Option<String> {
     Some(format!("{}:{ticks}", boot_id()?))
 }
 
@@ -118,6 +129,11 @@ mod tests {
             let after = super::boot_ticks().unwrap();
             let pid = child.id() as i32;
             let read = super::start_ticks(pid).unwrap();
+            // What the spawn records is what /proc would have said.
+            assert_eq!(
+                super::of_child(pid, Some(before), Some(after)),
+                super::process_identity(pid)
+            );
             child.kill().unwrap();
             child.wait().unwrap();
             assert!(

@@ -30,7 +30,7 @@ mod reaper;
 pub use child::set_session_nofile;
 use child::{clone_child, Child, ChildIo, Creds, ParentIo};
 pub use identity::process_identity;
-use identity::{boot_id, boot_ticks, identity_at, start_ticks};
+use identity::{boot_id, boot_ticks, start_ticks};
 pub use pty::PtyMaster;
 
 /// A local account a session runs as.
@@ -347,16 +347,9 @@ pub async fn spawn(spec: Spec) -> io::Result<Spawned> {
                 return Err(e);
             }
         };
-        // The kernel stamped the child's start between the two readings:
-        // when both fall in the same clock tick, that tick is its start
-        // time, without reading /proc (an open, a read and a close per
-        // session). Otherwise it is read, before the reaper is told to
-        // watch the child (it may have exited already; then there is no
-        // identity to record).
-        let leader = match (before, after) {
-            (Some(b), Some(a)) if a == b => identity_at(b),
-            _ => process_identity(pid),
-        };
+        // Before the reaper is told to watch the child (it may have exited
+        // already; then /proc has no identity to give).
+        let leader = identity::of_child(pid, before, after);
         // Watched here, so a caller that gives up on the spawn cannot leave
         // the child unwatched.
         Ok((pid, reaper::watch(pid), cgroup, leader))
