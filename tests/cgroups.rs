@@ -605,6 +605,9 @@ fn a_cgroup_nobody_delegated_is_left_alone() {
     let (id, tok) = s.issue("ops", &[]);
     let out = s.ssh_run("ops", &tok, &[], "echo ran-$TOLLGATE_SESSION_ID");
     assert!(text(&out.stdout).contains(&format!("ran-{id}")));
+    // The start is queued, not waited for, and the end recorded after the
+    // client is told: once the end is in the journal, so is the start.
+    s.wait_state(&id, "terminated", Duration::from_secs(10));
     let started = s.events_of(Some(&id), "session.started");
     assert!(started[0]["detail"]["cgroup"].is_null());
 }
