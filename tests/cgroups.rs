@@ -242,9 +242,12 @@ fn a_session_that_called_setsid_leaves_nothing_behind_and_its_limits_hold() {
     // `setsid` and a second fork: a new session id, reparented away from
     // the session's leader, out of reach of its process group.
     let (id, mut ssh) = live(&s, "setsid sh -c 'sleep 7301 &'; echo started; sleep 7302");
+    // "started" is printed before the shell has forked `sleep 7302`:
+    // both are waited for.
     assert!(
         eventually(Duration::from_secs(5), || pids_matching("sleep 7301").len()
-            == 1)
+            == 1
+            && !pids_matching("sleep 7302").is_empty())
         .is_some()
     );
     let escaped = pids_matching("sleep 7301")[0];
