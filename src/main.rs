@@ -13,6 +13,14 @@ use clap::{Parser, Subcommand};
 use tollgate::cli::{self, Output};
 use tollgate::{config, daemon};
 
+/// mimalloc, not glibc's malloc: a session's many small, short-lived
+/// allocations (russh's packets, tokio's tasks, the journal's rows) cost
+/// the daemon less CPU and fewer page faults (bench/README.md,
+/// "Allocator"). Nothing allocates between a session's clone and its
+/// `execve` (exec/child.rs), so the allocator's state never meets a child.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An SSH bastion for one-time, token-bound sessions.
 #[derive(Parser, Debug)]
 #[command(
